@@ -1,0 +1,343 @@
+//! The end-to-end harness: starts the real `wasmkube` binary on loopback with a
+//! fresh data dir and free ports, and drives it with the real `kubectl` (a
+//! fresh `--cache-dir` per cluster, so kubectl's discovery cache never hides
+//! what the server answers) and with raw HTTPS for the malformed requests
+//! kubectl would refuse to send.
+//!
+//! Nothing here sleeps and then asserts: every wait polls a condition until a
+//! deadline and reports what it last saw when the deadline passes.
+
+use std::fs::File;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use base64::Engine as _;
+
+/// The sample workloads, built for wasm32-wasip1 by this crate's build script.
+pub fn sample_wasm(name: &str) -> PathBuf {
+    PathBuf::from(env!("WASM_SAMPLES_DIR")).join(format!("{name}.wasm"))
+}
+
+/// A sample's manifest (`wasm-samples/manifests/<name>.yaml`).
+pub fn sample_manifest(name: &str) -> PathBuf {
+    PathBuf::from(env!("WASM_SAMPLES_SRC")).join("manifests").join(format!("{name}.yaml"))
+}
+
+/// The `wasmkube` binary under test: `WASMKUBE_BIN`, else the one cargo built
+/// beside this test executable (`cargo test --workspace` builds it, because
+/// the cli crate has integration tests).
+pub fn wasmkube_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("WASMKUBE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("the test knows its own path");
+    // target/debug/deps/<test> → target/debug/wasmkube
+    let dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
+    let bin = dir.join("wasmkube");
+    assert!(
+        bin.exists(),
+        "{} does not exist: run the suite with `cargo test --workspace` (or `cargo build -p wasmkube` first)",
+        bin.display()
+    );
+    bin
+}
+
+/// A free TCP port on loopback (bound then released; the server binds it next).
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral loopback port");
+    l.local_addr().expect("a bound listener has an address").port()
+}
+
+/// Polls `check` until it returns `Ok(Some(v))` or `timeout` passes. The error
+/// names `what` and the last observation, so a failure says what was seen.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("(never checked)");
+    loop {
+        match check() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => last = "condition not met yet".into(),
+            Err(e) => last = format!("{e:#}"),
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}; last: {last}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One running all-in-one server (apiserver, scheduler, controllers, node).
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub port: u16,
+    pub kubelet_port: u16,
+    pub kubeconfig: PathBuf,
+    cache_dir: PathBuf,
+    starts: u32,
+}
+
+impl Cluster {
+    /// Starts a fresh cluster and waits until its node is Ready.
+    pub fn start() -> Result<Cluster> {
+        let dir = tempfile::Builder::new().prefix("wasmkube-e2e-").tempdir()?;
+        let kubeconfig = dir.path().join("kubeconfig");
+        let cache_dir = dir.path().join("kubectl-cache");
+        let mut c = Cluster {
+            child: None,
+            port: free_port(),
+            kubelet_port: free_port(),
+            kubeconfig,
+            cache_dir,
+            dir,
+            starts: 0,
+        };
+        c.spawn()?;
+        c.wait_ready()?;
+        Ok(c)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn log_path(&self, n: u32) -> PathBuf {
+        self.dir.path().join(format!("server-{n}.log"))
+    }
+
+    /// Spawns the server process (again, after [`Cluster::kill9`]).
+    pub fn spawn(&mut self) -> Result<()> {
+        self.starts += 1;
+        let log = File::create(self.log_path(self.starts))?;
+        let child = Command::new(wasmkube_bin())
+            .arg("server")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--bind-address", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--kubelet-port", &self.kubelet_port.to_string()])
+            .args(["--node-name", "node-1"])
+            .arg("--write-kubeconfig")
+            .arg(&self.kubeconfig)
+            .env("RUST_LOG", "info,wasmkube=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting wasmkube server")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Waits for the readiness line, then for the node to be Ready in the API.
+    pub fn wait_ready(&mut self) -> Result<()> {
+        let log = self.log_path(self.starts);
+        let result = wait_for("the server to say it is ready", Duration::from_secs(120), || {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("server exited early with {status}");
+            }
+            Ok(std::fs::read_to_string(&log)?.contains("wasmkube is ready").then_some(()))
+        })
+        .and_then(|()| {
+            wait_for("node-1 to be Ready", Duration::from_secs(60), || {
+                let out = self.kubectl(&["get", "node", "node-1", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"])?;
+                Ok((out.status.success() && stdout(&out).trim() == "True").then_some(()))
+            })
+        });
+        if result.is_err() {
+            eprintln!("--- server log ---\n{}", self.server_log());
+        }
+        result
+    }
+
+    /// Everything the server printed, across restarts.
+    pub fn server_log(&self) -> String {
+        (1..=self.starts)
+            .map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n--- restart ---\n")
+    }
+
+    /// `kill -9` of the server process.
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?; // SIGKILL on unix
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// A `kubectl` command bound to this cluster (fresh cache dir, kubeconfig).
+    pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(&self.cache_dir)
+            .arg("--request-timeout=30s")
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs kubectl to completion.
+    pub fn kubectl(&self, args: &[&str]) -> Result<Output> {
+        self.kubectl_cmd(args).output().context("running kubectl (is it installed?)")
+    }
+
+    /// Runs kubectl and fails unless it exits 0; returns stdout.
+    pub fn kubectl_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.kubectl(args)?;
+        if !out.status.success() {
+            bail!("kubectl {} failed ({}):\n{}{}", args.join(" "), out.status, stdout(&out), stderr(&out));
+        }
+        Ok(stdout(&out))
+    }
+
+    /// Runs kubectl with `input` on stdin (for `-f -`).
+    pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Result<Output> {
+        use std::io::Write;
+        let mut child = self.kubectl_cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?.write_all(input.as_bytes())?;
+        Ok(child.wait_with_output()?)
+    }
+
+    /// `wasmkube push <sample>.wasm <sample>:v1` with this cluster's kubeconfig.
+    pub fn push_sample(&self, name: &str) -> Result<String> {
+        let out = Command::new(wasmkube_bin())
+            .arg("push")
+            .arg(sample_wasm(name))
+            .arg(format!("{name}:v1"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .output()?;
+        if !out.status.success() {
+            bail!("wasmkube push {name} failed: {}{}", stdout(&out), stderr(&out));
+        }
+        Ok(stdout(&out))
+    }
+
+    /// A jsonpath field of one object (`""` when absent; error when the object is).
+    pub fn field(&self, kind_name: &[&str], jsonpath: &str) -> Result<String> {
+        let mut args = vec!["get"];
+        args.extend_from_slice(kind_name);
+        let jp = format!("jsonpath={jsonpath}");
+        args.extend_from_slice(&["-o", &jp]);
+        self.kubectl_ok(&args)
+    }
+
+    /// Waits until a pod's `status.phase` is `phase`.
+    pub fn wait_phase(&self, pod: &str, phase: &str, timeout: Duration) -> Result<()> {
+        wait_for(&format!("pod {pod} to be {phase}"), timeout, || {
+            let got = self.field(&["pod", pod], "{.status.phase}")?;
+            if got == phase { Ok(Some(())) } else { bail!("phase is {got:?}") }
+        })
+        .map_err(|e| anyhow!("{e:#}\n--- server log tail ---\n{}", tail(&self.server_log(), 60)))
+    }
+
+    /// The HTTPS base URL of the API.
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// The admin token and CA from the written kubeconfig.
+    pub fn credentials(&self) -> Result<(String, Vec<u8>)> {
+        let kc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&self.kubeconfig)?)?;
+        let token = kc["users"][0]["user"]["token"].as_str().ok_or_else(|| anyhow!("kubeconfig has no token"))?.to_string();
+        let ca = kc["clusters"][0]["cluster"]["certificate-authority-data"]
+            .as_str()
+            .ok_or_else(|| anyhow!("kubeconfig has no certificate-authority-data"))?;
+        let ca = base64::engine::general_purpose::STANDARD.decode(ca)?;
+        Ok((token, ca))
+    }
+
+    /// A blocking HTTPS client that trusts the cluster CA (no token attached).
+    pub fn http(&self) -> Result<reqwest::blocking::Client> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (_, ca) = self.credentials()?;
+        Ok(reqwest::blocking::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+            .timeout(Duration::from_secs(60))
+            .build()?)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- server log (tail) ---\n{}", tail(&self.server_log(), 200));
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A child process's stdout as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A child process's stderr as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Reads a child's stdout line by line on a thread, so a test can wait for a
+/// line with a deadline without blocking on a stream that never ends.
+pub struct LineReader {
+    rx: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl LineReader {
+    pub fn new(mut r: impl Read + Send + 'static) -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = r.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    if tx.send(String::from_utf8_lossy(&line).trim_end().to_string()).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        LineReader { rx, seen: Vec::new() }
+    }
+
+    /// Waits for a line satisfying `pred`; returns it.
+    pub fn wait_line(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return Ok(line);
+                    }
+                }
+                Err(_) => bail!("timed out waiting for {what}; lines seen:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+}

@@ -14,9 +14,9 @@
 //!   a start revision older than the compacted revision fails with
 //!   [`Error::Compacted`], which the API answers with 410 Expired.
 
-pub mod embedded;
 /// The backend-independent conformance suite (every backend must pass it unchanged).
 pub mod conformance;
+pub mod embedded;
 
 use std::pin::Pin;
 
@@ -60,7 +60,10 @@ pub struct RangeResult {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchEvent {
     /// The key was created or updated; `prev` is its value before (if any).
-    Put { kv: KeyValue, prev: Option<KeyValue> },
+    Put {
+        kv: KeyValue,
+        prev: Option<KeyValue>,
+    },
     /// The key was deleted at `revision`; `prev` is its last value.
     Delete { prev: KeyValue, revision: i64 },
 }
@@ -77,6 +80,8 @@ impl WatchEvent {
 
 /// A stream of watch events in revision order. It ends (or yields an error)
 /// when the store closes it; consumers then re-watch from their last revision.
+/// A consumer that falls too far behind gets an error (`Backend`) instead of
+/// unbounded buffering, and recovers the same way.
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent>> + Send>>;
 
 /// Storage errors. The HTTP layer maps these to Kubernetes `Status` codes.
@@ -90,7 +95,11 @@ pub enum Error {
     NotFound { key: String },
     /// The key's `mod_revision` differs from the precondition — 409 Conflict.
     #[error("key {key} was modified: expected revision {expected}, found {actual}")]
-    Conflict { key: String, expected: i64, actual: i64 },
+    Conflict {
+        key: String,
+        expected: i64,
+        actual: i64,
+    },
     /// The requested revision was compacted away — 410 Expired.
     #[error("required revision {requested} has been compacted (compacted revision {compacted})")]
     Compacted { requested: i64, compacted: i64 },
@@ -115,7 +124,12 @@ pub trait Store: Send + Sync + 'static {
     /// Read all keys starting with `prefix` (in key order), at most `limit`
     /// of them (`0` = no limit), starting at `start_after` exclusive when set
     /// (for paging). Served at the current revision, returned in `revision`.
-    async fn range(&self, prefix: &str, start_after: Option<&str>, limit: usize) -> Result<RangeResult>;
+    async fn range(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<RangeResult>;
 
     /// Write `value` at `key` if `precondition` holds. Returns the new
     /// key-value (with its new `mod_revision`). Fails with `AlreadyExists`,
@@ -128,14 +142,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Watch every key under `prefix` for changes with revision > `after_revision`.
     /// `after_revision` = 0 means "from now on". Events already in the revision
-    /// log are replayed first. After `compact(R)`, an `after_revision` below `R`
-    /// fails with `Compacted` (history older than `R` is gone).
+    /// log are replayed first. After `compact(R)`, history older than `R` is
+    /// gone: an `after_revision` below `R - 1` fails with `Compacted` (as in
+    /// etcd, revision `R` itself is kept, so a watch after `R - 1` still works).
+    /// An `after_revision` above the current revision fails with `FutureRevision`.
     async fn watch(&self, prefix: &str, after_revision: i64) -> Result<WatchStream>;
 
     /// The current revision (of the last successful write).
     async fn current_revision(&self) -> Result<i64>;
 
     /// Drop history older than `revision`; later watches from before it fail with `Compacted`.
+    /// Compacting at or below the compacted revision is a no-op; above the
+    /// current revision it fails with `FutureRevision`.
     async fn compact(&self, revision: i64) -> Result<()>;
 
     /// The revision of the last compaction (0 when nothing is compacted).

@@ -1,0 +1,1338 @@
+//! Per-kind strategy, pure: defaults on write, validation, unknown fields for
+//! `fieldValidation=Strict`, and what a main-resource or status write may
+//! change (Kubernetes' `rest.RESTCreateStrategy`/`RESTUpdateStrategy`).
+//!
+//! Metadata rules common to every kind live in
+//! [`crate::names::validate_object_meta`]; this module only adds what is
+//! particular to a kind.
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::image::{ImageRef, Reference};
+use crate::names::{self, invalid};
+use crate::resources;
+use crate::status::FieldCause;
+
+/// Fills in defaulted fields of an object of `kind`. Only fills what is
+/// missing, so it is safe to run on every write (Kubernetes defaults on every
+/// decode, updates included).
+pub fn defaults(kind: &str, obj: &mut Value) {
+    match kind {
+        "Pod" => {
+            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                default_pod_spec(spec);
+            }
+        }
+        "Namespace" => {
+            set_default(obj, &["status", "phase"], Value::from("Active"));
+        }
+        "Secret" => {
+            if let Some(o) = obj.as_object_mut() {
+                let missing = o
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty);
+                if missing {
+                    o.insert("type".into(), Value::from("Opaque"));
+                }
+                fold_string_data(o);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Sets `path` to `value` when absent (or null), creating objects on the way.
+fn set_default(obj: &mut Value, path: &[&str], value: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = obj;
+    for p in parents {
+        let Some(o) = cur.as_object_mut() else {
+            return;
+        };
+        let child = o
+            .entry(p.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if child.is_null() {
+            *child = Value::Object(Map::new());
+        }
+        cur = child;
+    }
+    if let Some(o) = cur.as_object_mut() {
+        let slot = o.entry(last.to_string()).or_insert(Value::Null);
+        if slot.is_null() {
+            *slot = value;
+        }
+    }
+}
+
+/// `stringData` is write-only: Kubernetes folds it into `data` (base64, and
+/// winning over `data` on the same key) and never stores it.
+fn fold_string_data(secret: &mut Map<String, Value>) {
+    let Some(Value::Object(string_data)) = secret.remove("stringData") else {
+        return;
+    };
+    if string_data.is_empty() {
+        return;
+    }
+    let data = secret
+        .entry("data")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !data.is_object() {
+        *data = Value::Object(Map::new());
+    }
+    if let Some(data) = data.as_object_mut() {
+        for (k, v) in string_data {
+            if let Some(text) = v.as_str() {
+                data.insert(k, Value::from(base64_encode(text.as_bytes())));
+            }
+        }
+    }
+}
+
+/// Standard base64 with padding (RFC 4648 §4), as `data` values are.
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn default_key(o: &mut Map<String, Value>, key: &str, value: Value) {
+    let slot = o.entry(key.to_string()).or_insert(Value::Null);
+    if slot.is_null() {
+        *slot = value;
+    }
+}
+
+fn default_pod_spec(spec: &mut Map<String, Value>) {
+    default_key(spec, "restartPolicy", Value::from("Always"));
+    default_key(spec, "terminationGracePeriodSeconds", Value::from(30));
+    default_key(spec, "dnsPolicy", Value::from("ClusterFirst"));
+    default_key(spec, "schedulerName", Value::from("default-scheduler"));
+    default_key(spec, "enableServiceLinks", Value::from(true));
+    default_key(spec, "priority", Value::from(0));
+    default_key(spec, "securityContext", Value::Object(Map::new()));
+    for list in ["containers", "initContainers"] {
+        if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
+            for c in containers.iter_mut().filter_map(Value::as_object_mut) {
+                default_container(c);
+            }
+        }
+    }
+}
+
+/// Kubernetes pulls `:latest` (or untagged) images every time and others
+/// only when absent.
+pub fn default_pull_policy(image: &str) -> &'static str {
+    match ImageRef::parse(image) {
+        Ok(r) if r.reference == Reference::Tag("latest".into()) => "Always",
+        _ => "IfNotPresent",
+    }
+}
+
+fn default_container(c: &mut Map<String, Value>) {
+    let policy = c
+        .get("image")
+        .and_then(Value::as_str)
+        .map(default_pull_policy)
+        .unwrap_or("IfNotPresent");
+    default_key(c, "imagePullPolicy", Value::from(policy));
+    default_key(
+        c,
+        "terminationMessagePath",
+        Value::from("/dev/termination-log"),
+    );
+    default_key(c, "terminationMessagePolicy", Value::from("File"));
+    default_key(c, "resources", Value::Object(Map::new()));
+    if let Some(ports) = c.get_mut("ports").and_then(Value::as_array_mut) {
+        for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+            default_key(p, "protocol", Value::from("TCP"));
+        }
+    }
+}
+
+/// Where a typed decode failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DecodeError {
+    path: String,
+    message: String,
+}
+
+fn round_trip<T: DeserializeOwned + Serialize>(obj: &Value) -> Result<Value, DecodeError> {
+    let typed: T = serde_path_to_error::deserialize(obj).map_err(|e| {
+        let path = e.path().to_string();
+        DecodeError {
+            path: if path == "." { String::new() } else { path },
+            message: e.inner().to_string(),
+        }
+    })?;
+    serde_json::to_value(&typed).map_err(|e| DecodeError {
+        path: String::new(),
+        message: e.to_string(),
+    })
+}
+
+/// Decodes `obj` into the k8s-openapi type of `kind` and encodes it back;
+/// `None` when `kind` has no typed schema here.
+fn typed_round_trip(kind: &str, obj: &Value) -> Option<Result<Value, DecodeError>> {
+    use k8s_openapi::api::coordination::v1 as coordination;
+    use k8s_openapi::api::core::v1 as core;
+    let mut obj = obj.clone();
+    // apiVersion and kind are implied by the URL; the types insist on them.
+    if let (Some(o), Some(res)) = (obj.as_object_mut(), resources::by_kind_name(kind)) {
+        o.entry("apiVersion")
+            .or_insert_with(|| Value::from(res.api_version()));
+        o.entry("kind").or_insert_with(|| Value::from(res.kind));
+    }
+    Some(match kind {
+        "Pod" => round_trip::<core::Pod>(&obj),
+        "Node" => round_trip::<core::Node>(&obj),
+        "Namespace" => round_trip::<core::Namespace>(&obj),
+        "Event" => round_trip::<core::Event>(&obj),
+        "ConfigMap" => round_trip::<core::ConfigMap>(&obj),
+        "Secret" => round_trip::<core::Secret>(&obj),
+        "Lease" => round_trip::<coordination::Lease>(&obj),
+        _ => return None,
+    })
+}
+
+/// Validates an object of `kind` (create and update): the typed decode, then
+/// the kind's own rules. Metadata is [`names::validate_object_meta`]'s job.
+pub fn validate(kind: &str, obj: &Value) -> Vec<FieldCause> {
+    if !obj.is_object() {
+        return vec![FieldCause::invalid(
+            "",
+            "Invalid value: the object must be a JSON object",
+        )];
+    }
+    if let Some(Err(e)) = typed_round_trip(kind, obj) {
+        let shown = value_at(obj, &e.path)
+            .map(|v| format!("{}: ", short(v)))
+            .unwrap_or_default();
+        return vec![FieldCause::invalid(
+            e.path,
+            format!("Invalid value: {shown}{}", e.message),
+        )];
+    }
+    let mut causes = Vec::new();
+    match kind {
+        "Pod" => validate_pod(obj, &mut causes),
+        "ConfigMap" => validate_config_map(obj, &mut causes),
+        "Secret" => validate_secret(obj, &mut causes),
+        "Event" => validate_event(obj, &mut causes),
+        "Lease" => validate_lease(obj, &mut causes),
+        _ => {}
+    }
+    causes
+}
+
+/// The value at a `a.b[0].c` path, for messages.
+fn value_at<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    if path.is_empty() {
+        return None;
+    }
+    let mut cur = obj;
+    for part in path.split('.') {
+        let (name, indexes) = match part.find('[') {
+            Some(i) => (&part[..i], &part[i..]),
+            None => (part, ""),
+        };
+        if !name.is_empty() {
+            cur = cur.get(name)?;
+        }
+        for idx in indexes.split('[').filter(|s| !s.is_empty()) {
+            let i: usize = idx.trim_end_matches(']').parse().ok()?;
+            cur = cur.get(i)?;
+        }
+    }
+    Some(cur)
+}
+
+/// A value for a message: scalars in full, compound values by their kind.
+fn short(v: &Value) -> String {
+    match v {
+        Value::Object(_) => "object".into(),
+        Value::Array(_) => "array".into(),
+        other => other.to_string(),
+    }
+}
+
+fn quote(s: &str) -> String {
+    Value::from(s).to_string()
+}
+
+fn not_supported(field: impl Into<String>, value: &Value, supported: &[&str]) -> FieldCause {
+    let list = supported
+        .iter()
+        .map(|s| quote(s))
+        .collect::<Vec<_>>()
+        .join(", ");
+    FieldCause::unsupported(
+        field,
+        format!(
+            "Unsupported value: {}: supported values: {list}",
+            short(value)
+        ),
+    )
+}
+
+fn duplicate(field: impl Into<String>, value: &Value) -> FieldCause {
+    FieldCause::new(
+        "FieldValueDuplicate",
+        field,
+        format!("Duplicate value: {}", short(value)),
+    )
+}
+
+fn not_found(field: impl Into<String>, value: &Value) -> FieldCause {
+    FieldCause::new(
+        "FieldValueNotFound",
+        field,
+        format!("Not found: {}", short(value)),
+    )
+}
+
+fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+fn array_of<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+}
+
+const RESTART_POLICIES: &[&str] = &["Always", "OnFailure", "Never"];
+const DNS_POLICIES: &[&str] = &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
+const PULL_POLICIES: &[&str] = &["Always", "IfNotPresent", "Never"];
+const PROTOCOLS: &[&str] = &["SCTP", "TCP", "UDP"];
+
+fn validate_pod(pod: &Value, causes: &mut Vec<FieldCause>) {
+    let Some(spec) = pod.get("spec").filter(|s| s.is_object()) else {
+        causes.push(FieldCause::required("spec"));
+        return;
+    };
+    let mut volume_names = BTreeSet::new();
+    for (i, v) in array_of(spec, "volumes").iter().enumerate() {
+        let field = format!("spec.volumes[{i}].name");
+        match str_of(v, "name") {
+            None | Some("") => causes.push(FieldCause::required(field)),
+            Some(n) => {
+                for msg in names::dns1123_label_errors(n) {
+                    causes.push(invalid(field.clone(), &Value::from(n), &msg));
+                }
+                if !volume_names.insert(n.to_string()) {
+                    causes.push(duplicate(field, &Value::from(n)));
+                }
+            }
+        }
+    }
+    let containers = array_of(spec, "containers");
+    if containers.is_empty() {
+        causes.push(FieldCause::required("spec.containers"));
+    }
+    let mut container_names = BTreeSet::new();
+    for list in ["initContainers", "containers"] {
+        for (i, c) in array_of(spec, list).iter().enumerate() {
+            validate_container(
+                &format!("spec.{list}[{i}]"),
+                c,
+                &volume_names,
+                &mut container_names,
+                causes,
+            );
+        }
+    }
+    if let Some(p) = spec.get("restartPolicy").filter(|v| !v.is_null())
+        && !p.as_str().is_some_and(|s| RESTART_POLICIES.contains(&s))
+    {
+        causes.push(not_supported("spec.restartPolicy", p, RESTART_POLICIES));
+    }
+    if let Some(p) = spec.get("dnsPolicy").filter(|v| !v.is_null())
+        && !p.as_str().is_some_and(|s| DNS_POLICIES.contains(&s))
+    {
+        causes.push(not_supported("spec.dnsPolicy", p, DNS_POLICIES));
+    }
+    if let Some(n) = str_of(spec, "nodeName").filter(|n| !n.is_empty()) {
+        for msg in names::dns1123_subdomain_errors(n) {
+            causes.push(invalid("spec.nodeName", &Value::from(n), &msg));
+        }
+    }
+    if let Some(d) = spec.get("activeDeadlineSeconds").and_then(Value::as_i64)
+        && !(1..=i64::from(i32::MAX)).contains(&d)
+    {
+        causes.push(invalid(
+            "spec.activeDeadlineSeconds",
+            &Value::from(d),
+            "must be between 1 and 2147483647, inclusive",
+        ));
+    }
+    if let Some(t) = spec
+        .get("terminationGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        && t < 0
+    {
+        causes.push(invalid(
+            "spec.terminationGracePeriodSeconds",
+            &Value::from(t),
+            "must be greater than or equal to 0",
+        ));
+    }
+}
+
+fn validate_container(
+    path: &str,
+    c: &Value,
+    volumes: &BTreeSet<String>,
+    seen_names: &mut BTreeSet<String>,
+    causes: &mut Vec<FieldCause>,
+) {
+    match str_of(c, "name") {
+        None | Some("") => causes.push(FieldCause::required(format!("{path}.name"))),
+        Some(n) => {
+            for msg in names::dns1123_label_errors(n) {
+                causes.push(invalid(format!("{path}.name"), &Value::from(n), &msg));
+            }
+            if !seen_names.insert(n.to_string()) {
+                causes.push(duplicate(format!("{path}.name"), &Value::from(n)));
+            }
+        }
+    }
+    match str_of(c, "image") {
+        None | Some("") => causes.push(FieldCause::required(format!("{path}.image"))),
+        Some(img) if img.trim() != img => causes.push(invalid(
+            format!("{path}.image"),
+            &Value::from(img),
+            "must not have leading or trailing whitespace",
+        )),
+        Some(_) => {}
+    }
+    if let Some(p) = c.get("imagePullPolicy").filter(|v| !v.is_null())
+        && !p.as_str().is_some_and(|s| PULL_POLICIES.contains(&s))
+    {
+        causes.push(not_supported(
+            format!("{path}.imagePullPolicy"),
+            p,
+            PULL_POLICIES,
+        ));
+    }
+    let mut port_names = BTreeSet::new();
+    for (i, p) in array_of(c, "ports").iter().enumerate() {
+        let base = format!("{path}.ports[{i}]");
+        match p.get("containerPort").and_then(Value::as_i64) {
+            None => causes.push(FieldCause::required(format!("{base}.containerPort"))),
+            Some(n) if !(1..=65535).contains(&n) => causes.push(invalid(
+                format!("{base}.containerPort"),
+                &Value::from(n),
+                "must be between 1 and 65535, inclusive",
+            )),
+            Some(_) => {}
+        }
+        if let Some(n) = p.get("hostPort").and_then(Value::as_i64)
+            && n != 0
+            && !(1..=65535).contains(&n)
+        {
+            causes.push(invalid(
+                format!("{base}.hostPort"),
+                &Value::from(n),
+                "must be between 1 and 65535, inclusive",
+            ));
+        }
+        if let Some(proto) = p.get("protocol").filter(|v| !v.is_null())
+            && !proto.as_str().is_some_and(|s| PROTOCOLS.contains(&s))
+        {
+            causes.push(not_supported(format!("{base}.protocol"), proto, PROTOCOLS));
+        }
+        if let Some(name) = str_of(p, "name").filter(|n| !n.is_empty()) {
+            for msg in port_name_errors(name) {
+                causes.push(invalid(format!("{base}.name"), &Value::from(name), &msg));
+            }
+            if !port_names.insert(name.to_string()) {
+                causes.push(duplicate(format!("{base}.name"), &Value::from(name)));
+            }
+        }
+    }
+    for (i, e) in array_of(c, "env").iter().enumerate() {
+        let field = format!("{path}.env[{i}].name");
+        match str_of(e, "name") {
+            None | Some("") => causes.push(FieldCause::required(field)),
+            Some(n) => {
+                if !n.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'=') {
+                    causes.push(invalid(
+                        field,
+                        &Value::from(n),
+                        "a valid environment variable name must consist only of printable ASCII characters other than '='",
+                    ));
+                }
+            }
+        }
+    }
+    let mut mount_paths = BTreeSet::new();
+    for (i, m) in array_of(c, "volumeMounts").iter().enumerate() {
+        let base = format!("{path}.volumeMounts[{i}]");
+        match str_of(m, "name") {
+            None | Some("") => causes.push(FieldCause::required(format!("{base}.name"))),
+            Some(n) if !volumes.contains(n) => {
+                causes.push(not_found(format!("{base}.name"), &Value::from(n)))
+            }
+            Some(_) => {}
+        }
+        match str_of(m, "mountPath") {
+            None | Some("") => causes.push(FieldCause::required(format!("{base}.mountPath"))),
+            Some(p) => {
+                if !mount_paths.insert(p.to_string()) {
+                    causes.push(invalid(
+                        format!("{base}.mountPath"),
+                        &Value::from(p),
+                        "must be unique",
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// apimachinery's `IsValidPortName` (IANA service names).
+fn port_name_errors(port: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if port.len() > 15 {
+        errs.push("must be no more than 15 characters".to_string());
+    }
+    if !port
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        errs.push(
+            "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".to_string(),
+        );
+    }
+    if !port.bytes().any(|b| b.is_ascii_lowercase()) {
+        errs.push("must contain at least one letter (a-z)".to_string());
+    }
+    if port.contains("--") {
+        errs.push("must not contain consecutive hyphens".to_string());
+    }
+    if port.starts_with('-') || port.ends_with('-') {
+        errs.push("must not begin or end with a hyphen".to_string());
+    }
+    errs
+}
+
+/// apimachinery's `IsConfigMapKey`.
+fn config_key_errors(key: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if key.len() > 253 {
+        errs.push("must be no more than 253 characters".to_string());
+    }
+    if key.is_empty()
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    {
+        errs.push("a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')".to_string());
+    }
+    if key == "." {
+        errs.push("must not be '.'".to_string());
+    } else if key == ".." {
+        errs.push("must not be '..'".to_string());
+    } else if key.starts_with("..") {
+        errs.push("must not start with '..'".to_string());
+    }
+    errs
+}
+
+/// Kubernetes' limit on the data of a ConfigMap or Secret.
+const MAX_DATA_BYTES: usize = 1024 * 1024;
+
+fn validate_data_keys(
+    obj: &Value,
+    maps: &[&str],
+    size_of: impl Fn(&str, &Value) -> usize,
+    causes: &mut Vec<FieldCause>,
+) -> usize {
+    let mut total = 0usize;
+    let mut seen = BTreeSet::new();
+    for map in maps {
+        let Some(m) = obj.get(*map).and_then(Value::as_object) else {
+            continue;
+        };
+        for (k, v) in m {
+            for msg in config_key_errors(k) {
+                causes.push(invalid(
+                    format!("{map}[{k}]"),
+                    &Value::from(k.as_str()),
+                    &msg,
+                ));
+            }
+            if !seen.insert(k.clone()) {
+                causes.push(invalid(
+                    format!("{map}[{k}]"),
+                    &Value::from(k.as_str()),
+                    "duplicate of key present in data",
+                ));
+            }
+            total = total.saturating_add(size_of(map, v));
+        }
+    }
+    total
+}
+
+fn validate_config_map(cm: &Value, causes: &mut Vec<FieldCause>) {
+    let total = validate_data_keys(
+        cm,
+        &["data", "binaryData"],
+        |map, v| {
+            let s = v.as_str().map_or(0, str::len);
+            // binaryData is base64 on the wire; the limit is on the bytes.
+            if map == "binaryData" { s / 4 * 3 } else { s }
+        },
+        causes,
+    );
+    if total > MAX_DATA_BYTES {
+        causes.push(FieldCause::new(
+            "FieldValueTooLong",
+            "",
+            format!("Too long: must have at most {MAX_DATA_BYTES} bytes"),
+        ));
+    }
+}
+
+fn validate_secret(secret: &Value, causes: &mut Vec<FieldCause>) {
+    let total = validate_data_keys(
+        secret,
+        &["data", "stringData"],
+        |map, v| {
+            let s = v.as_str().map_or(0, str::len);
+            if map == "data" { s / 4 * 3 } else { s }
+        },
+        causes,
+    );
+    if total > MAX_DATA_BYTES {
+        causes.push(FieldCause::new(
+            "FieldValueTooLong",
+            "data",
+            format!("Too long: must have at most {MAX_DATA_BYTES} bytes"),
+        ));
+    }
+}
+
+fn validate_event(ev: &Value, causes: &mut Vec<FieldCause>) {
+    let ns = ev
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let involved_ns = ev
+        .pointer("/involvedObject/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !involved_ns.is_empty() && involved_ns != ns {
+        causes.push(invalid(
+            "involvedObject.namespace",
+            &Value::from(involved_ns),
+            "does not match event.namespace",
+        ));
+    }
+}
+
+fn validate_lease(lease: &Value, causes: &mut Vec<FieldCause>) {
+    if let Some(d) = lease
+        .pointer("/spec/leaseDurationSeconds")
+        .and_then(Value::as_i64)
+        && d <= 0
+    {
+        causes.push(invalid(
+            "spec.leaseDurationSeconds",
+            &Value::from(d),
+            "must be greater than 0",
+        ));
+    }
+    if let Some(t) = lease
+        .pointer("/spec/leaseTransitions")
+        .and_then(Value::as_i64)
+        && t < 0
+    {
+        causes.push(invalid(
+            "spec.leaseTransitions",
+            &Value::from(t),
+            "must be greater than or equal to 0",
+        ));
+    }
+}
+
+const POD_UPDATE_FORBIDDEN: &str = "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
+
+/// Validates what an update may change (on top of [`validate`] of the new
+/// object).
+pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<FieldCause> {
+    let mut causes = Vec::new();
+    for key in ["name", "namespace"] {
+        let o = old
+            .pointer(&format!("/metadata/{key}"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let n = new
+            .pointer(&format!("/metadata/{key}"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if o != n {
+            causes.push(invalid(
+                format!("metadata.{key}"),
+                &Value::from(n),
+                "field is immutable",
+            ));
+        }
+    }
+    match kind {
+        "Pod" => {
+            if let Some(c) = pod_spec_update_cause(old.get("spec"), new.get("spec")) {
+                causes.push(c);
+            }
+        }
+        "ConfigMap" | "Secret" => immutable_data_update(kind, old, new, &mut causes),
+        _ => {}
+    }
+    causes
+}
+
+/// The pod spec with everything an update may change made equal to `old`'s,
+/// so any remaining difference is forbidden.
+fn pod_spec_update_cause(old: Option<&Value>, new: Option<&Value>) -> Option<FieldCause> {
+    let old = old.cloned().unwrap_or(Value::Null);
+    let mut masked = new.cloned().unwrap_or(Value::Null);
+    if let (Some(o), Some(m)) = (old.as_object(), masked.as_object_mut()) {
+        for list in ["containers", "initContainers"] {
+            let old_list = o.get(list).and_then(Value::as_array);
+            if let (Some(old_list), Some(new_list)) =
+                (old_list, m.get_mut(list).and_then(Value::as_array_mut))
+                && old_list.len() == new_list.len()
+            {
+                for (n, o) in new_list.iter_mut().zip(old_list) {
+                    if let (Some(n), Some(img)) = (n.as_object_mut(), o.get("image")) {
+                        n.insert("image".into(), img.clone());
+                    }
+                }
+            }
+        }
+        // activeDeadlineSeconds may be set or lowered, never removed or raised.
+        let old_deadline = o.get("activeDeadlineSeconds").and_then(Value::as_i64);
+        let new_deadline = m.get("activeDeadlineSeconds").and_then(Value::as_i64);
+        let deadline_ok = match (old_deadline, new_deadline) {
+            (None, _) => true,
+            (Some(a), Some(b)) => b <= a,
+            (Some(_), None) => false,
+        };
+        if deadline_ok {
+            copy_key(o, m, "activeDeadlineSeconds");
+        }
+        // Tolerations may only be added to.
+        let old_tol = array_of(&old, "tolerations");
+        let new_tol = m
+            .get("tolerations")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if old_tol.iter().all(|t| new_tol.contains(t)) {
+            copy_key(o, m, "tolerations");
+        }
+        // The scheduler's binding sets nodeName once.
+        let old_node = o.get("nodeName").and_then(Value::as_str).unwrap_or("");
+        if old_node.is_empty() {
+            copy_key(o, m, "nodeName");
+        }
+        // A negative grace period may be raised to 1.
+        let old_grace = o
+            .get("terminationGracePeriodSeconds")
+            .and_then(Value::as_i64);
+        let new_grace = m
+            .get("terminationGracePeriodSeconds")
+            .and_then(Value::as_i64);
+        if old_grace.is_some_and(|g| g < 0) && new_grace == Some(1) {
+            copy_key(o, m, "terminationGracePeriodSeconds");
+        }
+    }
+    if masked == old {
+        None
+    } else {
+        Some(FieldCause::forbidden("spec", POD_UPDATE_FORBIDDEN))
+    }
+}
+
+/// Makes `to[key]` what `from[key]` is (present or absent).
+fn copy_key(from: &Map<String, Value>, to: &mut Map<String, Value>, key: &str) {
+    match from.get(key) {
+        Some(v) => {
+            to.insert(key.to_string(), v.clone());
+        }
+        None => {
+            to.remove(key);
+        }
+    }
+}
+
+fn immutable_data_update(kind: &str, old: &Value, new: &Value, causes: &mut Vec<FieldCause>) {
+    let was_immutable = old
+        .get("immutable")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    if was_immutable {
+        if new.get("immutable").and_then(Value::as_bool) != Some(true) {
+            causes.push(FieldCause::forbidden(
+                "immutable",
+                "Forbidden: field is immutable when `immutable` is set",
+            ));
+        }
+        let maps: &[&str] = if kind == "Secret" {
+            &["data"]
+        } else {
+            &["data", "binaryData"]
+        };
+        for m in maps {
+            if old.get(*m) != new.get(*m) {
+                causes.push(FieldCause::forbidden(
+                    *m,
+                    "Forbidden: field is immutable when `immutable` is set",
+                ));
+            }
+        }
+    }
+    if kind == "Secret" {
+        let o = str_of(old, "type").unwrap_or("Opaque");
+        let n = str_of(new, "type").unwrap_or("Opaque");
+        if o != n {
+            causes.push(invalid("type", &Value::from(n), "field is immutable"));
+        }
+    }
+}
+
+/// Paths (`spec.containers[0].imagee`) of fields the typed schema of `kind`
+/// does not know, found by decoding into the k8s-openapi type (which ignores
+/// unknown keys), encoding back and comparing keys. Null values are not
+/// reported: the types read them as absent. Empty when the object does not
+/// decode (see [`validate`]) or the kind has no schema here.
+pub fn unknown_fields(kind: &str, obj: &Value) -> Vec<String> {
+    let Some(Ok(round)) = typed_round_trip(kind, obj) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    missing_keys(obj, &round, "", &mut out);
+    out
+}
+
+fn missing_keys(orig: &Value, round: &Value, path: &str, out: &mut Vec<String>) {
+    match (orig, round) {
+        (Value::Object(o), Value::Object(r)) => {
+            for (k, v) in o {
+                let child = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match r.get(k) {
+                    Some(rv) => missing_keys(v, rv, &child, out),
+                    None if v.is_null() => {}
+                    None => out.push(child),
+                }
+            }
+        }
+        (Value::Array(o), Value::Array(r)) => {
+            for (i, (a, b)) in o.iter().zip(r).enumerate() {
+                missing_keys(a, b, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether `kind` has a `status` subresource.
+pub fn has_status_subresource(kind: &str) -> bool {
+    resources::by_kind_name(kind).is_some_and(|r| r.subresource("status").is_some())
+}
+
+/// The object a main-resource update stores: `new`, except that kinds with a
+/// status subresource keep `old`'s status (status is written through
+/// `/status` only).
+pub fn prepare_update(kind: &str, old: &Value, new: &Value) -> Value {
+    let mut out = new.clone();
+    if has_status_subresource(kind)
+        && let Some(o) = out.as_object_mut()
+    {
+        match old.get("status") {
+            Some(s) => {
+                o.insert("status".into(), s.clone());
+            }
+            None => {
+                o.remove("status");
+            }
+        }
+    }
+    out
+}
+
+/// The object a status update stores: `old` with `new`'s status. Metadata
+/// stays `old`'s (labels, annotations, finalizers, owners), except the
+/// `resourceVersion` the writer sent, which is its precondition.
+pub fn prepare_status_update(kind: &str, old: &Value, new: &Value) -> Value {
+    let _ = kind;
+    let mut out = old.clone();
+    if let Some(o) = out.as_object_mut() {
+        match new.get("status") {
+            Some(s) => {
+                o.insert("status".into(), s.clone());
+            }
+            None => {
+                o.remove("status");
+            }
+        }
+        if let Some(rv) = new
+            .pointer("/metadata/resourceVersion")
+            .filter(|v| v.is_string())
+            && let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            meta.insert("resourceVersion".into(), rv.clone());
+        }
+    }
+    out
+}
+
+/// Whether anything but `metadata`, `status`, `apiVersion` and `kind`
+/// changed: what bumps `metadata.generation`.
+pub fn spec_changed(kind: &str, old: &Value, new: &Value) -> bool {
+    let _ = kind;
+    let strip = |v: &Value| -> Map<String, Value> {
+        let mut m = v.as_object().cloned().unwrap_or_default();
+        for k in ["metadata", "status", "apiVersion", "kind"] {
+            m.remove(k);
+        }
+        m
+    };
+    strip(old) != strip(new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod() -> Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"containers": [{"name": "web", "image": "hello:v1", "ports": [{"containerPort": 80}]}]},
+        })
+    }
+
+    fn defaulted_pod() -> Value {
+        let mut p = pod();
+        defaults("Pod", &mut p);
+        p
+    }
+
+    #[test]
+    fn pod_defaults_match_kubernetes() {
+        let p = defaulted_pod();
+        let spec = &p["spec"];
+        assert_eq!(spec["restartPolicy"], "Always");
+        assert_eq!(spec["terminationGracePeriodSeconds"], 30);
+        assert_eq!(spec["dnsPolicy"], "ClusterFirst");
+        assert_eq!(spec["schedulerName"], "default-scheduler");
+        assert_eq!(spec["enableServiceLinks"], true);
+        assert_eq!(spec["priority"], 0);
+        let c = &spec["containers"][0];
+        assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(c["terminationMessagePath"], "/dev/termination-log");
+        assert_eq!(c["terminationMessagePolicy"], "File");
+        assert_eq!(c["ports"][0]["protocol"], "TCP");
+    }
+
+    #[test]
+    fn latest_or_untagged_images_are_always_pulled() {
+        assert_eq!(default_pull_policy("hello"), "Always");
+        assert_eq!(default_pull_policy("hello:latest"), "Always");
+        assert_eq!(default_pull_policy("hello:v1"), "IfNotPresent");
+        assert_eq!(
+            default_pull_policy(
+                "hello@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+            ),
+            "IfNotPresent"
+        );
+    }
+
+    #[test]
+    fn defaults_never_override_what_the_user_set() {
+        let mut p = pod();
+        p["spec"]["restartPolicy"] = json!("Never");
+        p["spec"]["containers"][0]["imagePullPolicy"] = json!("Never");
+        defaults("Pod", &mut p);
+        assert_eq!(p["spec"]["restartPolicy"], "Never");
+        assert_eq!(p["spec"]["containers"][0]["imagePullPolicy"], "Never");
+        let again = {
+            let mut q = p.clone();
+            defaults("Pod", &mut q);
+            q
+        };
+        assert_eq!(again, p, "defaulting is idempotent");
+    }
+
+    #[test]
+    fn namespace_and_secret_defaults() {
+        let mut ns = json!({"metadata": {"name": "x"}});
+        defaults("Namespace", &mut ns);
+        assert_eq!(ns["status"]["phase"], "Active");
+        let mut s = json!({"metadata": {"name": "x"}});
+        defaults("Secret", &mut s);
+        assert_eq!(s["type"], "Opaque");
+        let mut s = json!({"metadata": {"name": "x"}, "data": {"a": "eA==", "b": "eQ=="}, "stringData": {"b": "hello", "c": ""}});
+        defaults("Secret", &mut s);
+        assert_eq!(
+            s["data"],
+            json!({"a": "eA==", "b": "aGVsbG8=", "c": ""}),
+            "stringData folds into data"
+        );
+        assert!(s.get("stringData").is_none());
+        assert_eq!(base64_encode(b"ab"), "YWI=");
+        assert_eq!(base64_encode(b"abc"), "YWJj");
+        assert_eq!(base64_encode(b"a"), "YQ==");
+        let mut s = json!({"metadata": {"name": "x"}, "type": "kubernetes.io/tls"});
+        defaults("Secret", &mut s);
+        assert_eq!(s["type"], "kubernetes.io/tls");
+    }
+
+    #[test]
+    fn a_valid_pod_has_no_causes() {
+        assert_eq!(validate("Pod", &defaulted_pod()), vec![]);
+    }
+
+    #[test]
+    fn pod_without_containers_is_invalid() {
+        let mut p = pod();
+        p["spec"]["containers"] = json!([]);
+        assert_eq!(
+            validate("Pod", &p),
+            vec![FieldCause::required("spec.containers")]
+        );
+    }
+
+    #[test]
+    fn container_names_must_be_unique_labels_and_images_present() {
+        let mut p = pod();
+        p["spec"]["containers"] = json!([
+            {"name": "web", "image": "a"},
+            {"name": "web", "image": ""},
+            {"name": "Bad_Name", "image": "a"},
+        ]);
+        let causes = validate("Pod", &p);
+        let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.containers[1].name",
+                "spec.containers[1].image",
+                "spec.containers[2].name"
+            ]
+        );
+        assert_eq!(causes[0].reason, "FieldValueDuplicate");
+        assert_eq!(causes[0].message, "Duplicate value: \"web\"");
+        assert_eq!(causes[1].message, "Required value");
+    }
+
+    #[test]
+    fn restart_policy_must_be_supported() {
+        let mut p = pod();
+        p["spec"]["restartPolicy"] = json!("Sometimes");
+        let causes = validate("Pod", &p);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].reason, "FieldValueNotSupported");
+        assert_eq!(
+            causes[0].message,
+            "Unsupported value: \"Sometimes\": supported values: \"Always\", \"OnFailure\", \"Never\""
+        );
+    }
+
+    #[test]
+    fn container_ports_must_be_in_range() {
+        let mut p = pod();
+        p["spec"]["containers"][0]["ports"] = json!([{"containerPort": 0}, {"containerPort": 70000}, {"containerPort": 8080, "protocol": "HTTP"}]);
+        let causes = validate("Pod", &p);
+        assert_eq!(causes.len(), 3);
+        assert_eq!(
+            causes[0].message,
+            "Invalid value: 0: must be between 1 and 65535, inclusive"
+        );
+        assert_eq!(causes[2].field, "spec.containers[0].ports[2].protocol");
+    }
+
+    #[test]
+    fn volume_mounts_must_name_a_volume() {
+        let mut p = pod();
+        p["spec"]["containers"][0]["volumeMounts"] =
+            json!([{"name": "data", "mountPath": "/data"}]);
+        let causes = validate("Pod", &p);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].reason, "FieldValueNotFound");
+        p["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+        assert_eq!(validate("Pod", &p), vec![]);
+    }
+
+    #[test]
+    fn values_of_the_wrong_type_are_invalid_with_their_path() {
+        let mut p = pod();
+        p["spec"]["containers"][0]["ports"][0]["containerPort"] = json!("eighty");
+        let causes = validate("Pod", &p);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "spec.containers[0].ports[0].containerPort");
+        assert!(
+            causes[0]
+                .message
+                .starts_with("Invalid value: \"eighty\": invalid type"),
+            "{}",
+            causes[0].message
+        );
+    }
+
+    #[test]
+    fn config_keys_are_checked() {
+        let cm = json!({"metadata": {"name": "c", "namespace": "d"}, "data": {"ok.key": "1", "bad key": "2"}});
+        let causes = validate("ConfigMap", &cm);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "data[bad key]");
+        let s = json!({"metadata": {"name": "c", "namespace": "d"}, "data": {"..x": "eA=="}});
+        assert_eq!(validate("Secret", &s).len(), 1);
+        let s = json!({"metadata": {"name": "c", "namespace": "d"}, "data": {"x": "not base64!"}});
+        assert_eq!(
+            validate("Secret", &s).len(),
+            1,
+            "secret data must be base64"
+        );
+    }
+
+    #[test]
+    fn lease_durations_must_be_positive() {
+        let l = json!({"metadata": {"name": "n", "namespace": "kube-node-lease"}, "spec": {"leaseDurationSeconds": 0}});
+        assert_eq!(validate("Lease", &l).len(), 1);
+    }
+
+    #[test]
+    fn unknown_fields_are_reported_with_their_paths() {
+        let mut p = pod();
+        p["spec"]["containers"][0]["imagee"] = json!("x");
+        p["spec"]["bogus"] = json!({"a": 1});
+        p["metadata"]["labelz"] = json!({});
+        let mut got = unknown_fields("Pod", &p);
+        got.sort();
+        assert_eq!(
+            got,
+            vec!["metadata.labelz", "spec.bogus", "spec.containers[0].imagee"]
+        );
+    }
+
+    #[test]
+    fn known_fields_with_empty_or_null_values_are_not_unknown() {
+        let mut p = defaulted_pod();
+        p["metadata"]["labels"] = json!({});
+        p["metadata"]["annotations"] = json!(null);
+        p["metadata"]["creationTimestamp"] = json!(null);
+        p["spec"]["nodeName"] = json!(null);
+        p["spec"]["volumes"] = json!([]);
+        p["spec"]["containers"][0]["resources"] = json!({});
+        p["spec"]["containers"][0]["env"] = json!([{"name": "A", "value": ""}]);
+        p["status"] = json!({});
+        assert_eq!(unknown_fields("Pod", &p), Vec::<String>::new());
+        let s = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "data": {}, "stringData": {"a": "b"}, "type": "Opaque"});
+        assert_eq!(unknown_fields("Secret", &s), Vec::<String>::new());
+        let n = json!({"metadata": {"name": "n"}, "spec": {"unschedulable": true}, "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}], "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}, "capacity": {"cpu": "2"}}});
+        assert_eq!(unknown_fields("Node", &n), Vec::<String>::new());
+    }
+
+    #[test]
+    fn rich_manifests_have_no_false_unknown_fields() {
+        let p = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "default", "uid": "u", "resourceVersion": "5", "generation": 1,
+                "creationTimestamp": "2026-01-01T00:00:00Z", "deletionTimestamp": "2026-01-01T00:00:01Z", "deletionGracePeriodSeconds": 30,
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u2", "controller": true, "blockOwnerDeletion": true}],
+                "managedFields": [{"manager": "kubectl", "operation": "Update", "apiVersion": "v1", "time": "2026-01-01T00:00:00Z", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}}],
+                "finalizers": ["x/y"], "annotations": {"a": "b"}},
+            "spec": {
+                "containers": [{"name": "web", "image": "hello:v1", "args": ["--x"], "command": ["/app"],
+                    "ports": [{"containerPort": 80, "name": "http", "protocol": "TCP"}],
+                    "env": [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                    "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}, "requests": {"cpu": 1}},
+                    "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 5},
+                    "livenessProbe": {"tcpSocket": {"port": 80}},
+                    "volumeMounts": [{"name": "data", "mountPath": "/data", "readOnly": true}],
+                    "securityContext": {"runAsUser": 1000, "capabilities": {"drop": ["ALL"]}}}],
+                "volumes": [{"name": "data", "emptyDir": {}}, {"name": "cm", "configMap": {"name": "c", "items": [{"key": "k", "path": "p"}]}}],
+                "nodeSelector": {"kubernetes.io/os": "wasip1"},
+                "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 5}],
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "a", "operator": "In", "values": ["b"]}]}]}}},
+                "readinessGates": [{"conditionType": "x"}],
+            },
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "podIPs": [{"ip": "10.0.0.1"}], "hostIP": "127.0.0.1", "qosClass": "Burstable",
+                "startTime": "2026-01-01T00:00:00Z",
+                "conditions": [{"type": "Ready", "status": "True", "lastProbeTime": null, "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+                "containerStatuses": [{"name": "web", "image": "hello:v1", "imageID": "sha256:x", "containerID": "wasm://1", "ready": true, "started": true, "restartCount": 1,
+                    "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "startedAt": "2026-01-01T00:00:00Z", "finishedAt": "2026-01-01T00:00:00Z"}}}]},
+        });
+        assert_eq!(unknown_fields("Pod", &p), Vec::<String>::new());
+        let ev = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e", "namespace": "default"},
+            "involvedObject": {"kind": "Pod", "name": "web", "namespace": "default", "uid": "u", "apiVersion": "v1", "fieldPath": "spec.containers{web}"},
+            "reason": "Pulled", "message": "m", "type": "Normal", "count": 1, "firstTimestamp": "2026-01-01T00:00:00Z", "lastTimestamp": "2026-01-01T00:00:00Z",
+            "eventTime": null, "source": {"component": "kubelet", "host": "n1"}, "reportingComponent": "kubelet", "reportingInstance": "n1"});
+        assert_eq!(unknown_fields("Event", &ev), Vec::<String>::new());
+        let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "n1", "namespace": "kube-node-lease"},
+            "spec": {"holderIdentity": "n1", "leaseDurationSeconds": 40, "renewTime": "2026-01-01T00:00:00.000000Z"}});
+        assert_eq!(unknown_fields("Lease", &lease), Vec::<String>::new());
+        assert_eq!(
+            unknown_fields("Lease", &json!({"spec": {"holder": "x"}})),
+            vec!["spec.holder"]
+        );
+    }
+
+    #[test]
+    fn pod_spec_is_immutable_except_images() {
+        let old = defaulted_pod();
+        let mut new = old.clone();
+        new["spec"]["containers"][0]["image"] = json!("hello:v2");
+        new["spec"]["activeDeadlineSeconds"] = json!(30);
+        new["spec"]["tolerations"] = json!([{"key": "k", "operator": "Exists"}]);
+        new["metadata"]["labels"] = json!({"a": "b"});
+        assert_eq!(validate_update("Pod", &old, &new), vec![]);
+        new["spec"]["restartPolicy"] = json!("Never");
+        let causes = validate_update("Pod", &old, &new);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "spec");
+        assert_eq!(causes[0].reason, "FieldValueForbidden");
+        assert!(
+            causes[0]
+                .message
+                .contains("pod updates may not change fields other than")
+        );
+    }
+
+    #[test]
+    fn node_name_is_immutable_once_set() {
+        let old = defaulted_pod();
+        let mut bound = old.clone();
+        bound["spec"]["nodeName"] = json!("n1");
+        assert_eq!(validate_update("Pod", &old, &bound), vec![]);
+        let mut moved = bound.clone();
+        moved["spec"]["nodeName"] = json!("n2");
+        assert_eq!(validate_update("Pod", &bound, &moved).len(), 1);
+    }
+
+    #[test]
+    fn tolerations_may_only_be_added() {
+        let mut old = defaulted_pod();
+        old["spec"]["tolerations"] = json!([{"key": "a", "operator": "Exists"}]);
+        let mut new = old.clone();
+        new["spec"]["tolerations"] = json!([]);
+        assert_eq!(validate_update("Pod", &old, &new).len(), 1);
+    }
+
+    #[test]
+    fn names_are_immutable() {
+        let old = defaulted_pod();
+        let mut new = old.clone();
+        new["metadata"]["name"] = json!("other");
+        assert_eq!(validate_update("Pod", &old, &new)[0].field, "metadata.name");
+    }
+
+    #[test]
+    fn immutable_config_maps_keep_their_data() {
+        let old = json!({"metadata": {"name": "c"}, "immutable": true, "data": {"a": "1"}});
+        let mut new = old.clone();
+        new["data"]["a"] = json!("2");
+        assert_eq!(validate_update("ConfigMap", &old, &new).len(), 1);
+        let mut new = old.clone();
+        new["immutable"] = json!(false);
+        assert_eq!(validate_update("ConfigMap", &old, &new).len(), 1);
+        let secret = json!({"metadata": {"name": "s"}, "type": "Opaque"});
+        let mut changed = secret.clone();
+        changed["type"] = json!("kubernetes.io/tls");
+        assert_eq!(validate_update("Secret", &secret, &changed).len(), 1);
+    }
+
+    #[test]
+    fn main_writes_keep_the_old_status() {
+        let mut old = defaulted_pod();
+        old["status"] = json!({"phase": "Running"});
+        let mut new = old.clone();
+        new["status"] = json!({"phase": "Failed"});
+        new["spec"]["containers"][0]["image"] = json!("hello:v2");
+        let out = prepare_update("Pod", &old, &new);
+        assert_eq!(out["status"]["phase"], "Running");
+        assert_eq!(out["spec"]["containers"][0]["image"], "hello:v2");
+        // ConfigMaps have no status subresource: the write is taken whole.
+        let out = prepare_update(
+            "ConfigMap",
+            &json!({"data": {}}),
+            &json!({"data": {"a": "b"}}),
+        );
+        assert_eq!(out["data"]["a"], "b");
+    }
+
+    #[test]
+    fn status_writes_take_only_the_status() {
+        let mut old = defaulted_pod();
+        old["metadata"]["labels"] = json!({"app": "web"});
+        old["metadata"]["resourceVersion"] = json!("5");
+        let mut new = old.clone();
+        new["status"] = json!({"phase": "Running"});
+        new["spec"]["restartPolicy"] = json!("Never");
+        new["metadata"]["labels"] = json!({"app": "hacked"});
+        let out = prepare_status_update("Pod", &old, &new);
+        assert_eq!(out["status"]["phase"], "Running");
+        assert_eq!(out["spec"]["restartPolicy"], "Always");
+        assert_eq!(out["metadata"]["labels"]["app"], "web");
+        assert_eq!(out["metadata"]["resourceVersion"], "5");
+    }
+
+    #[test]
+    fn generation_tracks_only_spec_changes() {
+        let old = defaulted_pod();
+        let mut new = old.clone();
+        new["metadata"]["labels"] = json!({"a": "b"});
+        new["status"] = json!({"phase": "Running"});
+        assert!(!spec_changed("Pod", &old, &new));
+        new["spec"]["containers"][0]["image"] = json!("hello:v2");
+        assert!(spec_changed("Pod", &old, &new));
+        assert!(spec_changed(
+            "ConfigMap",
+            &json!({"data": {}}),
+            &json!({"data": {"a": "b"}})
+        ));
+    }
+
+    #[test]
+    fn status_subresource_kinds() {
+        assert!(has_status_subresource("Pod"));
+        assert!(has_status_subresource("Node"));
+        assert!(has_status_subresource("Namespace"));
+        assert!(!has_status_subresource("ConfigMap"));
+        assert!(!has_status_subresource("Nope"));
+    }
+}

@@ -1,0 +1,403 @@
+//! HTTP: the one handler behind every resource path, dispatching on the
+//! parsed target and the method, and writing objects, lists and Tables.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use serde_json::{Value, json};
+use wasmkube_api::resources::ResourceInfo;
+use wasmkube_api::{status, table};
+
+use super::Registry;
+use super::object;
+use super::ops::{DeleteOptions, Part, WriteOptions};
+use super::request::{self, BodyType, Output, Params, Target, method_not_allowed, not_found_path};
+use crate::error::{ApiError, Result};
+
+/// The router of every resource path below the discovery roots.
+pub fn routes(registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/api/v1/{*rest}", any(serve))
+        .route("/apis/{group}/{version}/{*rest}", any(serve))
+        .with_state(registry)
+}
+
+async fn serve(State(reg): State<Arc<Registry>>, req: Request) -> Response {
+    match handle(reg, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+fn allows(res: &ResourceInfo, verb: &str) -> Result<()> {
+    if res.verbs.contains(&verb) {
+        Ok(())
+    } else {
+        Err(method_not_allowed())
+    }
+}
+
+async fn handle(reg: Arc<Registry>, req: Request) -> Result<Response> {
+    let (parts, body) = req.into_parts();
+    let target = request::parse_path(parts.uri.path())?;
+    let mut params = Params::parse(&parts.uri)?;
+    params.watch |= target.watch_prefix;
+    let output = request::negotiate(&parts.headers);
+    let res = target.res;
+    let ns = target.namespace.as_deref();
+    let method = parts.method.clone();
+
+    // Subresources first: each has its own verbs.
+    if let (Some(name), Some(sub)) = (target.name.as_deref(), target.subresource.as_deref()) {
+        if !res.subresources.iter().any(|s| s.name == sub) {
+            return Err(not_found_path());
+        }
+        return match (sub, &method) {
+            ("status", &Method::GET) => {
+                let obj = reg.get(res, ns, name).await?;
+                Ok(object_response(StatusCode::OK, res, obj, output, &[]))
+            }
+            ("status", &Method::PUT) => {
+                let bytes = read_body(&reg, body).await?;
+                let obj = request::decode_object(&bytes, request::body_type(&parts.headers)?)?;
+                let mut warnings = Vec::new();
+                let out = reg
+                    .update_object(
+                        res,
+                        ns,
+                        name,
+                        obj,
+                        Part::Status,
+                        &write_options(&params),
+                        &mut warnings,
+                    )
+                    .await?;
+                Ok(object_response(StatusCode::OK, res, out, output, &warnings))
+            }
+            ("status", &Method::PATCH) => {
+                patch(
+                    &reg,
+                    &target,
+                    name,
+                    &parts.headers,
+                    &params,
+                    body,
+                    Part::Status,
+                    output,
+                )
+                .await
+            }
+            ("binding", &Method::POST) => {
+                let bytes = read_body(&reg, body).await?;
+                let binding = request::decode_object(&bytes, request::body_type(&parts.headers)?)?;
+                reg.bind(res, ns, name, &binding).await?;
+                let mut s = status::to_json(&status::success(res.group, res.plural, name, None));
+                s["code"] = json!(201);
+                Ok(json_response(StatusCode::CREATED, &s, &[]))
+            }
+            // policy/v1 Eviction: without PodDisruptionBudgets an eviction is
+            // a delete with the eviction's options.
+            ("eviction", &Method::POST) => {
+                let bytes = read_body(&reg, body).await?;
+                let eviction = request::decode_object(&bytes, request::body_type(&parts.headers)?)?;
+                let opts_body = eviction
+                    .get("deleteOptions")
+                    .map(Value::to_string)
+                    .unwrap_or_default();
+                let opts = DeleteOptions::from_body(opts_body.as_bytes(), delete_options(&params))?;
+                reg.delete_object(res, ns, name, &opts).await?;
+                let mut s = status::to_json(&status::success(res.group, res.plural, name, None));
+                s["code"] = json!(201);
+                Ok(json_response(StatusCode::CREATED, &s, &[]))
+            }
+            ("log", &Method::GET) => Ok(pod_log(
+                reg.clone(),
+                ns.unwrap_or("").to_string(),
+                name.to_string(),
+                params.raw.clone(),
+            )
+            .await),
+            _ => Err(method_not_allowed()),
+        };
+    }
+
+    match (target.name.as_deref(), &method) {
+        (None, &Method::GET) if params.watch => {
+            allows(res, "watch")?;
+            super::watch::watch(reg, res, ns, None, &params, output).await
+        }
+        (None, &Method::GET) => {
+            allows(res, "list")?;
+            list(&reg, res, ns, &params, output).await
+        }
+        (None, &Method::POST) => {
+            allows(res, "create")?;
+            if res.namespaced && ns.is_none() {
+                return Err(method_not_allowed());
+            }
+            let bytes = read_body(&reg, body).await?;
+            let obj = request::decode_object(&bytes, request::body_type(&parts.headers)?)?;
+            let mut warnings = Vec::new();
+            let out = reg
+                .create_object(res, ns, obj, &write_options(&params), &mut warnings)
+                .await?;
+            Ok(object_response(
+                StatusCode::CREATED,
+                res,
+                out,
+                output,
+                &warnings,
+            ))
+        }
+        (None, &Method::DELETE) => {
+            allows(res, "deletecollection")?;
+            let bytes = read_body(&reg, body).await?;
+            let opts = DeleteOptions::from_body(&bytes, delete_options(&params))?;
+            let filter = params.filter(res, ns)?;
+            let (items, rev, _) = reg.list(res, ns, &filter, None, None).await?;
+            let mut deleted = Vec::new();
+            for item in items {
+                let item_ns = object::meta_str(&item, "namespace").map(str::to_string);
+                match reg
+                    .delete_object(res, item_ns.as_deref(), object::name(&item), &opts)
+                    .await
+                {
+                    Ok(obj) => deleted.push(obj),
+                    Err(e) if e.code() == 404 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(list_response(res, deleted, rev, None, output))
+        }
+        (Some(name), &Method::GET) if params.watch => {
+            allows(res, "watch")?;
+            super::watch::watch(reg, res, ns, Some(name), &params, output).await
+        }
+        (Some(name), &Method::GET) => {
+            allows(res, "get")?;
+            let obj = reg.get(res, ns, name).await?;
+            Ok(object_response(StatusCode::OK, res, obj, output, &[]))
+        }
+        (Some(name), &Method::PUT) => {
+            allows(res, "update")?;
+            let bytes = read_body(&reg, body).await?;
+            let obj = request::decode_object(&bytes, request::body_type(&parts.headers)?)?;
+            let mut warnings = Vec::new();
+            let out = reg
+                .update_object(
+                    res,
+                    ns,
+                    name,
+                    obj,
+                    Part::Main,
+                    &write_options(&params),
+                    &mut warnings,
+                )
+                .await?;
+            Ok(object_response(StatusCode::OK, res, out, output, &warnings))
+        }
+        (Some(name), &Method::PATCH) => {
+            allows(res, "patch")?;
+            patch(
+                &reg,
+                &target,
+                name,
+                &parts.headers,
+                &params,
+                body,
+                Part::Main,
+                output,
+            )
+            .await
+        }
+        (Some(name), &Method::DELETE) => {
+            allows(res, "delete")?;
+            let bytes = read_body(&reg, body).await?;
+            let opts = DeleteOptions::from_body(&bytes, delete_options(&params))?;
+            let obj = reg.delete_object(res, ns, name, &opts).await?;
+            Ok(object_response(StatusCode::OK, res, obj, output, &[]))
+        }
+        _ => Err(method_not_allowed()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn patch(
+    reg: &Arc<Registry>,
+    target: &Target,
+    name: &str,
+    headers: &HeaderMap,
+    params: &Params,
+    body: Body,
+    part: Part,
+    output: Output,
+) -> Result<Response> {
+    let ty = request::body_type(headers)?;
+    if matches!(ty, BodyType::Json | BodyType::Yaml) {
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        return Err(ApiError(status::unsupported_media_type(ct)));
+    }
+    let bytes = read_body(reg, body).await?;
+    let doc = request::decode(&bytes, ty)?;
+    let mut warnings = Vec::new();
+    let out = reg
+        .patch_object(
+            target.res,
+            target.namespace.as_deref(),
+            name,
+            ty,
+            doc,
+            part,
+            &write_options(params),
+            &mut warnings,
+        )
+        .await?;
+    let code = if out.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok(object_response(
+        code, target.res, out.object, output, &warnings,
+    ))
+}
+
+fn write_options(p: &Params) -> WriteOptions {
+    WriteOptions {
+        dry_run: p.dry_run,
+        field_validation: p.field_validation,
+    }
+}
+
+fn delete_options(p: &Params) -> DeleteOptions {
+    DeleteOptions {
+        grace_period_seconds: p.grace_period_seconds,
+        dry_run: p.dry_run,
+        ..Default::default()
+    }
+}
+
+async fn read_body(reg: &Registry, body: Body) -> Result<bytes::Bytes> {
+    let limit = reg.options.max_body_bytes;
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError(status::too_large(limit)))
+}
+
+async fn list(
+    reg: &Registry,
+    res: &ResourceInfo,
+    ns: Option<&str>,
+    params: &Params,
+    output: Output,
+) -> Result<Response> {
+    let filter = params.filter(res, ns)?;
+    params.revision()?;
+    let (items, rev, cont) = reg
+        .list(
+            res,
+            ns,
+            &filter,
+            params.limit,
+            params.continue_token.as_deref(),
+        )
+        .await?;
+    Ok(list_response(res, items, rev, cont, output))
+}
+
+fn list_response(
+    res: &ResourceInfo,
+    items: Vec<Value>,
+    rev: i64,
+    cont: Option<String>,
+    output: Output,
+) -> Response {
+    let mut meta = json!({ "resourceVersion": rev.to_string() });
+    if let Some(c) = cont {
+        meta["continue"] = json!(c);
+    }
+    let body = match output {
+        Output::Table => table::table(res.kind, &items, meta, true, jiff::Timestamp::now()),
+        Output::PartialMetadata => json!({
+            "kind": "PartialObjectMetadataList",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": meta,
+            "items": items.iter().map(object::partial_metadata).collect::<Vec<_>>(),
+        }),
+        Output::Json => json!({
+            "kind": res.list_kind,
+            "apiVersion": res.api_version(),
+            "metadata": meta,
+            "items": items,
+        }),
+    };
+    json_response(StatusCode::OK, &body, &[])
+}
+
+/// One object in the negotiated shape.
+pub(super) fn render(res: &ResourceInfo, obj: Value, output: Output, with_columns: bool) -> Value {
+    match output {
+        Output::Json => obj,
+        Output::PartialMetadata => object::partial_metadata(&obj),
+        Output::Table => {
+            let rv = object::meta_str(&obj, "resourceVersion")
+                .unwrap_or("")
+                .to_string();
+            table::table(
+                res.kind,
+                &[obj],
+                json!({ "resourceVersion": rv }),
+                with_columns,
+                jiff::Timestamp::now(),
+            )
+        }
+    }
+}
+
+fn object_response(
+    code: StatusCode,
+    res: &ResourceInfo,
+    obj: Value,
+    output: Output,
+    warnings: &[String],
+) -> Response {
+    json_response(code, &render(res, obj, output, true), warnings)
+}
+
+fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
+    let bytes = match serde_json::to_vec(body) {
+        Ok(b) => b,
+        Err(e) => return ApiError::internal(format!("encoding response: {e}")).into_response(),
+    };
+    let mut resp = (code, bytes).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    for w in warnings {
+        let escaped = w.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(v) = HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            h.append(header::WARNING, v);
+        }
+    }
+    resp
+}
+
+/// `pods/{name}/log`: served by APISERVER's log proxy.
+async fn pod_log(
+    reg: Arc<Registry>,
+    namespace: String,
+    name: String,
+    raw_query: Option<String>,
+) -> Response {
+    crate::logs::pod_log(reg, namespace, name, raw_query).await
+}

@@ -1,0 +1,165 @@
+//! The generic REST layer: one set of handlers serving every resource of
+//! [`wasmkube_api::resources::all`].
+//!
+//! Per-kind behaviour (defaults, validation, what an update may change,
+//! printing, selectable fields) comes from `wasmkube_api`; this module only
+//! applies the Kubernetes API machinery around it: paths, verbs, optimistic
+//! concurrency on `resourceVersion` (= the store's `mod_revision`, never
+//! stored in the object itself), graceful deletion and finalizers, watch
+//! through the [`crate::watch_cache`], and content negotiation.
+
+mod handlers;
+pub mod object;
+mod ops;
+pub mod request;
+mod watch;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use wasmkube_api::resources::{self, ResourceInfo};
+
+use crate::error::{ApiError, Result};
+use crate::storage::Store;
+use crate::watch_cache::{CacheOptions, WatchCache};
+
+pub use handlers::routes;
+pub use ops::{DeleteOptions, WriteOptions};
+
+/// Tunables of a [`Registry`]; the defaults suit a server.
+#[derive(Debug, Clone, Copy)]
+pub struct RegistryOptions {
+    /// Watch cache sizes and the BOOKMARK interval.
+    pub cache: CacheOptions,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Default watch duration bounds when the client sends no `timeoutSeconds`
+    /// (a random value in between spreads reconnects, as Kubernetes does).
+    pub min_watch_timeout: Duration,
+    pub max_watch_timeout: Duration,
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        Self {
+            cache: CacheOptions::default(),
+            max_body_bytes: 3 * 1024 * 1024,
+            min_watch_timeout: Duration::from_secs(30 * 60),
+            max_watch_timeout: Duration::from_secs(60 * 60),
+        }
+    }
+}
+
+/// The per-resource registries over one store, with their watch caches.
+pub struct Registry {
+    store: Arc<dyn Store>,
+    caches: HashMap<(&'static str, &'static str), Arc<WatchCache>>,
+    options: RegistryOptions,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("resources", &self.caches.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// Starts the registry: one watch cache (one store watch) per resource.
+    pub async fn start(
+        store: Arc<dyn Store>,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Registry>> {
+        Self::start_with(store, RegistryOptions::default(), shutdown).await
+    }
+
+    /// [`Registry::start`] with explicit options (tests use small windows).
+    pub async fn start_with(
+        store: Arc<dyn Store>,
+        options: RegistryOptions,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Registry>> {
+        let mut caches = HashMap::new();
+        for res in resources::all() {
+            let cache = WatchCache::start(
+                store.clone(),
+                res.key_prefix(),
+                options.cache,
+                shutdown.clone(),
+            )
+            .await
+            .map_err(|e| ApiError::from_storage(e, res.group, res.plural, ""))?;
+            caches.insert((res.group, res.plural), cache);
+        }
+        let registry = Arc::new(Registry {
+            store,
+            caches,
+            options,
+            shutdown,
+        });
+        registry.resume_namespace_cleanups().await;
+        Ok(registry)
+    }
+
+    /// The store this registry writes to.
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// Reads one object (with its `resourceVersion`); 404 Status when absent.
+    pub async fn get(
+        &self,
+        res: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value> {
+        Ok(self.read(res, namespace, name).await?.0)
+    }
+
+    /// Creates an object as a POST would (defaults, validation, system
+    /// fields). An existing object is a 409 AlreadyExists error, which
+    /// bootstrap callers ignore.
+    pub async fn create(
+        &self,
+        res: &ResourceInfo,
+        namespace: Option<&str>,
+        obj: Value,
+    ) -> Result<Value> {
+        let mut warnings = Vec::new();
+        self.create_object(res, namespace, obj, &WriteOptions::default(), &mut warnings)
+            .await
+    }
+
+    fn cache(&self, res: &ResourceInfo) -> Option<&Arc<WatchCache>> {
+        self.caches.get(&(res.group, res.plural))
+    }
+}
+
+/// The store key of one object.
+pub fn key(res: &ResourceInfo, namespace: Option<&str>, name: &str) -> String {
+    match (res.namespaced, namespace) {
+        (true, Some(ns)) => format!("{}{ns}/{name}", prefix_of(res)),
+        _ => format!("{}{name}", prefix_of(res)),
+    }
+}
+
+/// The key prefix of a collection (one namespace, or all of them).
+pub fn collection_prefix(res: &ResourceInfo, namespace: Option<&str>) -> String {
+    match (res.namespaced, namespace) {
+        (true, Some(ns)) => format!("{}{ns}/", prefix_of(res)),
+        _ => prefix_of(res),
+    }
+}
+
+fn prefix_of(res: &ResourceInfo) -> String {
+    let mut p = res.key_prefix();
+    if !p.ends_with('/') {
+        p.push('/');
+    }
+    p
+}

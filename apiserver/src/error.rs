@@ -18,7 +18,10 @@ pub type Result<T, E = ApiError> = std::result::Result<T, E>;
 impl ApiError {
     /// The HTTP status code of this error.
     pub fn code(&self) -> u16 {
-        self.0.code.and_then(|c| u16::try_from(c).ok()).unwrap_or(500)
+        self.0
+            .code
+            .and_then(|c| u16::try_from(c).ok())
+            .unwrap_or(500)
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self(status::bad_request(message))
@@ -32,7 +35,9 @@ impl ApiError {
     /// Map a storage error for `resource` (plural) `name` in `group`.
     pub fn from_storage(err: storage::Error, group: &str, resource: &str, name: &str) -> Self {
         match err {
-            storage::Error::AlreadyExists { .. } => Self(status::already_exists(group, resource, name)),
+            storage::Error::AlreadyExists { .. } => {
+                Self(status::already_exists(group, resource, name))
+            }
             storage::Error::NotFound { .. } => Self(status::not_found(group, resource, name)),
             storage::Error::Conflict { .. } => Self(status::conflict(
                 group,
@@ -40,7 +45,10 @@ impl ApiError {
                 name,
                 "the object has been modified; please apply your changes to the latest version and try again",
             )),
-            storage::Error::Compacted { requested, compacted } => Self(status::expired(requested, compacted)),
+            storage::Error::Compacted {
+                requested,
+                compacted,
+            } => Self(status::expired(requested, compacted)),
             storage::Error::FutureRevision { requested, current } => Self(status::failure(
                 504,
                 "Timeout",
@@ -62,7 +70,12 @@ impl From<Status> for ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.0.message.as_deref().unwrap_or(""), self.code())
+        write!(
+            f,
+            "{} ({})",
+            self.0.message.as_deref().unwrap_or(""),
+            self.code()
+        )
     }
 }
 
@@ -73,10 +86,13 @@ impl IntoResponse for ApiError {
         let code = StatusCode::from_u16(self.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&status::to_json(&self.0)).unwrap_or_default();
         let mut resp = (code, body).into_response();
-        resp.headers_mut()
-            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         if code == StatusCode::TOO_MANY_REQUESTS {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         resp
     }

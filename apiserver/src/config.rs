@@ -1,0 +1,66 @@
+//! The apiserver's configuration: everything `start` needs, with defaults
+//! suitable for a single-machine install.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How to run the API server. `Config::default()` is a working local setup;
+/// the CLI overrides fields from flags.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Directory holding the store, the PKI, the token file and the kubeconfig.
+    /// Created (mode 0700) on first start.
+    pub data_dir: PathBuf,
+    /// Address to listen on. Unspecified (`0.0.0.0`/`::`) serves every
+    /// interface; the kubeconfig then points at `127.0.0.1`.
+    pub bind_address: IpAddr,
+    /// TCP port; `0` picks a free one (the real port is in `Running::url`).
+    pub port: u16,
+    /// Also write the admin kubeconfig here (besides `<data_dir>/kubeconfig`).
+    pub write_kubeconfig: Option<PathBuf>,
+    /// Extra subject alternative names (DNS names or IP addresses) for the
+    /// serving certificate, e.g. the address agents use to reach the server.
+    pub tls_sans: Vec<String>,
+    /// Users that get their own token in `tokens.csv` besides `admin`
+    /// (the scheduler, the controller manager, nodes…). Users named
+    /// `system:node:<name>` are put in the `system:nodes` group.
+    pub component_users: Vec<String>,
+    /// Largest request body accepted on API routes (413 beyond).
+    pub max_request_bytes: usize,
+    /// Largest wasm module accepted by the module store (413 beyond).
+    pub max_module_bytes: usize,
+    /// How often the embedded store drops old revision history.
+    pub compaction_interval: Duration,
+    /// How many revisions of history the compactor keeps for watchers that
+    /// resume from an older resourceVersion.
+    pub compaction_keep_revisions: i64,
+    /// Most TLS connections served at once; further clients wait in the
+    /// accept backlog.
+    pub max_connections: usize,
+    /// How long shutdown waits for in-flight requests (including watches)
+    /// before closing their connections.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("wasmkube-data"),
+            bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 6443,
+            write_kubeconfig: None,
+            tls_sans: Vec::new(),
+            component_users: vec![
+                "system:kube-scheduler".to_string(),
+                "system:kube-controller-manager".to_string(),
+            ],
+            max_request_bytes: 3 * 1024 * 1024,
+            max_module_bytes: wasmkube_api::wasm::MAX_MODULE_BYTES,
+            compaction_interval: Duration::from_secs(300),
+            compaction_keep_revisions: 10_000,
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}

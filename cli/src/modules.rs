@@ -1,0 +1,203 @@
+//! `wasmkube push` and `wasmkube modules`: the module store over HTTPS.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use sha2::{Digest as _, Sha256};
+use wasmkube_api::wasm::{MODULE_API, ModuleInfo};
+
+/// Splits `NAME:TAG`; the tag is required so a push never silently means `latest`.
+pub fn parse_reference(reference: &str) -> anyhow::Result<(&str, &str)> {
+    match reference.rsplit_once(':') {
+        Some((name, tag)) if !name.is_empty() && !tag.is_empty() && !name.contains('/') => {
+            Ok((name, tag))
+        }
+        _ => bail!("invalid module reference {reference:?}: expected NAME:TAG, e.g. hello:v1"),
+    }
+}
+
+/// Turns an API failure into the message of its Status.
+fn api_error(e: kube::Error) -> anyhow::Error {
+    match e {
+        kube::Error::Api(status) => {
+            let message = if status.message.is_empty() {
+                status.reason.clone()
+            } else {
+                status.message.clone()
+            };
+            anyhow::anyhow!("{message} (HTTP {})", status.code)
+        }
+        other => anyhow::Error::new(other),
+    }
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn digest_of(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// Uploads `file` as `name:tag`; returns the line to print.
+pub async fn push(client: &kube::Client, file: &Path, reference: &str) -> anyhow::Result<String> {
+    let (name, tag) = parse_reference(reference)?;
+    let bytes = tokio::fs::read(file)
+        .await
+        .with_context(|| format!("reading {}", file.display()))?;
+    let local_digest = digest_of(&bytes);
+    let size = bytes.len();
+    let request = http::Request::put(format!("{MODULE_API}/modules/{name}/{tag}"))
+        .header(http::header::CONTENT_TYPE, "application/wasm")
+        .body(bytes)
+        .context("building the request")?;
+    let body = client.request_text(request).await.map_err(api_error)?;
+    let info: ModuleInfo = serde_json::from_str(&body)
+        .with_context(|| format!("unexpected answer from the server: {body}"))?;
+    if info.digest != local_digest {
+        bail!(
+            "the server stored digest {} but the file hashes to {local_digest}",
+            info.digest
+        );
+    }
+    Ok(format!(
+        "pushed {}:{} {} ({size} bytes)",
+        info.name, info.tag, info.digest
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct ModuleList {
+    #[serde(default)]
+    items: Vec<ModuleInfo>,
+}
+
+/// Lists the module store as a table (empty when there are no modules).
+pub async fn list(client: &kube::Client) -> anyhow::Result<String> {
+    let request = http::Request::get(format!("{MODULE_API}/modules"))
+        .body(Vec::new())
+        .context("building the request")?;
+    let body = client.request_text(request).await.map_err(api_error)?;
+    let list: ModuleList = serde_json::from_str(&body)
+        .with_context(|| format!("unexpected answer from the server: {body}"))?;
+    if list.items.is_empty() {
+        return Ok(String::new());
+    }
+    Ok(render_table(&list.items, jiff::Timestamp::now()))
+}
+
+/// `1.5MiB`-style sizes.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes}B");
+    }
+    let mut value = bytes as f64;
+    let mut unit = "B";
+    for u in UNITS {
+        if value < 1024.0 {
+            break;
+        }
+        value /= 1024.0;
+        unit = u;
+    }
+    format!("{value:.1}{unit}")
+}
+
+/// Columns padded like kubectl (three spaces between columns).
+pub fn render_table(items: &[ModuleInfo], now: jiff::Timestamp) -> String {
+    let mut rows: Vec<[String; 5]> = vec![[
+        "NAME".into(),
+        "TAG".into(),
+        "DIGEST".into(),
+        "SIZE".into(),
+        "AGE".into(),
+    ]];
+    let mut sorted: Vec<&ModuleInfo> = items.iter().collect();
+    sorted.sort_by(|a, b| (&a.name, &a.tag).cmp(&(&b.name, &b.tag)));
+    for m in sorted {
+        let age = m
+            .created
+            .parse::<jiff::Timestamp>()
+            .ok()
+            .and_then(|t| Duration::try_from(now.duration_since(t)).ok())
+            .map(wasmkube_api::table::human_duration)
+            .unwrap_or_else(|| "<unknown>".to_string());
+        // Like `docker images`: the algorithm and 12 hex digits identify it.
+        let digest: String = m.digest.chars().take("sha256:".len() + 12).collect();
+        rows.push([
+            m.name.clone(),
+            m.tag.clone(),
+            digest,
+            human_size(m.size),
+            age,
+        ]);
+    }
+    let mut widths = [0usize; 5];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            if i + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}   ", width = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_need_name_and_tag() {
+        assert_eq!(parse_reference("hello:v1").ok(), Some(("hello", "v1")));
+        assert!(parse_reference("hello").is_err());
+        assert!(parse_reference(":v1").is_err());
+        assert!(parse_reference("hello:").is_err());
+        assert!(parse_reference("localhost:5000/hello:v1").is_err());
+    }
+
+    #[test]
+    fn digest_is_sha256_hex() {
+        assert_eq!(
+            digest_of(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn sizes_are_human() {
+        assert_eq!(human_size(512), "512B");
+        assert_eq!(human_size(2048), "2.0KiB");
+        assert_eq!(human_size(3 * 1024 * 1024 + 512 * 1024), "3.5MiB");
+    }
+
+    #[test]
+    fn table_has_header_and_aligned_rows() {
+        let items = vec![ModuleInfo {
+            name: "hello".into(),
+            tag: "v1".into(),
+            digest: format!("sha256:{}", "ab".repeat(32)),
+            size: 2048,
+            created: "not a time".into(),
+        }];
+        let table = render_table(&items, jiff::Timestamp::UNIX_EPOCH);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0].starts_with("NAME    TAG   DIGEST"), "{}", lines[0]);
+        assert!(
+            lines[1].starts_with("hello   v1    sha256:abababababab   2.0KiB   <unknown>"),
+            "{}",
+            lines[1]
+        );
+    }
+}

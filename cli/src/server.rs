@@ -1,0 +1,363 @@
+//! `wasmkube server`: the all-in-one cluster.
+//!
+//! The components share a process but not state: each one gets its own
+//! `kube::Client` with its own token and talks to the API server over HTTPS,
+//! exactly as it would from another machine.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use k8s_openapi::api::core::v1::Node;
+use kube::Api;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::kubeconfig;
+
+/// What `wasmkube server` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub data_dir: Option<PathBuf>,
+    pub bind_address: IpAddr,
+    pub port: u16,
+    pub write_kubeconfig: Option<PathBuf>,
+    pub tls_sans: Vec<String>,
+    pub node_name: Option<String>,
+    pub no_node: bool,
+    pub kubelet_port: u16,
+}
+
+const SCHEDULER_USER: &str = "system:kube-scheduler";
+const CONTROLLER_MANAGER_USER: &str = "system:kube-controller-manager";
+
+/// How long stopping may take before the process exits anyway.
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// `~/.wasmkube` unless given.
+fn data_dir(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(d) = explicit {
+        return Ok(d);
+    }
+    let home = std::env::var_os("HOME")
+        .context("HOME is not set; pass --data-dir or set WASMKUBE_DATA_DIR")?;
+    Ok(PathBuf::from(home).join(".wasmkube"))
+}
+
+/// A Node name from a hostname: lowercase, and only what a DNS-1123
+/// subdomain allows.
+pub fn node_name_from_hostname(host: &str) -> String {
+    let cleaned: String = host
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let trimmed = cleaned.trim_matches(|c: char| c == '-' || c == '.');
+    if trimmed.is_empty() {
+        "wasmkube-node".to_string()
+    } else {
+        trimmed.chars().take(253).collect()
+    }
+}
+
+fn default_node_name() -> String {
+    let host = hostname::get()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default();
+    node_name_from_hostname(&host)
+}
+
+async fn component_client(
+    running: &wasmkube_apiserver::Running,
+    user: &str,
+) -> anyhow::Result<kube::Client> {
+    let token = running
+        .tokens
+        .get(user)
+        .with_context(|| format!("the API server has no token for {user}"))?;
+    let config = kubeconfig::component_config(&running.url, &running.ca_pem, token).await?;
+    kube::Client::try_from(config).with_context(|| format!("client for {user}"))
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received, stopping"),
+            _ = int.recv() => tracing::info!("SIGINT received, stopping"),
+            _ = token.cancelled() => return,
+        }
+        token.cancel();
+    });
+    Ok(())
+}
+
+/// The node is registered and its kubelet has reported Ready since `since`
+/// (on a restart the Node object from the previous run already exists).
+fn node_reports_since(node: &Node, since: jiff::Timestamp) -> bool {
+    // Heartbeats have second precision.
+    let since = since - jiff::SignedDuration::from_secs(1);
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            c.type_ == "Ready"
+                && c.status == "True"
+                && c.last_heartbeat_time.as_ref().is_some_and(|t| t.0 >= since)
+        })
+}
+
+/// Polls until the API server is ready and (when running one) the node is
+/// registered.
+async fn wait_ready(
+    client: kube::Client,
+    node: Option<String>,
+    since: jiff::Timestamp,
+    shutdown: CancellationToken,
+) -> bool {
+    let mut interval = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = interval.tick() => {}
+        }
+        let readyz = http::Request::get("/readyz").body(Vec::new());
+        let Ok(readyz) = readyz else { return false };
+        if client.request_text(readyz).await.is_err() {
+            continue;
+        }
+        match &node {
+            None => return true,
+            Some(name) => {
+                let nodes: Api<Node> = Api::all(client.clone());
+                if let Ok(Some(node)) = nodes.get_opt(name).await
+                    && node_reports_since(&node, since)
+                {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+type Tasks = JoinSet<(&'static str, anyhow::Result<()>)>;
+
+/// Starts the built-in node's kubelet.
+fn spawn_kubelet(
+    tasks: &mut Tasks,
+    opts: &Options,
+    data_dir: &std::path::Path,
+    node_name: &str,
+    client: kube::Client,
+    token: CancellationToken,
+) {
+    let mut config = wasmkube_runtime::KubeletConfig::new(node_name, data_dir.join("node"));
+    config.port = opts.kubelet_port;
+    tasks.spawn(async move {
+        let r = wasmkube_runtime::run(config, client, token).await;
+        ("kubelet", r.map_err(anyhow::Error::from))
+    });
+}
+
+/// Runs the cluster until SIGINT/SIGTERM.
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let started = jiff::Timestamp::now();
+    let data_dir = data_dir(opts.data_dir.clone())?;
+    let node_name = opts
+        .node_name
+        .clone()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(default_node_name);
+    let node_user = format!("system:node:{node_name}");
+    // `shutdown` is the request to stop (signals, a failed component);
+    // components stop first on their own token, then the API server on
+    // another, so their last writes (node status, events) still land.
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone())?;
+    let api_shutdown = CancellationToken::new();
+    let components = CancellationToken::new();
+
+    let mut component_users = vec![
+        SCHEDULER_USER.to_string(),
+        CONTROLLER_MANAGER_USER.to_string(),
+    ];
+    if !opts.no_node {
+        component_users.push(node_user.clone());
+    }
+    let config = wasmkube_apiserver::Config {
+        data_dir: data_dir.clone(),
+        bind_address: opts.bind_address,
+        port: opts.port,
+        write_kubeconfig: opts.write_kubeconfig.clone(),
+        tls_sans: opts.tls_sans.clone(),
+        component_users,
+        ..Default::default()
+    };
+    let running = wasmkube_apiserver::start(config, api_shutdown.clone())
+        .await
+        .context("starting the API server")?;
+    tracing::info!(url = %running.url, data_dir = %data_dir.display(), "API server listening");
+    println!("API server: {}", running.url);
+    println!("kubeconfig: {}", running.kubeconfig_path.display());
+    if let Some(extra) = &opts.write_kubeconfig {
+        println!("kubeconfig also written to {}", extra.display());
+    }
+    println!("export KUBECONFIG={}", running.kubeconfig_path.display());
+
+    let mut tasks: Tasks = JoinSet::new();
+
+    let scheduler_client = component_client(&running, SCHEDULER_USER).await?;
+    let token = components.clone();
+    tasks.spawn(async move {
+        let r = wasmkube_scheduler::run(
+            scheduler_client,
+            wasmkube_scheduler::SchedulerConfig::default(),
+            token,
+        )
+        .await;
+        ("scheduler", r.map_err(anyhow::Error::from))
+    });
+
+    let controllers_client = component_client(&running, CONTROLLER_MANAGER_USER).await?;
+    let token = components.clone();
+    tasks.spawn(async move {
+        let r = wasmkube_controllers::run(
+            controllers_client,
+            wasmkube_controllers::ControllersConfig::default(),
+            token,
+        )
+        .await;
+        ("controllers", r.map_err(anyhow::Error::from))
+    });
+
+    if !opts.no_node {
+        let node_client = component_client(&running, &node_user).await?;
+        spawn_kubelet(
+            &mut tasks,
+            &opts,
+            &data_dir,
+            &node_name,
+            node_client,
+            components.clone(),
+        );
+    }
+
+    let admin_config =
+        kubeconfig::component_config(&running.url, &running.ca_pem, &running.admin_token).await?;
+    let admin = kube::Client::try_from(admin_config).context("admin client")?;
+    let ready_node = (!opts.no_node).then(|| node_name.clone());
+    let ready = wait_ready(admin, ready_node, started, shutdown.clone());
+    let mut ready = std::pin::pin!(ready);
+    let mut announced = false;
+
+    let mut failure: Option<anyhow::Error> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            ok = &mut ready, if !announced => {
+                announced = true;
+                if ok {
+                    println!("wasmkube is ready");
+                    tracing::info!(node = %node_name, "wasmkube is ready");
+                }
+            }
+            joined = tasks.join_next() => {
+                let Some(joined) = joined else { break };
+                let err = match joined {
+                    Ok((name, Ok(()))) => anyhow::anyhow!("{name} stopped unexpectedly"),
+                    Ok((name, Err(e))) => e.context(format!("{name} failed")),
+                    Err(e) => anyhow::anyhow!("a component panicked: {e}"),
+                };
+                tracing::error!(error = %format!("{err:#}"), "stopping the cluster");
+                failure = Some(err);
+                shutdown.cancel();
+                break;
+            }
+        }
+    }
+
+    components.cancel();
+    let stop = async {
+        while let Some(joined) = tasks.join_next().await {
+            match joined {
+                Ok((name, Err(e))) => {
+                    tracing::warn!(component = name, error = %format!("{e:#}"), "stopped with an error")
+                }
+                Ok((name, Ok(()))) => tracing::info!(component = name, "stopped"),
+                Err(e) => tracing::warn!(error = %e, "component task failed"),
+            }
+        }
+        api_shutdown.cancel();
+        if let Err(e) = running.done.await {
+            tracing::warn!(error = %e, "API server task failed");
+        }
+    };
+    if tokio::time::timeout(STOP_GRACE, stop).await.is_err() {
+        bail!("components did not stop within {}s", STOP_GRACE.as_secs());
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("wasmkube stopped");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_from_hostnames_are_valid() {
+        assert_eq!(node_name_from_hostname("MyLaptop.local"), "mylaptop.local");
+        assert_eq!(node_name_from_hostname("host_name"), "host-name");
+        assert_eq!(node_name_from_hostname("-x-"), "x");
+        assert_eq!(node_name_from_hostname(""), "wasmkube-node");
+        assert_eq!(node_name_from_hostname("___"), "wasmkube-node");
+    }
+
+    #[test]
+    fn readiness_needs_a_fresh_ready_heartbeat() {
+        use k8s_openapi::api::core::v1::{NodeCondition, NodeStatus};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let at = |s: i64| jiff::Timestamp::from_second(s).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let node = |status: &str, beat: i64| Node {
+            status: Some(NodeStatus {
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: status.into(),
+                    last_heartbeat_time: Some(Time(at(beat))),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(node_reports_since(&node("True", 1000), at(1000)));
+        assert!(node_reports_since(&node("True", 1000), at(1001)));
+        assert!(!node_reports_since(&node("True", 900), at(1000)));
+        assert!(!node_reports_since(&node("Unknown", 1000), at(1000)));
+        assert!(!node_reports_since(&Node::default(), at(0)));
+    }
+
+    #[test]
+    fn explicit_data_dir_wins() -> anyhow::Result<()> {
+        assert_eq!(data_dir(Some("/d".into()))?, PathBuf::from("/d"));
+        Ok(())
+    }
+}

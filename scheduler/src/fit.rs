@@ -1,0 +1,831 @@
+//! Pure placement logic: which nodes can take a pod (filter), which of those
+//! is best (score), and the `FailedScheduling` message when none can.
+//!
+//! Everything here is a function of the objects passed in, so the cache, the
+//! queue and the API calls stay in `lib.rs` and this file is tested alone.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, Pod, Taint, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
+
+use crate::quantity::{cpu_millis, units};
+
+/// Scoring pretends a container without requests asks for this much CPU, as
+/// Kubernetes does, so best-effort pods still spread over nodes.
+const DEFAULT_MILLI_CPU_REQUEST: i64 = 100;
+/// Scoring default for memory, see [`DEFAULT_MILLI_CPU_REQUEST`].
+const DEFAULT_MEMORY_REQUEST: i64 = 200 * 1024 * 1024;
+/// Best score a node can get from one scoring plugin.
+const MAX_NODE_SCORE: i64 = 100;
+
+/// CPU and memory amounts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// CPU in millicores.
+    pub milli_cpu: i64,
+    /// Memory in bytes.
+    pub memory: i64,
+}
+
+impl Resources {
+    fn add(&mut self, other: Resources) {
+        self.milli_cpu = self.milli_cpu.saturating_add(other.milli_cpu);
+        self.memory = self.memory.saturating_add(other.memory);
+    }
+
+    fn max(self, other: Resources) -> Resources {
+        Resources {
+            milli_cpu: self.milli_cpu.max(other.milli_cpu),
+            memory: self.memory.max(other.memory),
+        }
+    }
+}
+
+fn resource_amount(list: Option<&BTreeMap<String, K8sQuantity>>, name: &str) -> Option<i64> {
+    let q = list?.get(name)?;
+    let parsed = if name == "cpu" {
+        cpu_millis(&q.0)
+    } else {
+        units(&q.0)
+    };
+    // Validation rejects negative quantities; never let one free capacity.
+    parsed.map(|v| v.max(0))
+}
+
+/// One container's requests, falling back per resource to its limits (the
+/// apiserver defaults requests to limits; the scheduler does not rely on it).
+fn container_requests(c: &k8s_openapi::api::core::v1::Container) -> Resources {
+    let res = c.resources.as_ref();
+    let requests = res.and_then(|r| r.requests.as_ref());
+    let limits = res.and_then(|r| r.limits.as_ref());
+    let pick = |name: &str| {
+        resource_amount(requests, name)
+            .or_else(|| resource_amount(limits, name))
+            .unwrap_or(0)
+    };
+    Resources {
+        milli_cpu: pick("cpu"),
+        memory: pick("memory"),
+    }
+}
+
+/// What a pod reserves on its node: the sum of its containers' requests or
+/// the largest init container's, whichever is larger, plus pod overhead.
+pub fn pod_requests(pod: &Pod) -> Resources {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Resources::default();
+    };
+    let mut sum = Resources::default();
+    for c in &spec.containers {
+        sum.add(container_requests(c));
+    }
+    let mut total = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(container_requests)
+        .fold(sum, Resources::max);
+    total.add(Resources {
+        milli_cpu: resource_amount(spec.overhead.as_ref(), "cpu").unwrap_or(0),
+        memory: resource_amount(spec.overhead.as_ref(), "memory").unwrap_or(0),
+    });
+    total
+}
+
+/// Requests used for scoring only: a container that asks for nothing counts
+/// as the Kubernetes defaults so empty nodes still look emptier.
+fn pod_score_requests(pod: &Pod) -> Resources {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Resources::default();
+    };
+    let mut sum = Resources::default();
+    for c in &spec.containers {
+        let mut r = container_requests(c);
+        if r.milli_cpu == 0 {
+            r.milli_cpu = DEFAULT_MILLI_CPU_REQUEST;
+        }
+        if r.memory == 0 {
+            r.memory = DEFAULT_MEMORY_REQUEST;
+        }
+        sum.add(r);
+    }
+    sum
+}
+
+/// A node with the load already placed on it.
+#[derive(Debug, Clone)]
+pub struct NodeInfo<'a> {
+    /// The node.
+    pub node: &'a Node,
+    /// Sum of [`pod_requests`] of the pods bound (or assumed bound) to it.
+    pub requested: Resources,
+    /// Same pods, with scoring defaults for empty requests.
+    pub score_requested: Resources,
+    /// Number of pods bound to it.
+    pub pod_count: i64,
+}
+
+impl<'a> NodeInfo<'a> {
+    /// An empty node.
+    pub fn new(node: &'a Node) -> Self {
+        NodeInfo {
+            node,
+            requested: Resources::default(),
+            score_requested: Resources::default(),
+            pod_count: 0,
+        }
+    }
+
+    /// Accounts a pod placed on this node.
+    pub fn add_pod(&mut self, pod: &Pod) {
+        self.requested.add(pod_requests(pod));
+        self.score_requested.add(pod_score_requests(pod));
+        self.pod_count += 1;
+    }
+
+    fn name(&self) -> &str {
+        self.node.metadata.name.as_deref().unwrap_or("")
+    }
+
+    fn allocatable(&self, name: &str) -> Option<i64> {
+        let status = self.node.status.as_ref()?;
+        resource_amount(status.allocatable.as_ref(), name)
+            .or_else(|| resource_amount(status.capacity.as_ref(), name))
+    }
+}
+
+/// Does this pod count against its node's capacity? Finished pods do not.
+pub fn occupies_node(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    !matches!(phase, Some("Succeeded" | "Failed"))
+}
+
+/// Why a node cannot take a pod; `Display` is the Kubernetes wording used in
+/// `0/N nodes are available: …`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Unfit {
+    /// Ready condition missing, False or Unknown.
+    NotReady,
+    /// `spec.unschedulable`.
+    Unschedulable,
+    /// A NoSchedule/NoExecute taint the pod does not tolerate.
+    UntoleratedTaint {
+        /// Taint key.
+        key: String,
+        /// Taint value (empty when none).
+        value: String,
+    },
+    /// nodeSelector or required node affinity does not match.
+    NodeAffinity,
+    /// Pod count reached allocatable `pods`.
+    TooManyPods,
+    /// Not enough CPU left.
+    InsufficientCpu,
+    /// Not enough memory left.
+    InsufficientMemory,
+}
+
+impl std::fmt::Display for Unfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unfit::NotReady => f.write_str("node(s) were not ready"),
+            Unfit::Unschedulable => f.write_str("node(s) were unschedulable"),
+            Unfit::UntoleratedTaint { key, value } => {
+                write!(f, "node(s) had untolerated taint {{{key}: {value}}}")
+            }
+            Unfit::NodeAffinity => f.write_str("node(s) didn't match Pod's node affinity/selector"),
+            Unfit::TooManyPods => f.write_str("Too many pods"),
+            Unfit::InsufficientCpu => f.write_str("Insufficient cpu"),
+            Unfit::InsufficientMemory => f.write_str("Insufficient memory"),
+        }
+    }
+}
+
+fn is_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Kubernetes' `Toleration.ToleratesTaint`.
+pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+    if let Some(effect) = toleration.effect.as_deref()
+        && !effect.is_empty()
+        && effect != taint.effect
+    {
+        return false;
+    }
+    let key = toleration.key.as_deref().unwrap_or("");
+    let operator = toleration.operator.as_deref().unwrap_or("Equal");
+    if !key.is_empty() && key != taint.key {
+        return false;
+    }
+    match operator {
+        "Exists" => true,
+        // An empty key with Equal is invalid in the API; it matches nothing.
+        "Equal" | "" => {
+            !key.is_empty()
+                && toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
+        _ => false,
+    }
+}
+
+fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bool {
+    let values = req.values.as_deref().unwrap_or(&[]);
+    match req.operator.as_str() {
+        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" | "Lt" => {
+            let (Some(v), [bound]) = (value, values) else {
+                return false;
+            };
+            match (v.parse::<i64>(), bound.parse::<i64>()) {
+                (Ok(v), Ok(b)) if req.operator == "Gt" => v > b,
+                (Ok(v), Ok(b)) => v < b,
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// nodeSelector (every pair must match the node's labels) and
+/// requiredDuringSchedulingIgnoredDuringExecution (any term; within a term
+/// every expression and field requirement).
+pub fn matches_node_affinity(pod: &Pod, node: &Node) -> bool {
+    let empty = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
+    let Some(spec) = pod.spec.as_ref() else {
+        return true;
+    };
+    if let Some(selector) = spec.node_selector.as_ref()
+        && !selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+    {
+        return false;
+    }
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    let Some(required) = required else {
+        return true;
+    };
+    let node_name = node.metadata.name.as_deref().unwrap_or("");
+    required.node_selector_terms.iter().any(|term| {
+        let exprs = term.match_expressions.as_deref().unwrap_or(&[]);
+        let fields = term.match_fields.as_deref().unwrap_or(&[]);
+        // An empty term matches no objects (Kubernetes semantics).
+        if exprs.is_empty() && fields.is_empty() {
+            return false;
+        }
+        exprs
+            .iter()
+            .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
+            && fields.iter().all(|r| {
+                let v = (r.key == "metadata.name").then_some(node_name);
+                requirement_matches(r, v)
+            })
+    })
+}
+
+/// Every reason `node` cannot take `pod`; empty means it fits.
+pub fn filter(pod: &Pod, info: &NodeInfo<'_>) -> Vec<Unfit> {
+    let node = info.node;
+    let mut reasons = Vec::new();
+    if !is_ready(node) {
+        reasons.push(Unfit::NotReady);
+    }
+    if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+        reasons.push(Unfit::Unschedulable);
+    }
+    let tolerations = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.as_deref())
+        .unwrap_or(&[]);
+    let taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or(&[]);
+    if let Some(taint) = taints.iter().find(|t| {
+        matches!(t.effect.as_str(), "NoSchedule" | "NoExecute")
+            && !tolerations.iter().any(|tol| tolerates(tol, t))
+    }) {
+        reasons.push(Unfit::UntoleratedTaint {
+            key: taint.key.clone(),
+            value: taint.value.clone().unwrap_or_default(),
+        });
+    }
+    if !matches_node_affinity(pod, node) {
+        reasons.push(Unfit::NodeAffinity);
+    }
+    // A node that reports no pod capacity is treated like Kubernetes' default of 110.
+    let max_pods = info.allocatable("pods").unwrap_or(110);
+    if info.pod_count + 1 > max_pods {
+        reasons.push(Unfit::TooManyPods);
+    }
+    let want = pod_requests(pod);
+    let cpu = info.allocatable("cpu").unwrap_or(0);
+    let memory = info.allocatable("memory").unwrap_or(0);
+    if want.milli_cpu > 0 && info.requested.milli_cpu.saturating_add(want.milli_cpu) > cpu {
+        reasons.push(Unfit::InsufficientCpu);
+    }
+    if want.memory > 0 && info.requested.memory.saturating_add(want.memory) > memory {
+        reasons.push(Unfit::InsufficientMemory);
+    }
+    reasons
+}
+
+fn fraction_free_score(requested: i64, allocatable: i64) -> i64 {
+    if allocatable <= 0 || requested > allocatable {
+        return 0;
+    }
+    (allocatable - requested).saturating_mul(MAX_NODE_SCORE) / allocatable
+}
+
+/// Higher is better, 0..=200: least-allocated (free share of CPU and memory
+/// after placing the pod, averaged) plus balanced-allocation (how close the
+/// CPU and memory fractions stay to each other).
+pub fn score(pod: &Pod, info: &NodeInfo<'_>) -> i64 {
+    let want = pod_score_requests(pod);
+    let cpu_alloc = info.allocatable("cpu").unwrap_or(0);
+    let mem_alloc = info.allocatable("memory").unwrap_or(0);
+    let cpu_req = info
+        .score_requested
+        .milli_cpu
+        .saturating_add(want.milli_cpu);
+    let mem_req = info.score_requested.memory.saturating_add(want.memory);
+    let least =
+        (fraction_free_score(cpu_req, cpu_alloc) + fraction_free_score(mem_req, mem_alloc)) / 2;
+    let fraction = |req: i64, alloc: i64| {
+        if alloc <= 0 {
+            1.0
+        } else {
+            (req as f64 / alloc as f64).min(1.0)
+        }
+    };
+    let diff = (fraction(cpu_req, cpu_alloc) - fraction(mem_req, mem_alloc)).abs();
+    let balanced = ((1.0 - diff) * MAX_NODE_SCORE as f64) as i64;
+    least + balanced
+}
+
+/// The outcome of one scheduling attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Bind to this node.
+    Node(String),
+    /// No node fits; the `FailedScheduling` message.
+    Unschedulable(String),
+}
+
+/// Filters and scores every node and picks one. Ties go to a node chosen by
+/// `tie_seed` (e.g. a hash of the pod's uid) so equal nodes share a burst.
+pub fn select_node(pod: &Pod, nodes: &[NodeInfo<'_>], tie_seed: u64) -> Placement {
+    let mut best: Vec<&NodeInfo<'_>> = Vec::new();
+    let mut best_score = i64::MIN;
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for info in nodes {
+        let unfit = filter(pod, info);
+        if !unfit.is_empty() {
+            for r in unfit {
+                *reasons.entry(r.to_string()).or_default() += 1;
+            }
+            continue;
+        }
+        let s = score(pod, info);
+        if s > best_score {
+            best_score = s;
+            best.clear();
+        }
+        if s == best_score {
+            best.push(info);
+        }
+    }
+    if best.is_empty() {
+        return Placement::Unschedulable(failure_message(nodes.len(), &reasons));
+    }
+    best.sort_by(|a, b| a.name().cmp(b.name()));
+    let idx = usize::try_from(tie_seed % best.len() as u64).unwrap_or(0);
+    Placement::Node(best[idx].name().to_string())
+}
+
+/// `0/3 nodes are available: 1 Insufficient memory, 2 node(s) were unschedulable.`
+/// Reasons are counted per node and sorted as text, like the Kubernetes scheduler.
+pub fn failure_message(node_count: usize, reasons: &BTreeMap<String, usize>) -> String {
+    if node_count == 0 {
+        return "no nodes available to schedule pods".to_string();
+    }
+    let mut parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    parts.sort();
+    format!("0/{node_count} nodes are available: {}.", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        Affinity, Container, NodeAffinity, NodeCondition, NodeSelector, NodeSelectorTerm, NodeSpec,
+        NodeStatus, PodSpec, PodStatus, ResourceRequirements,
+    };
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+    fn q(s: &str) -> K8sQuantity {
+        K8sQuantity(s.to_string())
+    }
+
+    fn node(name: &str, cpu: &str, mem: &str, pods: &str) -> Node {
+        Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some(BTreeMap::from([
+                    ("kubernetes.io/os".to_string(), "wasip1".to_string()),
+                    ("kubernetes.io/hostname".to_string(), name.to_string()),
+                ])),
+                ..Default::default()
+            },
+            spec: Some(NodeSpec::default()),
+            status: Some(NodeStatus {
+                allocatable: Some(BTreeMap::from([
+                    ("cpu".to_string(), q(cpu)),
+                    ("memory".to_string(), q(mem)),
+                    ("pods".to_string(), q(pods)),
+                ])),
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn pod(cpu: Option<&str>, mem: Option<&str>) -> Pod {
+        let mut requests = BTreeMap::new();
+        if let Some(c) = cpu {
+            requests.insert("cpu".to_string(), q(c));
+        }
+        if let Some(m) = mem {
+            requests.insert("memory".to_string(), q(m));
+        }
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".into(),
+                    resources: Some(ResourceRequirements {
+                        requests: Some(requests),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn spec_mut(p: &mut Pod) -> &mut PodSpec {
+        p.spec.get_or_insert_with(Default::default)
+    }
+
+    #[test]
+    fn requests_default_to_limits_and_init_containers_take_the_max() {
+        let mut p = pod(Some("100m"), None);
+        spec_mut(&mut p).containers[0].resources = Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([("cpu".to_string(), q("100m"))])),
+            limits: Some(BTreeMap::from([
+                ("cpu".to_string(), q("1")),
+                ("memory".to_string(), q("64Mi")),
+            ])),
+            ..Default::default()
+        });
+        assert_eq!(
+            pod_requests(&p),
+            Resources {
+                milli_cpu: 100,
+                memory: 64 << 20
+            }
+        );
+        spec_mut(&mut p).init_containers = Some(vec![Container {
+            name: "init".into(),
+            resources: Some(ResourceRequirements {
+                requests: Some(BTreeMap::from([("cpu".to_string(), q("2"))])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]);
+        spec_mut(&mut p).overhead = Some(BTreeMap::from([("memory".to_string(), q("1Mi"))]));
+        assert_eq!(
+            pod_requests(&p),
+            Resources {
+                milli_cpu: 2000,
+                memory: (64 << 20) + (1 << 20)
+            }
+        );
+    }
+
+    #[test]
+    fn insufficient_memory_message_matches_kubernetes() {
+        let n = node("node1", "4", "128Mi", "110");
+        let p = pod(None, Some("1Gi"));
+        let placement = select_node(&p, &[NodeInfo::new(&n)], 0);
+        assert_eq!(
+            placement,
+            Placement::Unschedulable("0/1 nodes are available: 1 Insufficient memory.".into())
+        );
+    }
+
+    #[test]
+    fn already_placed_pods_consume_capacity() {
+        let n = node("node1", "1", "1Gi", "110");
+        let mut info = NodeInfo::new(&n);
+        let p = pod(Some("600m"), None);
+        assert!(filter(&p, &info).is_empty());
+        info.add_pod(&p);
+        assert_eq!(filter(&p, &info), vec![Unfit::InsufficientCpu]);
+    }
+
+    #[test]
+    fn pod_count_limit() {
+        let n = node("node1", "1", "1Gi", "1");
+        let mut info = NodeInfo::new(&n);
+        let p = pod(None, None);
+        assert!(filter(&p, &info).is_empty());
+        info.add_pod(&p);
+        assert_eq!(filter(&p, &info), vec![Unfit::TooManyPods]);
+    }
+
+    #[test]
+    fn not_ready_and_unschedulable_nodes_are_filtered() {
+        let mut n = node("node1", "1", "1Gi", "10");
+        if let Some(c) = n
+            .status
+            .as_mut()
+            .and_then(|s| s.conditions.as_mut())
+            .and_then(|c| c.first_mut())
+        {
+            c.status = "Unknown".into();
+        }
+        n.spec = Some(NodeSpec {
+            unschedulable: Some(true),
+            ..Default::default()
+        });
+        assert_eq!(
+            filter(&pod(None, None), &NodeInfo::new(&n)),
+            vec![Unfit::NotReady, Unfit::Unschedulable]
+        );
+    }
+
+    #[test]
+    fn taints_need_tolerations() {
+        let mut n = node("node1", "1", "1Gi", "10");
+        n.spec = Some(NodeSpec {
+            taints: Some(vec![
+                Taint {
+                    key: "node.kubernetes.io/unreachable".into(),
+                    effect: "NoSchedule".into(),
+                    ..Default::default()
+                },
+                Taint {
+                    key: "soft".into(),
+                    effect: "PreferNoSchedule".into(),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        });
+        let mut p = pod(None, None);
+        assert_eq!(
+            select_node(&p, &[NodeInfo::new(&n)], 0),
+            Placement::Unschedulable(
+                "0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }."
+                    .into()
+            )
+        );
+        spec_mut(&mut p).tolerations = Some(vec![Toleration {
+            key: Some("node.kubernetes.io/unreachable".into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoSchedule".into()),
+            ..Default::default()
+        }]);
+        assert!(filter(&p, &NodeInfo::new(&n)).is_empty());
+    }
+
+    #[test]
+    fn toleration_semantics() {
+        let taint = Taint {
+            key: "k".into(),
+            value: Some("v".into()),
+            effect: "NoExecute".into(),
+            ..Default::default()
+        };
+        let tol = |key: Option<&str>,
+                   op: Option<&str>,
+                   value: Option<&str>,
+                   effect: Option<&str>| Toleration {
+            key: key.map(Into::into),
+            operator: op.map(Into::into),
+            value: value.map(Into::into),
+            effect: effect.map(Into::into),
+            ..Default::default()
+        };
+        assert!(tolerates(&tol(Some("k"), None, Some("v"), None), &taint));
+        assert!(tolerates(
+            &tol(Some("k"), Some("Equal"), Some("v"), Some("NoExecute")),
+            &taint
+        ));
+        assert!(!tolerates(
+            &tol(Some("k"), Some("Equal"), Some("w"), None),
+            &taint
+        ));
+        assert!(!tolerates(
+            &tol(Some("k"), None, Some("v"), Some("NoSchedule")),
+            &taint
+        ));
+        assert!(tolerates(&tol(None, Some("Exists"), None, None), &taint));
+        assert!(tolerates(
+            &tol(Some("k"), Some("Exists"), None, None),
+            &taint
+        ));
+        assert!(!tolerates(
+            &tol(Some("x"), Some("Exists"), None, None),
+            &taint
+        ));
+        assert!(!tolerates(
+            &tol(None, Some("Equal"), Some("v"), None),
+            &taint
+        ));
+    }
+
+    #[test]
+    fn node_selector_and_required_affinity() {
+        let n = node("node1", "1", "1Gi", "10");
+        let mut p = pod(None, None);
+        spec_mut(&mut p).node_selector = Some(BTreeMap::from([(
+            "kubernetes.io/os".to_string(),
+            "linux".to_string(),
+        )]));
+        assert_eq!(filter(&p, &NodeInfo::new(&n)), vec![Unfit::NodeAffinity]);
+        spec_mut(&mut p).node_selector = Some(BTreeMap::from([(
+            "kubernetes.io/os".to_string(),
+            "wasip1".to_string(),
+        )]));
+        assert!(filter(&p, &NodeInfo::new(&n)).is_empty());
+
+        let req = |key: &str, op: &str, values: &[&str]| NodeSelectorRequirement {
+            key: key.into(),
+            operator: op.into(),
+            values: Some(values.iter().map(|s| s.to_string()).collect()),
+        };
+        let with_terms = |terms: Vec<NodeSelectorTerm>| {
+            let mut p = pod(None, None);
+            spec_mut(&mut p).affinity = Some(Affinity {
+                node_affinity: Some(NodeAffinity {
+                    required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                        node_selector_terms: terms,
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            p
+        };
+        let term = |exprs: Vec<NodeSelectorRequirement>, fields: Vec<NodeSelectorRequirement>| {
+            NodeSelectorTerm {
+                match_expressions: Some(exprs),
+                match_fields: Some(fields),
+            }
+        };
+        let yes = with_terms(vec![term(
+            vec![req("kubernetes.io/os", "In", &["wasip1", "x"])],
+            vec![],
+        )]);
+        assert!(matches_node_affinity(&yes, &n));
+        let no = with_terms(vec![term(
+            vec![req("kubernetes.io/os", "NotIn", &["wasip1"])],
+            vec![],
+        )]);
+        assert!(!matches_node_affinity(&no, &n));
+        let any_term = with_terms(vec![
+            term(vec![req("missing", "Exists", &[])], vec![]),
+            term(vec![], vec![req("metadata.name", "In", &["node1"])]),
+        ]);
+        assert!(matches_node_affinity(&any_term, &n));
+        let absent = with_terms(vec![term(
+            vec![req("missing", "DoesNotExist", &[])],
+            vec![],
+        )]);
+        assert!(matches_node_affinity(&absent, &n));
+        let empty_term = with_terms(vec![term(vec![], vec![])]);
+        assert!(!matches_node_affinity(&empty_term, &n));
+    }
+
+    #[test]
+    fn gt_lt_compare_integers() {
+        let r = |op: &str, v: &str| NodeSelectorRequirement {
+            key: "k".into(),
+            operator: op.into(),
+            values: Some(vec![v.into()]),
+        };
+        assert!(requirement_matches(&r("Gt", "5"), Some("6")));
+        assert!(!requirement_matches(&r("Gt", "5"), Some("5")));
+        assert!(requirement_matches(&r("Lt", "5"), Some("-1")));
+        assert!(!requirement_matches(&r("Lt", "x"), Some("1")));
+        assert!(!requirement_matches(&r("Gt", "1"), None));
+    }
+
+    #[test]
+    fn least_allocated_node_wins() {
+        let busy = node("a-busy", "2", "2Gi", "110");
+        let idle = node("b-idle", "2", "2Gi", "110");
+        let mut busy_info = NodeInfo::new(&busy);
+        busy_info.add_pod(&pod(Some("1"), Some("1Gi")));
+        let nodes = [busy_info, NodeInfo::new(&idle)];
+        let p = pod(Some("100m"), Some("100Mi"));
+        for seed in 0..4 {
+            assert_eq!(
+                select_node(&p, &nodes, seed),
+                Placement::Node("b-idle".into())
+            );
+        }
+    }
+
+    #[test]
+    fn balanced_allocation_breaks_least_allocated_ties() {
+        // Both nodes end up half free on average; "even" keeps cpu and memory level.
+        let even = node("even", "2", "2Gi", "110");
+        let skewed = node("skewed", "2", "2Gi", "110");
+        let mut even_info = NodeInfo::new(&even);
+        even_info.add_pod(&pod(Some("500m"), Some("512Mi")));
+        let mut skewed_info = NodeInfo::new(&skewed);
+        skewed_info.add_pod(&pod(Some("1"), Some("1Mi")));
+        let p = pod(Some("500m"), Some("512Mi"));
+        assert!(score(&p, &even_info) > score(&p, &skewed_info));
+    }
+
+    #[test]
+    fn equal_nodes_split_by_seed() {
+        let a = node("a", "1", "1Gi", "110");
+        let b = node("b", "1", "1Gi", "110");
+        let nodes = [NodeInfo::new(&a), NodeInfo::new(&b)];
+        let p = pod(None, None);
+        assert_eq!(select_node(&p, &nodes, 0), Placement::Node("a".into()));
+        assert_eq!(select_node(&p, &nodes, 1), Placement::Node("b".into()));
+    }
+
+    #[test]
+    fn failure_message_counts_and_sorts_reasons() {
+        let small = node("small", "100m", "64Mi", "110");
+        let mut cordoned = node("cordoned", "8", "8Gi", "110");
+        cordoned.spec = Some(NodeSpec {
+            unschedulable: Some(true),
+            ..Default::default()
+        });
+        let small2 = node("small2", "100m", "64Mi", "110");
+        let p = pod(Some("1"), Some("128Mi"));
+        let nodes = [
+            NodeInfo::new(&small),
+            NodeInfo::new(&cordoned),
+            NodeInfo::new(&small2),
+        ];
+        assert_eq!(
+            select_node(&p, &nodes, 0),
+            Placement::Unschedulable(
+                "0/3 nodes are available: 1 node(s) were unschedulable, 2 Insufficient cpu, 2 Insufficient memory."
+                    .into()
+            )
+        );
+        assert_eq!(
+            select_node(&p, &[], 0),
+            Placement::Unschedulable("no nodes available to schedule pods".into())
+        );
+    }
+
+    #[test]
+    fn finished_pods_free_their_node() {
+        let mut p = pod(None, None);
+        assert!(occupies_node(&p));
+        p.status = Some(PodStatus {
+            phase: Some("Succeeded".into()),
+            ..Default::default()
+        });
+        assert!(!occupies_node(&p));
+    }
+}

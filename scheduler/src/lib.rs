@@ -1,0 +1,430 @@
+//! wasmkube-scheduler: assigns pending pods to nodes.
+//!
+//! Like the Kubernetes scheduler it is only an API client: it lists and
+//! watches Pods and Nodes into local caches, keeps a de-duplicated queue of
+//! pods without a node, filters the nodes a pod fits on (readiness, cordon,
+//! taints, node selector and affinity, pod count, CPU and memory), scores the
+//! rest (least-allocated plus balanced), and writes the decision through the
+//! `pods/binding` subresource. Pods it has just bound are *assumed* on their
+//! node until the watch shows the binding, so a burst of pods does not
+//! overcommit a node the cache still shows as empty. When nothing fits it
+//! records a `FailedScheduling` Event and retries with backoff, sooner when
+//! the cluster changes.
+//!
+//! Placement logic lives in [`fit`] (pure), the queue in [`queue`],
+//! quantity parsing in [`quantity`]; this file holds the watch loop.
+
+pub mod events;
+pub mod fit;
+pub mod quantity;
+pub mod queue;
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{EventType, Recorder, pod_key};
+use crate::fit::{NodeInfo, Placement};
+use crate::queue::SchedulingQueue;
+
+/// Scheduler errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A watch stream ended, which the watcher never does on its own.
+    #[error("the {0} watch ended unexpectedly")]
+    WatchEnded(&'static str),
+}
+
+/// Scheduler settings.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Pods whose `spec.schedulerName` is this (or empty) are ours.
+    pub scheduler_name: String,
+    /// Reported as the Event `reportingInstance`.
+    pub instance: String,
+    /// First retry delay for a pod that fits nowhere.
+    pub initial_backoff: Duration,
+    /// Retry delay cap.
+    pub max_backoff: Duration,
+    /// How long a pod we bound counts against its node while the watch has
+    /// not yet shown the binding.
+    pub assumed_ttl: Duration,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            scheduler_name: "default-scheduler".to_string(),
+            instance: "default-scheduler".to_string(),
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(10),
+            assumed_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Is `pod` waiting for this scheduler?
+pub fn is_pending(pod: &Pod, scheduler_name: &str) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    let unbound = spec.node_name.as_deref().unwrap_or("").is_empty();
+    let ours = matches!(spec.scheduler_name.as_deref(), None | Some(""))
+        || spec.scheduler_name.as_deref() == Some(scheduler_name);
+    unbound && ours && pod.metadata.deletion_timestamp.is_none() && fit::occupies_node(pod)
+}
+
+fn bound_node(pod: &Pod) -> Option<&str> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
+}
+
+struct Assumed {
+    node: String,
+    at: Instant,
+}
+
+struct Scheduler {
+    client: Client,
+    config: SchedulerConfig,
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    queue: SchedulingQueue,
+    assumed: HashMap<String, Assumed>,
+    recorder: Recorder,
+    pods_synced: bool,
+    nodes_synced: bool,
+}
+
+/// Runs the scheduler until `shutdown` is cancelled.
+pub async fn run(
+    client: Client,
+    config: SchedulerConfig,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let (pod_store, pod_writer) = reflector::store::<Pod>();
+    let (node_store, node_writer) = reflector::store::<Node>();
+    let pod_events = reflector::reflector(
+        pod_writer,
+        watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff();
+    let node_events = reflector::reflector(
+        node_writer,
+        watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff();
+    let mut pod_events = std::pin::pin!(pod_events);
+    let mut node_events = std::pin::pin!(node_events);
+
+    let mut s = Scheduler {
+        recorder: Recorder::new(client.clone(), &config.scheduler_name, &config.instance),
+        client,
+        queue: SchedulingQueue::new(config.initial_backoff, config.max_backoff),
+        config,
+        pods: pod_store,
+        nodes: node_store,
+        assumed: HashMap::new(),
+        pods_synced: false,
+        nodes_synced: false,
+    };
+    tracing::info!(name = %s.config.scheduler_name, "scheduler started");
+    loop {
+        let now = Instant::now();
+        let synced = s.pods_synced && s.nodes_synced;
+        let work = synced && s.queue.has_ready(now);
+        let deadline = s.queue.next_deadline().filter(|_| synced && !work);
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => {
+                tracing::info!("scheduler stopping");
+                return Ok(());
+            }
+            ev = pod_events.next() => match ev {
+                Some(Ok(ev)) => s.on_pod_event(ev),
+                Some(Err(e)) => tracing::warn!(error = %e, "pod watch failed; retrying"),
+                None => return Err(Error::WatchEnded("pod")),
+            },
+            ev = node_events.next() => match ev {
+                Some(Ok(ev)) => s.on_node_event(ev),
+                Some(Err(e)) => tracing::warn!(error = %e, "node watch failed; retrying"),
+                None => return Err(Error::WatchEnded("node")),
+            },
+            _ = std::future::ready(()), if work => {
+                if let Some(key) = s.queue.pop(now) {
+                    s.schedule_one(&key).await;
+                }
+            }
+            _ = sleep_until(deadline), if deadline.is_some() => {}
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Scheduler {
+    fn on_pod_event(&mut self, ev: Event<Pod>) {
+        match ev {
+            Event::Init => {}
+            Event::InitDone => self.pods_synced = true,
+            Event::Apply(pod) | Event::InitApply(pod) => {
+                let key = pod_key(&pod);
+                if is_pending(&pod, &self.config.scheduler_name) {
+                    if !self.assumed.contains_key(&key) {
+                        self.queue.add(&key);
+                    }
+                    return;
+                }
+                self.queue.forget(&key);
+                if let Some(node) = bound_node(&pod) {
+                    // The binding is visible now; the cache accounts for it.
+                    if self.assumed.get(&key).is_some_and(|a| a.node == node) {
+                        self.assumed.remove(&key);
+                    }
+                    if !fit::occupies_node(&pod) {
+                        self.queue.wake_all();
+                    }
+                }
+            }
+            Event::Delete(pod) => {
+                let key = pod_key(&pod);
+                self.queue.forget(&key);
+                self.recorder.forget(&key);
+                if self.assumed.remove(&key).is_some() || bound_node(&pod).is_some() {
+                    self.queue.wake_all();
+                }
+            }
+        }
+    }
+
+    fn on_node_event(&mut self, ev: Event<Node>) {
+        match ev {
+            Event::Init => {}
+            Event::InitDone => {
+                self.nodes_synced = true;
+                self.queue.wake_all();
+            }
+            Event::Apply(_) | Event::InitApply(_) | Event::Delete(_) => self.queue.wake_all(),
+        }
+    }
+
+    /// One scheduling cycle for one pod, reading only the caches.
+    async fn schedule_one(&mut self, key: &str) {
+        let Some((namespace, name)) = key.split_once('/') else {
+            return;
+        };
+        let Some(pod) = self.pods.get(&ObjectRef::new(name).within(namespace)) else {
+            self.queue.forget(key);
+            return;
+        };
+        if !is_pending(&pod, &self.config.scheduler_name) || self.assumed.contains_key(key) {
+            self.queue.forget(key);
+            return;
+        }
+        let now = Instant::now();
+        let ttl = self.config.assumed_ttl;
+        self.assumed.retain(|_, a| now.duration_since(a.at) < ttl);
+
+        let nodes = self.nodes.state();
+        let pods = self.pods.state();
+        let mut infos: Vec<NodeInfo<'_>> = nodes.iter().map(|n| NodeInfo::new(n)).collect();
+        let index: HashMap<&str, usize> = infos
+            .iter()
+            .enumerate()
+            .map(|(i, info)| (info.node.metadata.name.as_deref().unwrap_or(""), i))
+            .collect();
+        for p in &pods {
+            if !fit::occupies_node(p) {
+                continue;
+            }
+            // A pod bound in the cache counts on its node; one we bound that
+            // the cache still shows unbound counts on the node we chose.
+            let node = match bound_node(p) {
+                Some(n) => Some(n),
+                None => self.assumed.get(&pod_key(p)).map(|a| a.node.as_str()),
+            };
+            if let Some(i) = node.and_then(|n| index.get(n)) {
+                infos[*i].add_pod(p);
+            }
+        }
+        let mut hasher = DefaultHasher::new();
+        pod.metadata.uid.as_deref().unwrap_or(key).hash(&mut hasher);
+        let placement = fit::select_node(&pod, &infos, hasher.finish());
+        drop(infos);
+
+        match placement {
+            Placement::Node(node) => self.bind(&pod, key, &node).await,
+            Placement::Unschedulable(message) => {
+                let delay = self.queue.requeue_with_backoff(key, now);
+                tracing::debug!(pod = key, %message, ?delay, "pod does not fit");
+                self.mark_unschedulable(&pod, &message).await;
+                self.recorder
+                    .record(&pod, EventType::Warning, "FailedScheduling", &message)
+                    .await;
+            }
+        }
+    }
+
+    async fn bind(&mut self, pod: &Pod, key: &str, node: &str) {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let namespace = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
+        let binding = Binding {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                uid: pod.metadata.uid.clone(),
+                ..Default::default()
+            },
+            target: ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(node.to_string()),
+                ..Default::default()
+            },
+        };
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
+        let result = api
+            .create_subresource::<_, serde_json::Value>(
+                "binding",
+                &name,
+                &PostParams::default(),
+                &binding,
+            )
+            .await;
+        match result {
+            Ok(_) => {
+                tracing::info!(pod = key, node, "bound");
+                self.queue.forget(key);
+                self.assumed.insert(
+                    key.to_string(),
+                    Assumed {
+                        node: node.to_string(),
+                        at: Instant::now(),
+                    },
+                );
+                self.recorder.forget(key);
+                let message = format!("Successfully assigned {namespace}/{name} to {node}");
+                self.recorder
+                    .record(pod, EventType::Normal, "Scheduled", &message)
+                    .await;
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => {
+                // Bound by someone else, or deleted: nothing left to do.
+                tracing::debug!(pod = key, code = status.code, "binding skipped");
+                self.queue.forget(key);
+            }
+            Err(e) => {
+                let delay = self.queue.requeue_with_backoff(key, Instant::now());
+                tracing::warn!(pod = key, node, error = %e, ?delay, "binding failed; will retry");
+            }
+        }
+    }
+
+    /// Sets the PodScheduled=False condition `kubectl describe` shows, unless
+    /// it already says the same.
+    async fn mark_unschedulable(&self, pod: &Pod, message: &str) {
+        let current = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "PodScheduled"));
+        if current.is_some_and(|c| {
+            c.status == "False"
+                && c.reason.as_deref() == Some("Unschedulable")
+                && c.message.as_deref() == Some(message)
+        }) {
+            return;
+        }
+        let (Some(name), Some(namespace)) = (
+            pod.metadata.name.as_deref(),
+            pod.metadata.namespace.as_deref(),
+        ) else {
+            return;
+        };
+        let patch = serde_json::json!({
+            "status": {
+                "conditions": [{
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": message,
+                    "lastProbeTime": null,
+                    "lastTransitionTime": jiff::Timestamp::now().to_string(),
+                }]
+            }
+        });
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        if let Err(e) = api
+            .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+        {
+            tracing::debug!(pod = name, error = %e, "could not set PodScheduled condition");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodSpec, PodStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn pod(node: Option<&str>, scheduler: Option<&str>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some("p".into()),
+                namespace: Some("default".into()),
+                ..Default::default()
+            },
+            spec: Some(PodSpec {
+                node_name: node.map(Into::into),
+                scheduler_name: scheduler.map(Into::into),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn pending_means_unbound_ours_and_alive() {
+        assert!(is_pending(&pod(None, None), "default-scheduler"));
+        assert!(is_pending(&pod(Some(""), Some("")), "default-scheduler"));
+        assert!(is_pending(
+            &pod(None, Some("default-scheduler")),
+            "default-scheduler"
+        ));
+        assert!(!is_pending(&pod(None, Some("other")), "default-scheduler"));
+        assert!(!is_pending(&pod(Some("n1"), None), "default-scheduler"));
+        let mut deleting = pod(None, None);
+        deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+        assert!(!is_pending(&deleting, "default-scheduler"));
+        let mut failed = pod(None, None);
+        failed.status = Some(PodStatus {
+            phase: Some("Failed".into()),
+            ..Default::default()
+        });
+        assert!(!is_pending(&failed, "default-scheduler"));
+    }
+}

@@ -1,0 +1,246 @@
+//! wasmkube-runtime: the kubelet of a wasmkube node.
+//!
+//! Like any Kubernetes kubelet it is an API client and nothing more: it
+//! registers its Node, renews its Lease, watches the pods bound to it, runs
+//! each container as a WASI preview1 instance in wasmtime, writes their
+//! output to per-container log files, reports pod status and events, and
+//! serves the logs over HTTP for `kubectl logs`. It reaches cluster state
+//! only through `kube::Client`.
+//!
+//! Modules: [`sandbox`] (the engine seam and wasmtime), [`module_cache`]
+//! (pulling modules), [`logs`], [`node`], [`lease`], [`pod_worker`],
+//! [`status`] (pure status rules), [`events`], [`server`] (kubelet HTTP).
+
+pub mod events;
+pub mod lease;
+pub mod logs;
+pub mod module_cache;
+pub mod node;
+pub mod pod_worker;
+pub mod sandbox;
+pub mod server;
+pub mod status;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::EventRecorder;
+use crate::logs::LogRegistry;
+use crate::module_cache::ModuleCache;
+use crate::node::NodeFacts;
+use crate::pod_worker::{KubePodApi, WorkerContext};
+use crate::sandbox::{SandboxConfig, WasmtimeSandbox};
+
+/// Kubelet errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Files under the data directory, or the HTTP listener.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The apiserver refused or failed a request the kubelet cannot do without.
+    #[error("{what}: {source}")]
+    Api {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// wasmtime could not be set up.
+    #[error("setting up the sandbox: {0}")]
+    Sandbox(#[from] sandbox::SandboxError),
+    /// A kubelet task panicked.
+    #[error("kubelet task failed: {0}")]
+    Task(String),
+}
+
+/// Kubelet settings.
+#[derive(Debug, Clone)]
+pub struct KubeletConfig {
+    /// The Node's name.
+    pub node_name: String,
+    /// Where modules, logs, volumes and the compilation cache live.
+    pub data_dir: PathBuf,
+    /// The node's address (InternalIP, and every pod's IP).
+    pub node_ip: IpAddr,
+    /// Address the kubelet HTTP server binds.
+    pub bind_address: IpAddr,
+    /// Kubelet HTTP port; 0 picks a free one (reported in the Node).
+    pub port: u16,
+    /// Pod capacity.
+    pub max_pods: u32,
+    /// CPU capacity in cores (detected from the host by default).
+    pub cpu_capacity: u32,
+    /// Memory capacity in bytes (detected from the host by default).
+    pub memory_capacity: u64,
+    /// Memory kept for the system (capacity − this = allocatable).
+    pub system_reserved_memory: u64,
+    /// `leaseDurationSeconds` of the node Lease.
+    pub lease_duration: Duration,
+    /// How often the Lease is renewed.
+    pub renew_interval: Duration,
+    /// How often the Node status heartbeat is written.
+    pub status_update_interval: Duration,
+    /// Cap of one container log file.
+    pub max_log_bytes: u64,
+    /// Use wasmtime's pooling allocator when possible.
+    pub pooling: bool,
+}
+
+impl KubeletConfig {
+    /// Defaults for a node named `node_name` keeping its files in `data_dir`:
+    /// loopback addresses, port 10250, 110 pods, host CPU and memory.
+    pub fn new(node_name: impl Into<String>, data_dir: impl Into<PathBuf>) -> KubeletConfig {
+        let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        KubeletConfig {
+            node_name: node_name.into(),
+            data_dir: data_dir.into(),
+            node_ip: loopback,
+            bind_address: loopback,
+            port: 10250,
+            max_pods: 110,
+            cpu_capacity: node::host_cpus(),
+            memory_capacity: node::host_memory().unwrap_or(4 << 30),
+            system_reserved_memory: 0,
+            lease_duration: Duration::from_secs(40),
+            renew_interval: Duration::from_secs(10),
+            status_update_interval: Duration::from_secs(10),
+            max_log_bytes: logs::DEFAULT_MAX_LOG_BYTES,
+            pooling: true,
+        }
+    }
+}
+
+/// A started kubelet.
+#[derive(Debug)]
+pub struct Kubelet {
+    /// Where the kubelet HTTP server listens.
+    pub addr: SocketAddr,
+    /// Ends when the kubelet has stopped (after `shutdown`).
+    pub done: JoinHandle<Result<(), Error>>,
+}
+
+fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// Starts the kubelet: binds its HTTP server, registers the Node, and runs
+/// the lease, heartbeat and pod loops in tasks until `shutdown`.
+pub async fn start(
+    config: KubeletConfig,
+    client: kube::Client,
+    shutdown: CancellationToken,
+) -> Result<Kubelet, Error> {
+    for sub in ["modules", "pods", "cache"] {
+        tokio::fs::create_dir_all(config.data_dir.join(sub))
+            .await
+            .map_err(io("creating the data directory"))?;
+    }
+    let listener = tokio::net::TcpListener::bind((config.bind_address, config.port))
+        .await
+        .map_err(io("binding the kubelet port"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(io("binding the kubelet port"))?;
+
+    let sandbox_config = SandboxConfig {
+        cache_dir: Some(config.data_dir.join("cache")),
+        // A few containers per pod on average.
+        max_instances: config.max_pods.saturating_mul(4).max(16),
+        pooling: config.pooling,
+        ..Default::default()
+    };
+    let sandbox = tokio::task::spawn_blocking(move || WasmtimeSandbox::new(&sandbox_config))
+        .await
+        .map_err(|e| Error::Task(e.to_string()))??;
+
+    let facts = NodeFacts {
+        name: config.node_name.clone(),
+        ip: config.node_ip,
+        port: addr.port(),
+        cpu: config.cpu_capacity,
+        memory: config.memory_capacity,
+        reserved_memory: config.system_reserved_memory,
+        max_pods: config.max_pods,
+        kernel_version: node::kernel_version(),
+    };
+    let since = jiff::Timestamp::now();
+    let registered = node::register(&client, &facts, since)
+        .await
+        .map_err(|source| Error::Api {
+            what: format!("registering node {}", config.node_name),
+            source,
+        })?;
+    tracing::info!(node = %config.node_name, %addr, pooled = sandbox.is_pooled(), "kubelet registered");
+
+    let logs = Arc::new(LogRegistry::default());
+    let ctx = Arc::new(WorkerContext {
+        node_name: config.node_name.clone(),
+        node_ip: config.node_ip.to_string(),
+        pods_dir: config.data_dir.join("pods"),
+        sandbox: Arc::new(sandbox),
+        modules: Arc::new(ModuleCache::new(
+            client.clone(),
+            config.data_dir.join("modules"),
+        )),
+        api: Arc::new(KubePodApi::new(client.clone())),
+        events: Arc::new(EventRecorder::start(
+            client.clone(),
+            config.node_name.clone(),
+            shutdown.clone(),
+        )),
+        logs: logs.clone(),
+        max_log_bytes: config.max_log_bytes,
+    });
+
+    let lease = tokio::spawn(lease::run(
+        client.clone(),
+        config.node_name.clone(),
+        registered.metadata.uid.clone(),
+        config.lease_duration,
+        config.renew_interval,
+        shutdown.clone(),
+    ));
+    let heartbeats = tokio::spawn(node::run_heartbeats(
+        client.clone(),
+        facts,
+        since,
+        config.status_update_interval,
+        shutdown.clone(),
+    ));
+    let pods = tokio::spawn(pod_worker::run_pods(ctx, client, shutdown.clone()));
+    let server = tokio::spawn(server::serve(listener, logs, shutdown.clone()));
+
+    let done = tokio::spawn(async move {
+        let served = server.await.map_err(|e| Error::Task(e.to_string()))?;
+        for task in [lease, heartbeats, pods] {
+            task.await.map_err(|e| Error::Task(e.to_string()))?;
+        }
+        served.map_err(io("serving kubelet HTTP"))
+    });
+    Ok(Kubelet { addr, done })
+}
+
+/// Runs the kubelet until `shutdown` is cancelled.
+pub async fn run(
+    config: KubeletConfig,
+    client: kube::Client,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let kubelet = start(config, client, shutdown).await?;
+    kubelet.done.await.map_err(|e| Error::Task(e.to_string()))?
+}

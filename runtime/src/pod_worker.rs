@@ -1,0 +1,1815 @@
+//! Pod workers: one tokio task per pod bound to this node.
+//!
+//! The dispatcher ([`run_pods`]) watches the pods with
+//! `spec.nodeName=<node>` into a reflector store and, for every key the
+//! watch touches (and on a periodic resync), hands the latest object to
+//! that pod's worker through a `watch` channel — a one-slot, latest-value
+//! queue, so a worker never sees a backlog, only the current pod. Workers
+//! are level-triggered: each pass starts what should run, stops what should
+//! not, and reports the status recomputed from scratch.
+//!
+//! A worker owns its containers' tasks. It pulls and prepares modules,
+//! starts instances through the [`Sandbox`] seam, restarts them by the
+//! pod's restart policy with the kubelet's back-off, and on deletion stops
+//! them after the grace period, reports the final status, deletes the pod
+//! object (grace 0, uid precondition) and removes the pod's files.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, PodStatus, Secret};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::{EventSink, EventType, PodEvent};
+use crate::logs::{ContainerLog, ContainerLogs, LogRegistry};
+use crate::module_cache::{LocalModule, ModuleSource, PullError, api_message};
+use crate::sandbox::{
+    ContainerRun, DEFAULT_MEMORY_LIMIT, ExitStatus, Preopen, Sandbox, SandboxError,
+};
+use crate::status::{
+    self, ContainerRecord, State, StatusContext, Terminated, backoff_message, next_backoff,
+    should_restart,
+};
+
+/// How often every pod is synced even without watch events.
+const RESYNC: Duration = Duration::from_secs(60);
+/// How long `ErrImagePull` shows before it turns into `ImagePullBackOff`.
+const PULL_ERROR_SHOWN: Duration = Duration::from_secs(2);
+
+/// What pod workers need from the apiserver; the kubelet's implementation
+/// is [`KubePodApi`], tests use a fake.
+#[async_trait::async_trait]
+pub trait PodApi: Send + Sync + 'static {
+    /// Writes `status` to `pods/{name}/status`.
+    async fn patch_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &PodStatus,
+    ) -> Result<(), String>;
+    /// Deletes the pod object for good (grace 0, uid precondition).
+    async fn delete(&self, namespace: &str, name: &str, uid: &str) -> Result<(), String>;
+    /// Reads a ConfigMap's data; `None` when it does not exist.
+    async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, String>;
+    /// Reads a Secret's data; `None` when it does not exist.
+    async fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String>;
+}
+
+/// [`PodApi`] over `kube::Client`.
+#[derive(Clone)]
+pub struct KubePodApi {
+    client: kube::Client,
+}
+
+impl KubePodApi {
+    /// Wraps a client.
+    pub fn new(client: kube::Client) -> KubePodApi {
+        KubePodApi { client }
+    }
+}
+
+fn not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+#[async_trait::async_trait]
+impl PodApi for KubePodApi {
+    async fn patch_status(
+        &self,
+        namespace: &str,
+        name: &str,
+        status: &PodStatus,
+    ) -> Result<(), String> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let patch = serde_json::json!({ "status": status });
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| api_message(&e))
+    }
+
+    async fn delete(&self, namespace: &str, name: &str, uid: &str) -> Result<(), String> {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        match api.delete(name, &params).await {
+            Ok(_) => Ok(()),
+            // Already gone, or replaced by a new pod of the same name.
+            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+            Err(e) => Err(api_message(&e)),
+        }
+    }
+
+    async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, String>>, String> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
+        match api.get(name).await {
+            Ok(cm) => Ok(Some(cm.data.unwrap_or_default())),
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(api_message(&e)),
+        }
+    }
+
+    async fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        match api.get(name).await {
+            Ok(s) => {
+                let mut data: BTreeMap<String, Vec<u8>> = s
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.0))
+                    .collect();
+                for (k, v) in s.string_data.unwrap_or_default() {
+                    data.insert(k, v.into_bytes());
+                }
+                Ok(Some(data))
+            }
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(api_message(&e)),
+        }
+    }
+}
+
+/// Everything a pod worker uses, shared by all workers.
+pub struct WorkerContext {
+    /// This node.
+    pub node_name: String,
+    /// The node's IP, reported as host and pod IP.
+    pub node_ip: String,
+    /// `<data>/pods` holds one folder per pod uid.
+    pub pods_dir: PathBuf,
+    /// The container runtime.
+    pub sandbox: Arc<dyn Sandbox>,
+    /// Where modules come from.
+    pub modules: Arc<dyn ModuleSource>,
+    /// The apiserver.
+    pub api: Arc<dyn PodApi>,
+    /// Event recorder.
+    pub events: Arc<dyn EventSink>,
+    /// Log index for the HTTP server.
+    pub logs: Arc<LogRegistry>,
+    /// Cap of one log file.
+    pub max_log_bytes: u64,
+}
+
+struct Running {
+    stop: CancellationToken,
+}
+
+#[derive(Default)]
+struct Slot {
+    running: Option<Running>,
+    /// When the next start (restart, pull retry) is due.
+    next_start: Option<Instant>,
+    /// When `ErrImagePull` turns into `ImagePullBackOff`.
+    flip_at: Option<Instant>,
+    /// Last crash back-off.
+    backoff: Option<Duration>,
+    /// Last pull / create back-off.
+    retry_backoff: Option<Duration>,
+    /// The container has finished for good.
+    done: bool,
+    /// Started at least once (so the next start is a restart).
+    started_once: bool,
+    module: Option<LocalModule>,
+}
+
+struct Exit {
+    index: usize,
+    result: Result<ExitStatus, SandboxError>,
+    started: Instant,
+    started_at: jiff::Timestamp,
+    container_id: String,
+}
+
+/// The state of one pod's worker.
+struct Worker {
+    ctx: Arc<WorkerContext>,
+    pod: Arc<Pod>,
+    uid: String,
+    namespace: String,
+    name: String,
+    /// Init containers first, then the regular ones.
+    records: Vec<ContainerRecord>,
+    /// How many of `records` are init containers.
+    n_init: usize,
+    slots: Vec<Slot>,
+    start_time: jiff::Timestamp,
+    last_reported: Option<PodStatus>,
+    exit_tx: mpsc::Sender<Exit>,
+    grace_deadline: Option<Instant>,
+    /// Containers were told to stop (the grace period is over).
+    killed: bool,
+    /// When a failed final delete is retried.
+    retry_at: Option<Instant>,
+}
+
+/// Runs one pod until it is deleted (then cleans up and returns), it
+/// vanishes from the API (`vanished`), or the kubelet shuts down.
+pub async fn run_pod(
+    ctx: Arc<WorkerContext>,
+    mut updates: watch::Receiver<Arc<Pod>>,
+    vanished: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let pod = updates.borrow_and_update().clone();
+    let containers = all_containers(&pod);
+    // Each container task sends exactly one exit, and at most one task per
+    // container exists at a time, so this never fills.
+    let (exit_tx, mut exit_rx) = mpsc::channel(containers.len().max(1));
+    let n_init = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.as_ref())
+        .map_or(0, Vec::len);
+    let mut worker = Worker::new(ctx, pod, &containers, n_init, exit_tx);
+    for i in 0..containers.len() {
+        worker.publish_logs(i, None);
+    }
+    let mut updates_open = true;
+    loop {
+        // `changed()` below marks the value seen, so always take the latest.
+        worker.pod = updates.borrow_and_update().clone();
+        let gone = vanished.is_cancelled();
+        let deleting = gone || worker.pod.metadata.deletion_timestamp.is_some();
+        if deleting {
+            if worker.terminate(gone).await {
+                return;
+            }
+        } else if shutdown.is_cancelled() {
+            worker.stop_all();
+            worker.drain(&mut exit_rx).await;
+            return;
+        } else {
+            worker.sync().await;
+            worker.report(false).await;
+        }
+        let wake = worker.next_wake();
+        tokio::select! {
+            r = updates.changed(), if updates_open => {
+                if r.is_err() {
+                    updates_open = false;
+                }
+            }
+            Some(exit) = exit_rx.recv() => {
+                let stopping = deleting || shutdown.is_cancelled();
+                worker.handle_exit(exit, stopping);
+            }
+            () = sleep_until(wake) => {}
+            () = vanished.cancelled(), if !gone => {}
+            () = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
+        }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Worker {
+    fn new(
+        ctx: Arc<WorkerContext>,
+        pod: Arc<Pod>,
+        containers: &[Container],
+        n_init: usize,
+        exit_tx: mpsc::Sender<Exit>,
+    ) -> Worker {
+        let restart_policy = restart_policy(&pod).to_string();
+        let status = pod.status.as_ref();
+        let old_init = status
+            .and_then(|s| s.init_container_statuses.clone())
+            .unwrap_or_default();
+        let old_regular = status
+            .and_then(|s| s.container_statuses.clone())
+            .unwrap_or_default();
+        let mut records = Vec::new();
+        let mut slots = Vec::new();
+        for (i, c) in containers.iter().enumerate() {
+            let init = i < n_init;
+            let old = if init { &old_init } else { &old_regular };
+            let mut slot = Slot::default();
+            let record = match old.iter().find(|s| s.name == c.name) {
+                Some(s) => {
+                    let mut r = ContainerRecord::from_status(c, s);
+                    slot.started_once = r.container_id.is_some();
+                    let was_running = s.state.as_ref().is_some_and(|st| st.running.is_some());
+                    if was_running {
+                        // The instance died with the previous kubelet.
+                        r.state = State::Terminated(Terminated {
+                            exit_code: 137,
+                            reason: "Error".into(),
+                            message: Some("the kubelet restarted".into()),
+                            started_at: None,
+                            finished_at: jiff::Timestamp::now(),
+                            container_id: r.container_id.clone(),
+                        });
+                    }
+                    if let State::Terminated(t) = r.state.clone() {
+                        if restarts(init, &restart_policy, t.exit_code) {
+                            r.last_terminated = Some(t);
+                            r.state = State::Waiting {
+                                reason: "ContainerCreating".into(),
+                                message: None,
+                            };
+                        } else {
+                            slot.done = true;
+                        }
+                    }
+                    r
+                }
+                None => {
+                    let mut r = ContainerRecord::new(c);
+                    if n_init > 0 && !init {
+                        r.state = State::Waiting {
+                            reason: "PodInitializing".into(),
+                            message: None,
+                        };
+                    }
+                    r
+                }
+            };
+            records.push(record);
+            slots.push(slot);
+        }
+        let start_time = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map_or_else(jiff::Timestamp::now, |t| t.0);
+        Worker {
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            ctx,
+            pod,
+            records,
+            n_init,
+            slots,
+            start_time,
+            last_reported: None,
+            exit_tx,
+            grace_deadline: None,
+            killed: false,
+            retry_at: None,
+        }
+    }
+
+    fn pod_dir(&self) -> PathBuf {
+        self.ctx.pods_dir.join(&self.uid)
+    }
+
+    fn event(&self, container: Option<&str>, type_: EventType, reason: &str, message: String) {
+        let mut event = PodEvent::new(&self.pod, container, type_, reason, message);
+        if let Some(name) = container
+            && self.records[..self.n_init].iter().any(|r| r.name == name)
+        {
+            event.field_path = Some(format!("spec.initContainers{{{name}}}"));
+        }
+        self.ctx.events.record(event);
+    }
+
+    fn publish_logs(&self, index: usize, current: Option<crate::logs::LogHandle>) {
+        let record = &self.records[index];
+        let dir = self.pod_dir().join(&record.name);
+        let attempt = record.restart_count;
+        let previous = (attempt > 0).then(|| dir.join(format!("{}.log", attempt - 1)));
+        let waiting_reason = match &record.state {
+            State::Waiting { reason, .. } => Some(reason.clone()),
+            _ => None,
+        };
+        let existing = self
+            .ctx
+            .logs
+            .lookup(&self.namespace, &self.name, &record.name, false)
+            .ok()
+            .map(|s| crate::logs::LogHandle {
+                path: s.path,
+                progress: s.progress.unwrap_or_else(finished_progress),
+            })
+            .or_else(|| {
+                // Started by an earlier kubelet run: its last log is complete.
+                record
+                    .container_id
+                    .is_some()
+                    .then(|| crate::logs::LogHandle {
+                        path: dir.join(format!("{attempt}.log")),
+                        progress: finished_progress(),
+                    })
+            });
+        self.ctx.logs.set(
+            &self.namespace,
+            &self.name,
+            &self.uid,
+            &record.name,
+            ContainerLogs {
+                dir,
+                current: current.or(existing),
+                previous,
+                waiting_reason,
+            },
+        );
+    }
+
+    /// Starts every container that should run now.
+    async fn sync(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.slots.len() {
+            let slot = &mut self.slots[i];
+            if let Some(flip) = slot.flip_at
+                && flip <= now
+            {
+                slot.flip_at = None;
+                if let State::Waiting { reason, message } = &self.records[i].state
+                    && reason == "ErrImagePull"
+                {
+                    let image = self.records[i].image.clone();
+                    let message = format!(
+                        "Back-off pulling image \"{image}\": ErrImagePull: {}",
+                        message.clone().unwrap_or_default()
+                    );
+                    self.records[i].state = State::Waiting {
+                        reason: "ImagePullBackOff".into(),
+                        message: Some(message),
+                    };
+                    let name = self.records[i].name.clone();
+                    self.event(
+                        Some(&name),
+                        EventType::Normal,
+                        "BackOff",
+                        format!("Back-off pulling image \"{image}\""),
+                    );
+                    self.publish_logs(i, None);
+                }
+            }
+            if !self.may_start(i) {
+                continue;
+            }
+            let slot = &self.slots[i];
+            if slot.running.is_some() || slot.done || slot.next_start.is_some_and(|t| t > now) {
+                continue;
+            }
+            self.start(i).await;
+        }
+    }
+
+    /// Init containers run one at a time, in order, each to success; the
+    /// regular containers start once they all did.
+    fn may_start(&self, i: usize) -> bool {
+        let first_unfinished = (0..self.n_init).find(|&j| !self.init_succeeded(j));
+        match first_unfinished {
+            Some(j) => i == j,
+            None => i >= self.n_init,
+        }
+    }
+
+    fn init_succeeded(&self, i: usize) -> bool {
+        matches!(&self.records[i].state, State::Terminated(t) if t.exit_code == 0)
+    }
+
+    fn retry_later(&mut self, i: usize, reason: &str, message: String) {
+        let slot = &mut self.slots[i];
+        let delay = next_backoff(slot.retry_backoff, Duration::ZERO).max(status::INITIAL_BACKOFF);
+        slot.retry_backoff = Some(delay);
+        slot.next_start = Some(Instant::now() + delay);
+        self.records[i].state = State::Waiting {
+            reason: reason.into(),
+            message: Some(message),
+        };
+        self.publish_logs(i, None);
+    }
+
+    async fn start(&mut self, i: usize) {
+        let Some(container) = all_containers(&self.pod).get(i).cloned() else {
+            return;
+        };
+        let name = container.name.clone();
+        let image = container.image.clone().unwrap_or_default();
+        // Pull.
+        let module = match self.slots[i].module.clone() {
+            Some(m) => m,
+            None => {
+                self.event(
+                    Some(&name),
+                    EventType::Normal,
+                    "Pulling",
+                    format!("Pulling image \"{image}\""),
+                );
+                match self.ctx.modules.fetch(&image).await {
+                    Ok(m) => {
+                        let message = if m.cached {
+                            format!("Container image \"{image}\" already present on machine")
+                        } else {
+                            let took = format!("{:?}", m.took);
+                            format!(
+                                "Successfully pulled image \"{image}\" in {took} ({took} including waiting). Image size: {} bytes.",
+                                m.size
+                            )
+                        };
+                        self.event(Some(&name), EventType::Normal, "Pulled", message);
+                        self.slots[i].module = Some(m.clone());
+                        self.slots[i].retry_backoff = None;
+                        self.records[i].image_id = Some(format!("wasmkube://{}", m.digest));
+                        m
+                    }
+                    Err(PullError::InvalidName(msg)) => {
+                        let message = format!("couldn't parse image name \"{image}\": {msg}");
+                        self.event(
+                            Some(&name),
+                            EventType::Warning,
+                            "InspectFailed",
+                            format!("Failed to apply default image tag \"{image}\": {message}"),
+                        );
+                        self.retry_later(i, "InvalidImageName", message);
+                        return;
+                    }
+                    Err(PullError::Failed(msg)) => {
+                        let message = format!("Failed to pull image \"{image}\": {msg}");
+                        self.event(Some(&name), EventType::Warning, "Failed", message.clone());
+                        self.event(
+                            Some(&name),
+                            EventType::Warning,
+                            "Failed",
+                            "Error: ErrImagePull".into(),
+                        );
+                        self.retry_later(i, "ErrImagePull", message);
+                        self.slots[i].flip_at = Some(Instant::now() + PULL_ERROR_SHOWN);
+                        return;
+                    }
+                }
+            }
+        };
+        // Create.
+        if let Err(e) = self.ctx.sandbox.prepare(&module.digest, &module.path).await {
+            let message = e.to_string();
+            self.event(
+                Some(&name),
+                EventType::Warning,
+                "Failed",
+                format!("Error: {message}"),
+            );
+            self.retry_later(i, "CreateContainerError", message);
+            return;
+        }
+        let env = match self.resolve_env(&container).await {
+            Ok(env) => env,
+            Err(message) => {
+                self.event(
+                    Some(&name),
+                    EventType::Warning,
+                    "Failed",
+                    format!("Error: {message}"),
+                );
+                self.retry_later(i, "CreateContainerConfigError", message);
+                return;
+            }
+        };
+        let preopens = match self.mounts(&container).await {
+            Ok(p) => p,
+            Err(message) => {
+                self.event(
+                    Some(&name),
+                    EventType::Warning,
+                    "FailedMount",
+                    message.clone(),
+                );
+                self.retry_later(i, "CreateContainerConfigError", message);
+                return;
+            }
+        };
+        let argv = argv(&container, &image, &env);
+        if self.slots[i].started_once {
+            self.records[i].restart_count += 1;
+        }
+        let attempt = self.records[i].restart_count;
+        let log_path = self.pod_dir().join(&name).join(format!("{attempt}.log"));
+        let log = match ContainerLog::create(&log_path, self.ctx.max_log_bytes).await {
+            Ok(log) => log,
+            Err(e) => {
+                if self.slots[i].started_once {
+                    self.records[i].restart_count -= 1;
+                }
+                self.retry_later(
+                    i,
+                    "CreateContainerError",
+                    format!("creating the log file: {e}"),
+                );
+                return;
+            }
+        };
+        self.event(
+            Some(&name),
+            EventType::Normal,
+            "Created",
+            format!("Created container: {name}"),
+        );
+        let container_id = format!("wasm://{}-{}-{}", self.uid, name, attempt);
+        let stop = CancellationToken::new();
+        let run = ContainerRun {
+            id: container_id.clone(),
+            digest: module.digest.clone(),
+            module_path: module.path.clone(),
+            argv,
+            env,
+            memory_limit: memory_limit(&container),
+            cpu_limit_millis: cpu_limit_millis(&container),
+            preopens,
+            stdout: log.stdout(),
+            stderr: log.stderr(),
+            stop: stop.clone(),
+        };
+        let handle = log.handle();
+        let sandbox = self.ctx.sandbox.clone();
+        let exit_tx = self.exit_tx.clone();
+        let started = Instant::now();
+        let started_at = jiff::Timestamp::now();
+        let id = container_id.clone();
+        tokio::spawn(async move {
+            let result = sandbox.run(run).await;
+            if let Err(e) = log.finish().await {
+                tracing::warn!(container = %id, error = %e, "writing the container log failed");
+            }
+            let _ = exit_tx
+                .send(Exit {
+                    index: i,
+                    result,
+                    started,
+                    started_at,
+                    container_id: id,
+                })
+                .await;
+        });
+        let slot = &mut self.slots[i];
+        slot.running = Some(Running { stop });
+        slot.started_once = true;
+        slot.next_start = None;
+        slot.flip_at = None;
+        self.records[i].container_id = Some(container_id);
+        self.records[i].state = State::Running { started_at };
+        self.publish_logs(i, Some(handle));
+        self.event(
+            Some(&name),
+            EventType::Normal,
+            "Started",
+            format!("Started container {name}"),
+        );
+    }
+
+    fn handle_exit(&mut self, exit: Exit, stopping: bool) {
+        let i = exit.index;
+        let (Some(slot), Some(record)) = (self.slots.get_mut(i), self.records.get_mut(i)) else {
+            return;
+        };
+        slot.running = None;
+        let (exit_code, reason, message) = match &exit.result {
+            Ok(status) => {
+                let (c, r, m) = status::termination(status);
+                (c, r.to_string(), m)
+            }
+            Err(e) => (128, "StartError".to_string(), Some(e.to_string())),
+        };
+        let terminated = Terminated {
+            exit_code,
+            reason,
+            message,
+            started_at: Some(exit.started_at),
+            finished_at: jiff::Timestamp::now(),
+            container_id: Some(exit.container_id),
+        };
+        let policy = restart_policy(&self.pod).to_string();
+        if stopping || !restarts(i < self.n_init, &policy, exit_code) {
+            record.state = State::Terminated(terminated);
+            slot.done = true;
+            self.publish_logs(i, None);
+            return;
+        }
+        let delay = next_backoff(slot.backoff, exit.started.elapsed());
+        slot.backoff = Some(delay);
+        slot.next_start = Some(Instant::now() + delay);
+        record.last_terminated = Some(terminated);
+        let name = record.name.clone();
+        if delay.is_zero() {
+            record.state = State::Waiting {
+                reason: "ContainerCreating".into(),
+                message: None,
+            };
+        } else {
+            record.state = State::Waiting {
+                reason: "CrashLoopBackOff".into(),
+                message: Some(backoff_message(delay, &name, &self.pod)),
+            };
+            self.event(
+                Some(&name),
+                EventType::Warning,
+                "BackOff",
+                format!(
+                    "Back-off restarting failed container {name} in pod {}",
+                    status::pod_ref(&self.pod)
+                ),
+            );
+        }
+        self.publish_logs(i, None);
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .filter(|s| s.running.is_none() && !s.done)
+            .flat_map(|s| [s.next_start, s.flip_at])
+            .flatten()
+            .chain(self.grace_deadline.filter(|_| !self.killed))
+            .chain(self.retry_at)
+            .min()
+    }
+
+    fn stop_all(&self) {
+        for slot in &self.slots {
+            if let Some(r) = &slot.running {
+                r.stop.cancel();
+            }
+        }
+    }
+
+    async fn drain(&mut self, exit_rx: &mut mpsc::Receiver<Exit>) {
+        while self.slots.iter().any(|s| s.running.is_some()) {
+            match exit_rx.recv().await {
+                Some(exit) => self.handle_exit(exit, true),
+                None => break,
+            }
+        }
+    }
+
+    /// One deletion pass. Returns `true` when the pod is finished with.
+    async fn terminate(&mut self, gone: bool) -> bool {
+        let now = Instant::now();
+        if self.grace_deadline.is_none() {
+            let grace = if gone {
+                0
+            } else {
+                self.pod
+                    .metadata
+                    .deletion_grace_period_seconds
+                    .or_else(|| {
+                        self.pod
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.termination_grace_period_seconds)
+                    })
+                    .unwrap_or(30)
+                    .max(0)
+            };
+            self.grace_deadline =
+                Some(now + Duration::from_secs(u64::try_from(grace).unwrap_or(0)));
+            for i in 0..self.slots.len() {
+                self.slots[i].next_start = None;
+                self.slots[i].flip_at = None;
+                if self.slots[i].running.is_some() {
+                    let name = self.records[i].name.clone();
+                    self.event(
+                        Some(&name),
+                        EventType::Normal,
+                        "Killing",
+                        format!("Stopping container {name}"),
+                    );
+                } else {
+                    self.slots[i].done = true;
+                }
+            }
+        }
+        // Grace may only shrink (a second delete with a shorter grace).
+        if let Some(g) = self.pod.metadata.deletion_grace_period_seconds {
+            let d = now + Duration::from_secs(u64::try_from(g.max(0)).unwrap_or(0));
+            if self.grace_deadline.is_some_and(|cur| d < cur) {
+                self.grace_deadline = Some(d);
+            }
+        }
+        if self.grace_deadline.is_some_and(|d| d <= now) {
+            // wasm has no SIGTERM: interrupting at the deadline is all there is.
+            self.stop_all();
+            self.killed = true;
+        }
+        if self.slots.iter().any(|s| s.running.is_some()) {
+            if !gone {
+                self.report(true).await;
+            }
+            return false;
+        }
+        if !gone {
+            self.report(true).await;
+            if let Err(e) = self
+                .ctx
+                .api
+                .delete(&self.namespace, &self.name, &self.uid)
+                .await
+            {
+                tracing::warn!(pod = %self.name, error = %e, "deleting the pod failed; retrying");
+                self.retry_at = Some(now + Duration::from_secs(1));
+                return false;
+            }
+        }
+        self.cleanup().await;
+        true
+    }
+
+    async fn cleanup(&mut self) {
+        self.ctx.logs.remove(&self.namespace, &self.name, &self.uid);
+        let dir = self.pod_dir();
+        if let Err(e) = tokio::fs::remove_dir_all(&dir).await
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "removing the pod's files failed");
+        }
+    }
+
+    async fn report(&mut self, deleting: bool) {
+        let status = status::pod_status(
+            &StatusContext {
+                pod: &self.pod,
+                previous: self.last_reported.as_ref(),
+                host_ip: &self.ctx.node_ip,
+                start_time: self.start_time,
+                deleting,
+                now: jiff::Timestamp::now(),
+            },
+            &self.records[..self.n_init],
+            &self.records[self.n_init..],
+        );
+        if self.last_reported.as_ref() == Some(&status) {
+            return;
+        }
+        match self
+            .ctx
+            .api
+            .patch_status(&self.namespace, &self.name, &status)
+            .await
+        {
+            Ok(()) => self.last_reported = Some(status),
+            Err(e) => tracing::warn!(pod = %self.name, error = %e, "reporting pod status failed"),
+        }
+    }
+
+    async fn resolve_env(&self, container: &Container) -> Result<Vec<(String, String)>, String> {
+        let mut env: Vec<(String, String)> = Vec::new();
+        let set = |env: &mut Vec<(String, String)>, k: String, v: String| {
+            if let Some(slot) = env.iter_mut().find(|(name, _)| *name == k) {
+                slot.1 = v;
+            } else {
+                env.push((k, v));
+            }
+        };
+        for from in container.env_from.iter().flatten() {
+            let prefix = from.prefix.clone().unwrap_or_default();
+            if let Some(r) = &from.config_map_ref {
+                match self.ctx.api.config_map(&self.namespace, &r.name).await? {
+                    Some(data) => {
+                        for (k, v) in data {
+                            set(&mut env, format!("{prefix}{k}"), v);
+                        }
+                    }
+                    None if r.optional == Some(true) => {}
+                    None => return Err(format!("configmap \"{}\" not found", r.name)),
+                }
+            }
+            if let Some(r) = &from.secret_ref {
+                match self.ctx.api.secret(&self.namespace, &r.name).await? {
+                    Some(data) => {
+                        for (k, v) in data {
+                            set(
+                                &mut env,
+                                format!("{prefix}{k}"),
+                                String::from_utf8_lossy(&v).into_owned(),
+                            );
+                        }
+                    }
+                    None if r.optional == Some(true) => {}
+                    None => return Err(format!("secret \"{}\" not found", r.name)),
+                }
+            }
+        }
+        for var in container.env.iter().flatten() {
+            let value = if let Some(from) = &var.value_from {
+                if let Some(r) = &from.config_map_key_ref {
+                    match self.ctx.api.config_map(&self.namespace, &r.name).await? {
+                        Some(data) => match data.get(&r.key) {
+                            Some(v) => v.clone(),
+                            None if r.optional == Some(true) => continue,
+                            None => {
+                                return Err(format!(
+                                    "couldn't find key {} in ConfigMap {}/{}",
+                                    r.key, self.namespace, r.name
+                                ));
+                            }
+                        },
+                        None if r.optional == Some(true) => continue,
+                        None => return Err(format!("configmap \"{}\" not found", r.name)),
+                    }
+                } else if let Some(r) = &from.secret_key_ref {
+                    match self.ctx.api.secret(&self.namespace, &r.name).await? {
+                        Some(data) => match data.get(&r.key) {
+                            Some(v) => String::from_utf8_lossy(v).into_owned(),
+                            None if r.optional == Some(true) => continue,
+                            None => {
+                                return Err(format!(
+                                    "couldn't find key {} in Secret {}/{}",
+                                    r.key, self.namespace, r.name
+                                ));
+                            }
+                        },
+                        None if r.optional == Some(true) => continue,
+                        None => return Err(format!("secret \"{}\" not found", r.name)),
+                    }
+                } else if let Some(r) = &from.field_ref {
+                    field_value(&self.pod, &r.field_path, &self.ctx.node_ip)
+                        .ok_or_else(|| format!("unsupported fieldPath: {}", r.field_path))?
+                } else {
+                    String::new()
+                }
+            } else {
+                expand(var.value.as_deref().unwrap_or_default(), &env)
+            };
+            set(&mut env, var.name.clone(), value);
+        }
+        Ok(env)
+    }
+
+    /// Prepares the volumes a container mounts and returns them as preopens.
+    async fn mounts(&self, container: &Container) -> Result<Vec<Preopen>, String> {
+        let volumes = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for m in container.volume_mounts.iter().flatten() {
+            let Some(volume) = volumes.iter().find(|v| v.name == m.name) else {
+                return Err(format!("volume \"{}\" not found", m.name));
+            };
+            let dir = self.pod_dir().join("volumes").join(&volume.name);
+            let mut read_only = m.read_only.unwrap_or(false);
+            let files: Option<BTreeMap<String, Vec<u8>>> = if volume.empty_dir.is_some() {
+                None
+            } else if let Some(cm) = &volume.config_map {
+                read_only = true;
+                match self.ctx.api.config_map(&self.namespace, &cm.name).await? {
+                    Some(data) => {
+                        Some(data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect())
+                    }
+                    None if cm.optional == Some(true) => Some(BTreeMap::new()),
+                    None => {
+                        return Err(format!(
+                            "MountVolume.SetUp failed for volume \"{}\" : configmap \"{}\" not found",
+                            volume.name, cm.name
+                        ));
+                    }
+                }
+            } else if let Some(secret) = &volume.secret {
+                read_only = true;
+                let name = secret.secret_name.clone().unwrap_or_default();
+                match self.ctx.api.secret(&self.namespace, &name).await? {
+                    Some(data) => Some(data),
+                    None if secret.optional == Some(true) => Some(BTreeMap::new()),
+                    None => {
+                        return Err(format!(
+                            "MountVolume.SetUp failed for volume \"{}\" : secret \"{}\" not found",
+                            volume.name, name
+                        ));
+                    }
+                }
+            } else {
+                return Err(format!(
+                    "volume \"{}\": only emptyDir, configMap and secret volumes are supported",
+                    volume.name
+                ));
+            };
+            write_volume(&dir, files)
+                .await
+                .map_err(|e| format!("preparing volume \"{}\": {e}", volume.name))?;
+            out.push(Preopen {
+                host: dir,
+                guest: m.mount_path.clone(),
+                read_only,
+            });
+        }
+        Ok(out)
+    }
+}
+
+async fn write_volume(dir: &Path, files: Option<BTreeMap<String, Vec<u8>>>) -> std::io::Result<()> {
+    tokio::fs::create_dir_all(dir).await?;
+    for (key, data) in files.into_iter().flatten() {
+        // Keys are validated by the apiserver; refuse anything path-like anyway.
+        if key.contains('/') || key == ".." || key == "." {
+            continue;
+        }
+        tokio::fs::write(dir.join(key), data).await?;
+    }
+    Ok(())
+}
+
+/// A progress channel that is already closed: the log is complete.
+fn finished_progress() -> watch::Receiver<u64> {
+    watch::channel(0).1
+}
+
+/// Init containers, then containers, as one list.
+fn all_containers(pod: &Pod) -> Vec<Container> {
+    pod.spec
+        .as_ref()
+        .map(|s| {
+            s.init_containers
+                .iter()
+                .flatten()
+                .chain(&s.containers)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a container that exited is started again: an init container
+/// until it succeeds (unless the policy is Never), others by the policy.
+fn restarts(init: bool, restart_policy: &str, exit_code: i32) -> bool {
+    if init {
+        exit_code != 0 && restart_policy != "Never"
+    } else {
+        should_restart(restart_policy, exit_code)
+    }
+}
+
+fn restart_policy(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always")
+}
+
+/// argv for a container: `command` replaces the module's name as argv[0]
+/// and leads, `args` follow; `$(VAR)` references are expanded.
+pub fn argv(container: &Container, image: &str, env: &[(String, String)]) -> Vec<String> {
+    let mut argv: Vec<String> = match &container.command {
+        Some(cmd) if !cmd.is_empty() => cmd.iter().map(|s| expand(s, env)).collect(),
+        _ => vec![image.to_string()],
+    };
+    argv.extend(container.args.iter().flatten().map(|s| expand(s, env)));
+    argv
+}
+
+/// Kubernetes' `$(VAR)` expansion: defined variables are replaced, `$$`
+/// escapes a `$`, anything else is left as written.
+pub fn expand(input: &str, env: &[(String, String)]) -> String {
+    let mut out = String::with_capacity(input.len());
+    let mut rest = input;
+    while let Some(pos) = rest.find('$') {
+        out.push_str(&rest[..pos]);
+        let after = &rest[pos + 1..];
+        if let Some(stripped) = after.strip_prefix('$') {
+            out.push('$');
+            rest = stripped;
+        } else if let Some(body) = after.strip_prefix('(')
+            && let Some(end) = body.find(')')
+        {
+            let name = &body[..end];
+            match env.iter().rev().find(|(k, _)| k == name) {
+                Some((_, v)) => out.push_str(v),
+                None => {
+                    out.push_str("$(");
+                    out.push_str(name);
+                    out.push(')');
+                }
+            }
+            rest = &body[end + 1..];
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The downward API fields a container may read.
+fn field_value(pod: &Pod, path: &str, node_ip: &str) -> Option<String> {
+    let meta = &pod.metadata;
+    let spec = pod.spec.as_ref();
+    let label = |prefix: &str, map: Option<&BTreeMap<String, String>>| {
+        path.strip_prefix(prefix)
+            .and_then(|r| r.strip_suffix("']"))
+            .map(|k| map.and_then(|m| m.get(k)).cloned().unwrap_or_default())
+    };
+    match path {
+        "metadata.name" => meta.name.clone(),
+        "metadata.namespace" => meta.namespace.clone(),
+        "metadata.uid" => meta.uid.clone(),
+        "spec.nodeName" => spec.and_then(|s| s.node_name.clone()),
+        "spec.serviceAccountName" => Some(
+            spec.and_then(|s| s.service_account_name.clone())
+                .unwrap_or_default(),
+        ),
+        "status.podIP" | "status.hostIP" => Some(node_ip.to_string()),
+        _ => label("metadata.labels['", meta.labels.as_ref())
+            .or_else(|| label("metadata.annotations['", meta.annotations.as_ref())),
+    }
+}
+
+/// A container's memory cap from `resources.limits.memory`.
+pub fn memory_limit(container: &Container) -> u64 {
+    container
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("memory"))
+        .and_then(|q| parse_quantity(&q.0))
+        .unwrap_or(DEFAULT_MEMORY_LIMIT)
+}
+
+/// A container's CPU cap in millicores from `resources.limits.cpu`.
+pub fn cpu_limit_millis(container: &Container) -> Option<u64> {
+    container
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.as_ref())
+        .and_then(|l| l.get("cpu"))
+        .and_then(|q| parse_quantity_scaled(&q.0, 1000.0))
+}
+
+/// Parses a Kubernetes quantity into a whole number (bytes for memory),
+/// rounding up; `None` if malformed.
+pub fn parse_quantity(q: &str) -> Option<u64> {
+    parse_quantity_scaled(q, 1.0)
+}
+
+/// Parses a quantity multiplied by `scale` (1000 gives millis).
+fn parse_quantity_scaled(q: &str, scale: f64) -> Option<u64> {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let value: f64 = num.parse().ok()?;
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        "Pi" => 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        "Ei" => 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        s if s.starts_with(['e', 'E']) => 10f64.powi(s[1..].parse::<i32>().ok()?),
+        _ => return None,
+    };
+    let v = (value * factor * scale).ceil();
+    if v.is_finite() && v >= 0.0 {
+        // Saturating float-to-int conversion is the intent.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Some(v as u64)
+    } else {
+        None
+    }
+}
+
+struct WorkerHandle {
+    uid: String,
+    tx: watch::Sender<Arc<Pod>>,
+    vanished: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+/// Watches this node's pods and runs a worker per pod until `shutdown`.
+pub async fn run_pods(ctx: Arc<WorkerContext>, client: kube::Client, shutdown: CancellationToken) {
+    let api: Api<Pod> = Api::all(client);
+    let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node_name));
+    let (reader, writer) = reflector::store::<Pod>();
+    let mut stream = Box::pin(reflector::reflector(writer, watcher(api, config)).default_backoff());
+    let mut workers: HashMap<ObjectRef<Pod>, WorkerHandle> = HashMap::new();
+    // Pods whose worker finished deleting them; never restarted.
+    let mut finished: HashSet<String> = HashSet::new();
+    let mut resync = tokio::time::interval(RESYNC);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let keys: Vec<ObjectRef<Pod>> = tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = resync.tick() => all_keys(&reader, &workers),
+            event = stream.next() => match event {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "pod watch failed; retrying");
+                    continue;
+                }
+                Some(Ok(watcher::Event::Apply(p) | watcher::Event::Delete(p))) => {
+                    vec![ObjectRef::from_obj(&p)]
+                }
+                Some(Ok(watcher::Event::InitDone)) => all_keys(&reader, &workers),
+                Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => continue,
+            },
+        };
+        for key in keys {
+            sync_key(&ctx, &reader, &mut workers, &mut finished, key, &shutdown);
+        }
+    }
+    // Shutdown: workers stop their containers and return.
+    for (_, w) in workers.drain() {
+        let _ = tokio::time::timeout(Duration::from_secs(10), w.task).await;
+    }
+}
+
+fn all_keys(
+    reader: &Store<Pod>,
+    workers: &HashMap<ObjectRef<Pod>, WorkerHandle>,
+) -> Vec<ObjectRef<Pod>> {
+    let mut keys: Vec<ObjectRef<Pod>> = reader
+        .state()
+        .iter()
+        .map(|p| ObjectRef::from_obj(&**p))
+        .collect();
+    keys.extend(workers.keys().cloned());
+    keys.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    keys.dedup();
+    keys
+}
+
+fn sync_key(
+    ctx: &Arc<WorkerContext>,
+    reader: &Store<Pod>,
+    workers: &mut HashMap<ObjectRef<Pod>, WorkerHandle>,
+    finished: &mut HashSet<String>,
+    key: ObjectRef<Pod>,
+    shutdown: &CancellationToken,
+) {
+    let pod = reader.get(&key);
+    if let Some(w) = workers.get(&key) {
+        let same = pod
+            .as_ref()
+            .is_some_and(|p| p.uid().as_deref() == Some(w.uid.as_str()));
+        if w.task.is_finished() {
+            finished.insert(w.uid.clone());
+            workers.remove(&key);
+        } else if same {
+            if let Some(p) = &pod {
+                w.tx.send_replace(p.clone());
+            }
+            return;
+        } else {
+            // Gone, or replaced by a new pod of the same name.
+            w.vanished.cancel();
+            workers.remove(&key);
+        }
+    }
+    let Some(pod) = pod else {
+        return;
+    };
+    let uid = pod.uid().unwrap_or_default();
+    if finished.contains(&uid) {
+        return;
+    }
+    // Finished pods get a worker too: it serves their logs, starts nothing
+    // (their containers are done by the restart policy) and finalizes
+    // their deletion.
+    let (tx, rx) = watch::channel(pod);
+    let vanished = CancellationToken::new();
+    let task = tokio::spawn(run_pod(
+        ctx.clone(),
+        rx,
+        vanished.clone(),
+        shutdown.child_token(),
+    ));
+    workers.insert(
+        key,
+        WorkerHandle {
+            uid,
+            tx,
+            vanished,
+            task,
+        },
+    );
+    // Forget finished uids that no longer exist, so the set stays small.
+    if finished.len() > 1024 {
+        let live: HashSet<String> = reader.state().iter().filter_map(|p| p.uid()).collect();
+        finished.retain(|u| live.contains(u));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::PodEvent;
+    use k8s_openapi::api::core::v1::PodSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use std::sync::Mutex;
+    use tokio::io::AsyncWriteExt;
+    use wasmtime_wasi::cli::StdoutStream;
+
+    /// Runs by digest: `sha256:ok` prints and exits 0, `sha256:fail` exits
+    /// 1, `sha256:spin` runs until stopped.
+    struct FakeSandbox;
+
+    #[async_trait::async_trait]
+    impl Sandbox for FakeSandbox {
+        async fn prepare(&self, digest: &str, _path: &Path) -> Result<(), SandboxError> {
+            if digest == "sha256:bad" {
+                return Err(SandboxError::InvalidModule(
+                    "module has no _start export: not a WASI command".into(),
+                ));
+            }
+            Ok(())
+        }
+
+        async fn run(&self, run: ContainerRun) -> Result<ExitStatus, SandboxError> {
+            let mut out = Box::into_pin(run.stdout.async_stream());
+            let _ = out
+                .write_all(format!("{}\n", run.argv.join(" ")).as_bytes())
+                .await;
+            drop(out);
+            match run.digest.as_str() {
+                "sha256:ok" => Ok(ExitStatus::Exited(0)),
+                "sha256:fail" => Ok(ExitStatus::Exited(1)),
+                _ => {
+                    run.stop.cancelled().await;
+                    Ok(ExitStatus::Killed)
+                }
+            }
+        }
+    }
+
+    struct FakeModules;
+
+    #[async_trait::async_trait]
+    impl ModuleSource for FakeModules {
+        async fn fetch(&self, image: &str) -> Result<LocalModule, PullError> {
+            let name = image.split(':').next().unwrap_or_default();
+            if name == "missing" {
+                return Err(PullError::Failed(format!("module \"{image}\" not found")));
+            }
+            Ok(LocalModule {
+                digest: format!("sha256:{name}"),
+                path: PathBuf::from("/nonexistent"),
+                size: 1,
+                cached: false,
+                took: Duration::from_millis(1),
+            })
+        }
+    }
+
+    #[derive(Default)]
+    struct FakeApi {
+        statuses: Mutex<Vec<PodStatus>>,
+        deleted: Mutex<Vec<String>>,
+        changed: tokio::sync::Notify,
+    }
+
+    #[async_trait::async_trait]
+    impl PodApi for FakeApi {
+        async fn patch_status(&self, _: &str, _: &str, status: &PodStatus) -> Result<(), String> {
+            self.statuses
+                .lock()
+                .map_err(|e| e.to_string())?
+                .push(status.clone());
+            self.changed.notify_waiters();
+            Ok(())
+        }
+        async fn delete(&self, _: &str, _: &str, uid: &str) -> Result<(), String> {
+            self.deleted
+                .lock()
+                .map_err(|e| e.to_string())?
+                .push(uid.to_string());
+            self.changed.notify_waiters();
+            Ok(())
+        }
+        async fn config_map(
+            &self,
+            _: &str,
+            name: &str,
+        ) -> Result<Option<BTreeMap<String, String>>, String> {
+            Ok((name == "cfg").then(|| [("greeting".to_string(), "hi".to_string())].into()))
+        }
+        async fn secret(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
+            Ok(None)
+        }
+    }
+
+    #[derive(Default)]
+    struct FakeEvents(Mutex<Vec<PodEvent>>);
+
+    impl EventSink for FakeEvents {
+        fn record(&self, event: PodEvent) {
+            if let Ok(mut v) = self.0.lock() {
+                v.push(event);
+            }
+        }
+    }
+
+    struct Harness {
+        _dir: tempfile::TempDir,
+        ctx: Arc<WorkerContext>,
+        api: Arc<FakeApi>,
+        events: Arc<FakeEvents>,
+    }
+
+    fn harness() -> anyhow::Result<Harness> {
+        let dir = tempfile::tempdir()?;
+        let api = Arc::new(FakeApi::default());
+        let events = Arc::new(FakeEvents::default());
+        let ctx = Arc::new(WorkerContext {
+            node_name: "n1".into(),
+            node_ip: "10.1.2.3".into(),
+            pods_dir: dir.path().join("pods"),
+            sandbox: Arc::new(FakeSandbox),
+            modules: Arc::new(FakeModules),
+            api: api.clone(),
+            events: events.clone(),
+            logs: Arc::new(LogRegistry::default()),
+            max_log_bytes: crate::logs::DEFAULT_MAX_LOG_BYTES,
+        });
+        Ok(Harness {
+            _dir: dir,
+            ctx,
+            api,
+            events,
+        })
+    }
+
+    fn pod(image: &str, restart_policy: &str) -> Pod {
+        let mut pod = Pod {
+            spec: Some(PodSpec {
+                node_name: Some("n1".into()),
+                restart_policy: Some(restart_policy.into()),
+                containers: vec![Container {
+                    name: "c".into(),
+                    image: Some(image.into()),
+                    args: Some(vec!["$(GREETING)".into()]),
+                    env: Some(vec![k8s_openapi::api::core::v1::EnvVar {
+                        name: "GREETING".into(),
+                        value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+                            config_map_key_ref: Some(
+                                k8s_openapi::api::core::v1::ConfigMapKeySelector {
+                                    name: "cfg".into(),
+                                    key: "greeting".into(),
+                                    optional: None,
+                                },
+                            ),
+                            ..Default::default()
+                        }),
+                        value: None,
+                    }]),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        pod.metadata.name = Some("p".into());
+        pod.metadata.namespace = Some("default".into());
+        pod.metadata.uid = Some("u1".into());
+        pod
+    }
+
+    impl Harness {
+        /// Waits (bounded) for a reported status matching `pred`.
+        async fn wait_status(
+            &self,
+            pred: impl Fn(&PodStatus) -> bool,
+        ) -> anyhow::Result<PodStatus> {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let notified = self.api.changed.notified();
+                if let Some(s) = self
+                    .api
+                    .statuses
+                    .lock()
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .iter()
+                    .find(|s| pred(s))
+                {
+                    return Ok(s.clone());
+                }
+                tokio::time::timeout_at(deadline, notified).await?;
+            }
+        }
+
+        fn events(&self) -> Vec<String> {
+            self.events
+                .0
+                .lock()
+                .map(|v| v.iter().map(|e| e.reason.clone()).collect())
+                .unwrap_or_default()
+        }
+    }
+
+    fn container_state(s: &PodStatus) -> Option<k8s_openapi::api::core::v1::ContainerState> {
+        s.container_statuses
+            .as_ref()
+            .and_then(|c| c.first())
+            .and_then(|c| c.state.clone())
+    }
+
+    #[tokio::test]
+    async fn completed_pod_succeeds_with_env_from_configmap() -> anyhow::Result<()> {
+        let h = harness()?;
+        let (_tx, rx) = watch::channel(Arc::new(pod("ok:v1", "Never")));
+        let task = tokio::spawn(run_pod(
+            h.ctx.clone(),
+            rx,
+            CancellationToken::new(),
+            CancellationToken::new(),
+        ));
+        let s = h
+            .wait_status(|s| s.phase.as_deref() == Some("Succeeded"))
+            .await?;
+        let t = container_state(&s).and_then(|st| st.terminated);
+        assert_eq!(t.as_ref().map(|t| t.exit_code), Some(0));
+        assert_eq!(t.and_then(|t| t.reason).as_deref(), Some("Completed"));
+        assert_eq!(s.pod_ip.as_deref(), Some("10.1.2.3"));
+        let cs = s.container_statuses.unwrap_or_default();
+        assert_eq!(cs[0].image_id, "wasmkube://sha256:ok");
+        assert_eq!(cs[0].container_id.as_deref(), Some("wasm://u1-c-0"));
+        assert_eq!(h.events(), ["Pulling", "Pulled", "Created", "Started"]);
+        // argv[0] is the image, args expanded from the ConfigMap value.
+        let source = h.ctx.logs.lookup("default", "p", "c", false);
+        let source = source.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let text = crate::logs::read_all(&source.path).await?;
+        let lines = crate::logs::render_lines(&text, &crate::logs::LogOptions::default());
+        assert_eq!(lines, [b"ok:v1 hi\n".to_vec()]);
+        task.abort();
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn failing_container_goes_into_crash_loop_backoff() -> anyhow::Result<()> {
+        let h = harness()?;
+        let (_tx, rx) = watch::channel(Arc::new(pod("fail:v1", "Always")));
+        let task = tokio::spawn(run_pod(
+            h.ctx.clone(),
+            rx,
+            CancellationToken::new(),
+            CancellationToken::new(),
+        ));
+        let s = h
+            .wait_status(|s| {
+                container_state(s)
+                    .and_then(|st| st.waiting)
+                    .and_then(|w| w.reason)
+                    .as_deref()
+                    == Some("CrashLoopBackOff")
+            })
+            .await?;
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        let cs = s.container_statuses.unwrap_or_default();
+        assert_eq!(cs[0].restart_count, 1);
+        let waiting = cs[0].state.as_ref().and_then(|st| st.waiting.clone());
+        assert_eq!(
+            waiting.and_then(|w| w.message).as_deref(),
+            Some("back-off 10s restarting failed container=c pod=p_default(u1)")
+        );
+        let last = cs[0]
+            .last_state
+            .as_ref()
+            .and_then(|st| st.terminated.clone());
+        assert_eq!(last.map(|t| t.exit_code), Some(1));
+        assert!(h.events().contains(&"BackOff".to_string()));
+        task.abort();
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn missing_image_reports_err_image_pull_then_backoff() -> anyhow::Result<()> {
+        let h = harness()?;
+        let (_tx, rx) = watch::channel(Arc::new(pod("missing:v9", "Always")));
+        let task = tokio::spawn(run_pod(
+            h.ctx.clone(),
+            rx,
+            CancellationToken::new(),
+            CancellationToken::new(),
+        ));
+        let reason = |s: &PodStatus| {
+            container_state(s)
+                .and_then(|st| st.waiting)
+                .and_then(|w| w.reason)
+                .unwrap_or_default()
+        };
+        let s = h.wait_status(|s| reason(s) == "ErrImagePull").await?;
+        let msg = container_state(&s)
+            .and_then(|st| st.waiting)
+            .and_then(|w| w.message)
+            .unwrap_or_default();
+        assert!(msg.contains("module \"missing:v9\" not found"), "{msg}");
+        assert_eq!(s.phase.as_deref(), Some("Pending"));
+        h.wait_status(|s| reason(s) == "ImagePullBackOff").await?;
+        task.abort();
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn deleted_pod_is_stopped_deleted_and_cleaned_up() -> anyhow::Result<()> {
+        let h = harness()?;
+        let mut p = pod("spin:v1", "Always");
+        let (tx, rx) = watch::channel(Arc::new(p.clone()));
+        let task = tokio::spawn(run_pod(
+            h.ctx.clone(),
+            rx,
+            CancellationToken::new(),
+            CancellationToken::new(),
+        ));
+        h.wait_status(|s| s.phase.as_deref() == Some("Running"))
+            .await?;
+        assert!(h.ctx.pods_dir.join("u1").exists());
+        p.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+        p.metadata.deletion_grace_period_seconds = Some(0);
+        tx.send_replace(Arc::new(p));
+        tokio::time::timeout(Duration::from_secs(20), task).await??;
+        let deleted = h
+            .api
+            .deleted
+            .lock()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .clone();
+        assert_eq!(deleted, ["u1"]);
+        assert!(!h.ctx.pods_dir.join("u1").exists());
+        assert!(h.ctx.logs.is_empty());
+        assert!(h.events().contains(&"Killing".to_string()));
+        let last = h
+            .api
+            .statuses
+            .lock()
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .last()
+            .cloned()
+            .unwrap_or_default();
+        let t = container_state(&last).and_then(|st| st.terminated);
+        assert_eq!(t.map(|t| t.exit_code), Some(137));
+        Ok(())
+    }
+
+    fn with_init(mut p: Pod, image: &str) -> Pod {
+        if let Some(spec) = p.spec.as_mut() {
+            spec.init_containers = Some(vec![Container {
+                name: "init".into(),
+                image: Some(image.into()),
+                ..Default::default()
+            }]);
+        }
+        p
+    }
+
+    #[tokio::test]
+    async fn init_containers_run_first_and_gate_the_pod() -> anyhow::Result<()> {
+        let h = harness()?;
+        let (_tx, rx) = watch::channel(Arc::new(with_init(pod("ok:v1", "Never"), "ok:v1")));
+        let task = tokio::spawn(run_pod(
+            h.ctx.clone(),
+            rx,
+            CancellationToken::new(),
+            CancellationToken::new(),
+        ));
+        let s = h
+            .wait_status(|s| s.phase.as_deref() == Some("Succeeded"))
+            .await?;
+        let init = s.init_container_statuses.clone().unwrap_or_default();
+        assert_eq!(init.len(), 1);
+        assert!(init[0].ready);
+        // The first report shows the main container waiting for init.
+        let first = h
+            .wait_status(|s| {
+                container_state(s)
+                    .and_then(|st| st.waiting)
+                    .and_then(|w| w.reason)
+                    .as_deref()
+                    == Some("PodInitializing")
+            })
+            .await?;
+        assert_eq!(first.phase.as_deref(), Some("Pending"));
+        task.abort();
+
+        // A failing init container with restartPolicy Never fails the pod
+        // and the main container never starts.
+        let h = harness()?;
+        let (_tx, rx) = watch::channel(Arc::new(with_init(pod("ok:v1", "Never"), "fail:v1")));
+        let task = tokio::spawn(run_pod(
+            h.ctx.clone(),
+            rx,
+            CancellationToken::new(),
+            CancellationToken::new(),
+        ));
+        let s = h
+            .wait_status(|s| s.phase.as_deref() == Some("Failed"))
+            .await?;
+        let waiting = container_state(&s).and_then(|st| st.waiting);
+        assert_eq!(
+            waiting.and_then(|w| w.reason).as_deref(),
+            Some("PodInitializing")
+        );
+        let initialized = s
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.type_ == "Initialized");
+        assert_eq!(initialized.map(|c| c.status).as_deref(), Some("False"));
+        task.abort();
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn invalid_module_is_create_container_error() -> anyhow::Result<()> {
+        let h = harness()?;
+        let (_tx, rx) = watch::channel(Arc::new(pod("bad:v1", "Always")));
+        let task = tokio::spawn(run_pod(
+            h.ctx.clone(),
+            rx,
+            CancellationToken::new(),
+            CancellationToken::new(),
+        ));
+        let s = h
+            .wait_status(|s| {
+                container_state(s)
+                    .and_then(|st| st.waiting)
+                    .and_then(|w| w.reason)
+                    .as_deref()
+                    == Some("CreateContainerError")
+            })
+            .await?;
+        let msg = container_state(&s)
+            .and_then(|st| st.waiting)
+            .and_then(|w| w.message)
+            .unwrap_or_default();
+        assert!(msg.contains("_start"), "{msg}");
+        task.abort();
+        Ok(())
+    }
+
+    #[test]
+    fn env_references_expand() {
+        let env = vec![("A".to_string(), "1".to_string())];
+        assert_eq!(expand("x$(A)y", &env), "x1y");
+        assert_eq!(expand("$(B)", &env), "$(B)");
+        assert_eq!(expand("$$(A)", &env), "$(A)");
+        assert_eq!(expand("cost $5", &env), "cost $5");
+    }
+
+    #[test]
+    fn argv_follows_command_and_args() {
+        let mut c = Container {
+            name: "c".into(),
+            args: Some(vec!["--n".into(), "$(N)".into()]),
+            ..Default::default()
+        };
+        let env = vec![("N".to_string(), "3".to_string())];
+        assert_eq!(argv(&c, "hello:v1", &env), ["hello:v1", "--n", "3"]);
+        c.command = Some(vec!["prog".into(), "sub".into()]);
+        assert_eq!(argv(&c, "hello:v1", &env), ["prog", "sub", "--n", "3"]);
+    }
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("64Mi"), Some(64 << 20));
+        assert_eq!(parse_quantity("1G"), Some(1_000_000_000));
+        assert_eq!(parse_quantity("128974848"), Some(128_974_848));
+        assert_eq!(parse_quantity("129e6"), Some(129_000_000));
+        assert_eq!(parse_quantity("bogus"), None);
+        assert_eq!(parse_quantity_scaled("500m", 1000.0), Some(500));
+        assert_eq!(parse_quantity_scaled("2", 1000.0), Some(2000));
+    }
+}

@@ -1,0 +1,257 @@
+//! The kubelet's HTTP server: `/containerLogs/{ns}/{pod}/{container}` (the
+//! apiserver proxies `pods/log` here) and `/healthz`.
+//!
+//! Errors are Kubernetes `Status` objects with the code the apiserver
+//! passes through unchanged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::logs::{LogOptions, LogRegistry, LookupError, stream_log};
+
+/// The kubelet HTTP routes.
+pub fn app(logs: Arc<LogRegistry>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/containerLogs/{namespace}/{pod}/{container}",
+            get(container_logs),
+        )
+        .with_state(logs)
+}
+
+/// Serves `app` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    logs: Arc<LogRegistry>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(logs))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+fn status(code: StatusCode, reason: &str, message: String) -> Response {
+    let body = wasmkube_api::status::to_json(&wasmkube_api::status::failure(
+        code.as_u16(),
+        reason,
+        message,
+    ));
+    (code, axum::Json(body)).into_response()
+}
+
+fn bad_request(message: String) -> Response {
+    status(StatusCode::BAD_REQUEST, "BadRequest", message)
+}
+
+fn flag(q: &HashMap<String, String>, name: &str) -> bool {
+    q.get(name).is_some_and(|v| v == "true" || v == "1")
+}
+
+fn number(q: &HashMap<String, String>, name: &str) -> Result<Option<i64>, String> {
+    match q.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| format!("invalid {name}: {v:?}")),
+    }
+}
+
+/// Parses the query; the error is the message of a 400.
+fn options(q: &HashMap<String, String>) -> Result<LogOptions, String> {
+    let tail_lines = number(q, "tailLines")?;
+    let limit_bytes = number(q, "limitBytes")?;
+    let since_seconds = number(q, "sinceSeconds")?;
+    if limit_bytes.is_some_and(|n| n < 1) {
+        return Err("limitBytes: must be greater than 0".into());
+    }
+    if since_seconds.is_some_and(|n| n < 1) {
+        return Err("sinceSeconds: must be greater than 0".into());
+    }
+    let mut since = match since_seconds {
+        Some(s) => jiff::Timestamp::now()
+            .checked_sub(jiff::SignedDuration::from_secs(s))
+            .ok(),
+        None => None,
+    };
+    if let Some(t) = q.get("sinceTime") {
+        since = Some(
+            t.parse::<jiff::Timestamp>()
+                .map_err(|e| format!("invalid sinceTime: {e}"))?,
+        );
+    }
+    Ok(LogOptions {
+        follow: flag(q, "follow"),
+        // A negative tailLines means "all", as in Kubernetes.
+        tail_lines: tail_lines.and_then(|n| u64::try_from(n).ok()),
+        limit_bytes: limit_bytes.and_then(|n| u64::try_from(n).ok()),
+        timestamps: flag(q, "timestamps"),
+        since,
+    })
+}
+
+async fn container_logs(
+    State(logs): State<Arc<LogRegistry>>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let opts = match options(&q) {
+        Ok(o) => o,
+        Err(message) => return bad_request(message),
+    };
+    let previous = flag(&q, "previous");
+    let source = match logs.lookup(&namespace, &pod, &container, previous) {
+        Ok(s) => s,
+        Err(LookupError::PodNotFound) => {
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("pod \"{pod}\" not found on this node"),
+            );
+        }
+        Err(LookupError::ContainerNotFound) => {
+            return status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("container \"{container}\" in pod \"{pod}\" not found"),
+            );
+        }
+        Err(LookupError::Waiting(reason)) => {
+            return bad_request(format!(
+                "container \"{container}\" in pod \"{pod}\" is waiting to start: {reason}"
+            ));
+        }
+        Err(LookupError::NoPrevious) => {
+            return bad_request(format!(
+                "previous terminated container \"{container}\" in pod \"{pod}\" not found"
+            ));
+        }
+    };
+    if previous && tokio::fs::metadata(&source.path).await.is_err() {
+        return bad_request(format!(
+            "previous terminated container \"{container}\" in pod \"{pod}\" not found"
+        ));
+    }
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    tokio::spawn(async move {
+        if let Err(e) = stream_log(source, opts, tx).await {
+            tracing::warn!(error = %e, "reading a container log failed");
+        }
+    });
+    let stream = futures::StreamExt::map(ReceiverStream::new(rx), Ok::<Bytes, std::io::Error>);
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|e| {
+            status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "InternalError",
+                e.to_string(),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::{ContainerLog, ContainerLogs, DEFAULT_MAX_LOG_BYTES};
+    use http_body_util::BodyExt;
+    use tokio::io::AsyncWriteExt;
+    use tower::ServiceExt;
+
+    async fn get(app: Router, uri: &str) -> anyhow::Result<(StatusCode, String)> {
+        let resp = app
+            .oneshot(axum::http::Request::get(uri).body(Body::empty())?)
+            .await?;
+        let code = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((code, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    #[tokio::test]
+    async fn logs_errors_and_content() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let registry = Arc::new(LogRegistry::default());
+        let (code, _) = get(app(registry.clone()), "/containerLogs/default/p/c").await?;
+        assert_eq!(code, StatusCode::NOT_FOUND);
+        registry.set(
+            "default",
+            "p",
+            "u1",
+            "c",
+            ContainerLogs {
+                dir: dir.path().to_path_buf(),
+                current: None,
+                previous: None,
+                waiting_reason: Some("ContainerCreating".into()),
+            },
+        );
+        let (code, body) = get(app(registry.clone()), "/containerLogs/default/p/c").await?;
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        assert!(
+            body.contains(
+                "container \\\"c\\\" in pod \\\"p\\\" is waiting to start: ContainerCreating"
+            ),
+            "{body}"
+        );
+        let (code, body) = get(
+            app(registry.clone()),
+            "/containerLogs/default/p/c?previous=true",
+        )
+        .await?;
+        assert_eq!(code, StatusCode::BAD_REQUEST);
+        assert!(body.contains("previous terminated container"), "{body}");
+
+        let log = ContainerLog::create(&dir.path().join("0.log"), DEFAULT_MAX_LOG_BYTES).await?;
+        let mut out = Box::into_pin(wasmtime_wasi::cli::StdoutStream::async_stream(
+            &log.stdout(),
+        ));
+        out.write_all(b"one\ntwo\nthree\n").await?;
+        drop(out);
+        registry.set(
+            "default",
+            "p",
+            "u1",
+            "c",
+            ContainerLogs {
+                dir: dir.path().to_path_buf(),
+                current: Some(log.handle()),
+                previous: None,
+                waiting_reason: None,
+            },
+        );
+        log.finish().await?;
+        let (code, body) = get(
+            app(registry.clone()),
+            "/containerLogs/default/p/c?tailLines=2",
+        )
+        .await?;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(body, "two\nthree\n");
+        // Following a finished container ends at EOF.
+        let (code, body) = get(app(registry), "/containerLogs/default/p/c?follow=true").await?;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(body, "one\ntwo\nthree\n");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn healthz() -> anyhow::Result<()> {
+        let (code, body) = get(app(Arc::new(LogRegistry::default())), "/healthz").await?;
+        assert_eq!((code, body.as_str()), (StatusCode::OK, "ok"));
+        Ok(())
+    }
+}

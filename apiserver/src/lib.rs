@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod modules;
 pub mod openapi;
 pub mod pki;
+pub mod protobuf;
 pub mod registry;
 pub mod server;
 pub mod storage;

@@ -17,6 +17,7 @@
 /// The backend-independent conformance suite (every backend must pass it unchanged).
 pub mod conformance;
 pub mod embedded;
+pub mod etcd;
 
 use std::pin::Pin;
 

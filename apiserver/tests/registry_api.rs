@@ -316,7 +316,7 @@ async fn bad_input_is_rejected_and_nothing_is_stored() -> Result<()> {
             b"k8s\0".to_vec(),
         )
         .await?;
-    assert_eq!(r.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
     let list = api.get(PODS).await?;
     assert_eq!(

@@ -306,12 +306,19 @@ pub fn body_type(headers: &HeaderMap) -> Result<BodyType> {
         "application/merge-patch+json" => BodyType::MergePatch,
         "application/json-patch+json" => BodyType::JsonPatch,
         "application/apply-patch+yaml" => BodyType::ApplyPatch,
+        // Decoded to JSON by `decode`, which recognises the protobuf magic;
+        // patches stay JSON-only (a protobuf patch is refused like a JSON one).
+        crate::protobuf::MEDIA_TYPE => BodyType::Json,
         _ => return Err(ApiError(status::unsupported_media_type(ct))),
     })
 }
 
-/// Decodes a body as JSON or YAML into a value; 400 when malformed.
+/// Decodes a body as JSON, YAML or Kubernetes protobuf into a value; 400
+/// when malformed.
 pub fn decode(bytes: &[u8], ty: BodyType) -> Result<Value> {
+    if crate::protobuf::is_protobuf(bytes) {
+        return crate::protobuf::decode_body(bytes);
+    }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the request body is empty"));
     }
@@ -327,6 +334,16 @@ pub fn decode(bytes: &[u8], ty: BodyType) -> Result<Value> {
             "couldn't get version/kind; json parse error: {e}"
         ))),
     }
+}
+
+/// A DELETE body as JSON bytes: protobuf DeleteOptions (client-go's typed
+/// clients, e.g. drain) are converted, anything else is passed through.
+pub fn delete_body(bytes: bytes::Bytes) -> Result<bytes::Bytes> {
+    if !crate::protobuf::is_protobuf(&bytes) {
+        return Ok(bytes);
+    }
+    let v = crate::protobuf::decode_body(&bytes)?;
+    Ok(bytes::Bytes::from(v.to_string()))
 }
 
 /// Decodes a body that must be one object.

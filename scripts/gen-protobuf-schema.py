@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+# Generates apiserver/src/protobuf/schema.rs: field numbers and wire types of the
+# Kubernetes protobuf messages the API server decodes, read from the k8s-pb 0.9
+# crate sources (Kubernetes 1.34), with JSON names from k8s-openapi 0.29.
+# Both crates must be in ~/.cargo/registry (cargo fetch brings them).
+import os, re, sys, glob, json
+PB = glob.glob(os.path.expanduser('~/.cargo/registry/src/*/k8s-pb-0.9.0/src'))[0]
+OA = glob.glob(os.path.expanduser('~/.cargo/registry/src/*/k8s-openapi-0.29.0/src/v1_34'))[0]
+
+def modname(path):  # 'api/core/v1' -> 'core.v1'
+    p = path.split('/')
+    if p[0] == 'api': p = p[1:]
+    elif p[:2] == ['apimachinery','pkg']:
+        p = p[2:]
+        if p[:1] == ['apis']: p = p[1:]
+        elif p[:1] in (['api'], ['util']): p = p[1:]
+    return '.'.join(p)
+
+structs = {}  # qualified name -> list of fields
+for f in glob.glob(PB + '/**/mod.rs', recursive=True):
+    rel = os.path.relpath(os.path.dirname(f), PB)
+    if rel == '.': continue
+    src = open(f).read()
+    for m in re.finditer(r'pub struct (\w+) \{(.*?)\n\}', src, re.S):
+        name, body = m.group(1), m.group(2)
+        body = re.sub(r'^\s*///.*$', '', body, flags=re.M)
+        fields = []
+        for fm in re.finditer(r'#\[prost\((.*?)\)\]\s*pub (r#)?(\w+):\s*(.*?)(?=#\[prost|\Z)', body, re.S):
+            attrs, fname, ty = fm.group(1), fm.group(3), re.sub(r'\s+', '', fm.group(4)).rstrip(',')
+            tag = int(re.search(r'tag = "(\d+)"', attrs).group(1))
+            kind = attrs.split(',')[0].strip()
+            rep = 'repeated' in attrs
+            fields.append(dict(tag=tag, rust=fname, kind=kind, attrs=attrs, ty=ty))
+        structs[modname(rel) + '.' + name] = (rel, fields)
+
+def resolve(cur_rel, ty):
+    # innermost path type
+    t = ty
+    for w in ['::core::option::Option<', '::prost::alloc::vec::Vec<', '::prost::alloc::boxed::Box<']:
+        while t.startswith(w): t = t[len(w):-1]
+    if t.startswith('::std::collections::BTreeMap<') or t.startswith('::prost::alloc::collections::BTreeMap<'):
+        t = t[t.index('<')+1:-1].rstrip(',')
+        t = t.split(',', 1)[1]
+    segs = t.split('::')
+    cur = cur_rel.split('/')
+    while segs and segs[0] == 'super':
+        segs.pop(0); cur = cur[:-1]
+    path = cur + segs[:-1]
+    return modname('/'.join(path)) + '.' + segs[-1]
+
+# k8s-openapi json names and required-ness
+oa = {}
+for f in glob.glob(OA + '/**/*.rs', recursive=True):
+    src = open(f).read()
+    m = re.search(r'pub struct (\w+) \{(.*?)\n\}', src, re.S)
+    if not m: continue
+    rel = os.path.relpath(os.path.dirname(f), OA)
+    q = (modname(rel) + '.' + m.group(1)).lower()
+    req = {}
+    for fm in re.finditer(r'^\s*pub (\w+): (.*?),\s*$', m.group(2), re.M):
+        req[fm.group(1).replace('_','').lower()] = not fm.group(2).startswith('Option<')
+    names = {}
+    for fm in re.finditer(r'"([A-Za-z0-9$_\-]+)" => Field::Key_(\w+),', src):
+        names[fm.group(2).replace('_','').lower()] = fm.group(1)
+    oa[q] = (names, req)
+
+SPECIAL = {'meta.v1.Time':'Time','meta.v1.MicroTime':'MicroTime','meta.v1.Duration':'Duration',
+  'meta.v1.FieldsV1':'FieldsV1','resource.Quantity':'Quantity','intstr.IntOrString':'IntOrString',
+  'runtime.RawExtension':'Raw'}
+ROOTS = ['core.v1.Namespace','core.v1.Pod','core.v1.Node','core.v1.Event','core.v1.ConfigMap','core.v1.Secret',
+  'core.v1.Binding','coordination.v1.Lease','meta.v1.DeleteOptions','policy.v1.Eviction']
+
+def camel(s):
+    p = s.split('_'); return p[0] + ''.join(x[:1].upper() + x[1:] for x in p[1:])
+
+out = {}
+missing = []
+todo = list(ROOTS)
+while todo:
+    q = todo.pop()
+    if q in out or q in SPECIAL: continue
+    rel, fields = structs[q]
+    NAMES_FROM = {'core.v1.VolumeSource':'core.v1.Volume','core.v1.ProbeHandler':'core.v1.Probe','core.v1.EphemeralContainerCommon':'core.v1.EphemeralContainer'}
+    names, req = oa.get(NAMES_FROM.get(q, q).lower(), ({}, {}))
+    if q.lower() not in oa: missing.append(q)
+    fl = []
+    for f in fields:
+        key = f['rust'].replace('_','').lower()
+        js = names.get(key)
+        inline = False
+        if js is None:
+            js = camel(f['rust'].rstrip('_'))
+            if f['kind'] == 'message' and (resolve(rel, f['ty']) in NAMES_FROM or js == 'localObjectReference'):
+                inline = True; missing.append('INLINE ' + q + '.' + js)
+            else:
+                missing.append(q + '.' + f['rust'] + '->' + js)
+        kind, attrs = f['kind'], f['attrs']
+        rep = 'repeated' in attrs
+        if kind.startswith('btree_map'):
+            v = re.search(r'"string, (\w+)"', attrs).group(1)
+            if v == 'message':
+                t = resolve(rel, f['ty']); todo.append(t); ty = 'MapMsg("%s")' % t
+            else:
+                ty = {'string':'MapStr','bytes':'MapBytes'}[v]
+        elif kind == 'message':
+            t = resolve(rel, f['ty']); todo.append(t); ty = 'Msg("%s")' % t
+        else:
+            ty = {'string':'Str','int32':'I32','int64':'I64','bool':'Bool','double':'F64','bytes = "vec"':'Bytes'}[kind]
+        fl.append(dict(tag=f['tag'], json=js, ty=ty, rep=rep, req=req.get(key, False), inline=inline))
+    out[q] = fl
+
+print('\n'.join(missing), file=sys.stderr)
+json.dump(out, open('/tmp/pbgen/schema.json','w'), indent=1)
+print(len(out), sum(len(v) for v in out.values()), file=sys.stderr)
+
+PTR = set("""coordination.v1.LeaseSpec.leaseDurationSeconds coordination.v1.LeaseSpec.leaseTransitions coordination.v1.LeaseSpec.holderIdentity
+coordination.v1.LeaseSpec.strategy coordination.v1.LeaseSpec.preferredHolder
+core.v1.CSIVolumeSource.readOnly core.v1.ClusterTrustBundleProjection.optional core.v1.ConfigMap.immutable core.v1.ConfigMapEnvSource.optional
+core.v1.ConfigMapKeySelector.optional core.v1.ConfigMapProjection.optional core.v1.ConfigMapVolumeSource.defaultMode core.v1.ConfigMapVolumeSource.optional
+core.v1.ContainerStatus.started core.v1.DownwardAPIVolumeFile.mode core.v1.DownwardAPIVolumeSource.defaultMode core.v1.FcVolumeSource.lun
+core.v1.FileKeySelector.optional core.v1.KeyToPath.mode core.v1.NodeFeatures.supplementalGroupsPolicy core.v1.NodeRuntimeHandlerFeatures.recursiveReadOnlyMounts
+core.v1.NodeRuntimeHandlerFeatures.userNamespaces core.v1.NodeSwapStatus.capacity core.v1.PodCertificateProjection.maxExpirationSeconds
+core.v1.PodSecurityContext.runAsUser core.v1.PodSecurityContext.runAsGroup core.v1.PodSecurityContext.runAsNonRoot core.v1.PodSecurityContext.fsGroup
+core.v1.PodSpec.terminationGracePeriodSeconds core.v1.PodSpec.activeDeadlineSeconds core.v1.PodSpec.automountServiceAccountToken
+core.v1.PodSpec.shareProcessNamespace core.v1.PodSpec.priority core.v1.PodSpec.enableServiceLinks core.v1.PodSpec.setHostnameAsFQDN core.v1.PodSpec.hostUsers
+core.v1.Probe.terminationGracePeriodSeconds core.v1.ProjectedVolumeSource.defaultMode core.v1.Secret.immutable core.v1.SecretEnvSource.optional
+core.v1.SecretKeySelector.optional core.v1.SecretProjection.optional core.v1.SecretVolumeSource.defaultMode core.v1.SecretVolumeSource.optional
+core.v1.SecurityContext.privileged core.v1.SecurityContext.runAsUser core.v1.SecurityContext.runAsGroup core.v1.SecurityContext.runAsNonRoot
+core.v1.SecurityContext.readOnlyRootFilesystem core.v1.SecurityContext.allowPrivilegeEscalation core.v1.ServiceAccountTokenProjection.expirationSeconds
+core.v1.Toleration.tolerationSeconds core.v1.TopologySpreadConstraint.minDomains core.v1.WindowsSecurityContextOptions.hostProcess
+meta.v1.DeleteOptions.gracePeriodSeconds meta.v1.DeleteOptions.orphanDependents meta.v1.DeleteOptions.ignoreStoreReadErrorWithClusterBreakingPotential
+meta.v1.DeleteOptions.propagationPolicy meta.v1.Preconditions.uid meta.v1.Preconditions.resourceVersion
+meta.v1.ObjectMeta.deletionGracePeriodSeconds meta.v1.OwnerReference.controller meta.v1.OwnerReference.blockOwnerDeletion""".split())
+for q in out:
+    for f in out[q]:
+        f['ptr'] = (q + '.' + f['json']) in PTR
+        PTR.discard(q + '.' + f['json'])
+print('UNUSED PTR', PTR, file=sys.stderr)
+# ---- emit Rust
+lines = []
+for q in sorted(out):
+    fs = []
+    for f in sorted(out[q], key=lambda f: f['tag']):
+        flags = []
+        fs.append('        F { tag: %d, json: "%s", ty: %s, rep: %s, req: %s, ptr: %s, inline: %s },' % (
+            f['tag'], f['json'], f['ty'], 'true' if f['rep'] else 'false', 'true' if f['req'] else 'false', 'true' if f['ptr'] else 'false', 'true' if f['inline'] else 'false'))
+    lines.append('    M {\n        name: "%s",\n        fields: &[\n%s\n        ],\n    },' % (q, '\n'.join('    ' + x for x in fs)))
+open('/tmp/pbgen/table.rs','w').write('\n'.join(lines) + '\n')
+print(list(out), file=sys.stderr)
+# scalar optional fields, for the pointer review
+for q in sorted(out):
+    for f in out[q]:
+        if f['ty'] in ('Str','I32','I64','Bool','F64') and not f['rep'] and not f['req'] and f['ty'] != 'Str':
+            print('SCALAR', q, f['json'], f['ty'])

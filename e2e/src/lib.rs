@@ -56,13 +56,12 @@ pub fn free_port() -> u16 {
 /// names `what` and the last observation, so a failure says what was seen.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<Option<T>>) -> Result<T> {
     let deadline = Instant::now() + timeout;
-    let mut last = String::from("(never checked)");
     loop {
-        match check() {
+        let last = match check() {
             Ok(Some(v)) => return Ok(v),
-            Ok(None) => last = "condition not met yet".into(),
-            Err(e) => last = format!("{e:#}"),
-        }
+            Ok(None) => "condition not met yet".to_string(),
+            Err(e) => format!("{e:#}"),
+        };
         if Instant::now() >= deadline {
             bail!("timed out after {timeout:?} waiting for {what}; last: {last}");
         }

@@ -41,6 +41,9 @@ mod robustness {
         "ConfigMap",
         "Secret",
         "Lease",
+        "Deployment",
+        "ReplicaSet",
+        "DaemonSet",
         "Widget",
     ];
 

@@ -87,6 +87,15 @@ const NAMESPACE_VERBS: &[&str] = &[
     "create", "delete", "get", "list", "patch", "update", "watch",
 ];
 const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
+/// `autoscaling/v1` Scale of a workload (`kubectl scale`, HPA): replicas at
+/// `spec.replicas`, selector from `spec.selector`.
+pub const SCALE: Subresource = Subresource {
+    name: "scale",
+    group: "autoscaling",
+    version: "v1",
+    kind: "Scale",
+    verbs: STATUS_VERBS,
+};
 
 const RESOURCES: &[ResourceInfo] = &[
     ResourceInfo {
@@ -211,6 +220,69 @@ const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
     },
     ResourceInfo {
+        group: "apps",
+        version: "v1",
+        kind: "DaemonSet",
+        list_kind: "DaemonSetList",
+        plural: "daemonsets",
+        singular: "daemonset",
+        short_names: &["ds"],
+        namespaced: true,
+        verbs: FULL_VERBS,
+        categories: &["all"],
+        subresources: &[Subresource {
+            name: "status",
+            group: "apps",
+            version: "v1",
+            kind: "DaemonSet",
+            verbs: STATUS_VERBS,
+        }],
+    },
+    ResourceInfo {
+        group: "apps",
+        version: "v1",
+        kind: "Deployment",
+        list_kind: "DeploymentList",
+        plural: "deployments",
+        singular: "deployment",
+        short_names: &["deploy"],
+        namespaced: true,
+        verbs: FULL_VERBS,
+        categories: &["all"],
+        subresources: &[
+            SCALE,
+            Subresource {
+                name: "status",
+                group: "apps",
+                version: "v1",
+                kind: "Deployment",
+                verbs: STATUS_VERBS,
+            },
+        ],
+    },
+    ResourceInfo {
+        group: "apps",
+        version: "v1",
+        kind: "ReplicaSet",
+        list_kind: "ReplicaSetList",
+        plural: "replicasets",
+        singular: "replicaset",
+        short_names: &["rs"],
+        namespaced: true,
+        verbs: FULL_VERBS,
+        categories: &["all"],
+        subresources: &[
+            SCALE,
+            Subresource {
+                name: "status",
+                group: "apps",
+                version: "v1",
+                kind: "ReplicaSet",
+                verbs: STATUS_VERBS,
+            },
+        ],
+    },
+    ResourceInfo {
         group: "coordination.k8s.io",
         version: "v1",
         kind: "Lease",
@@ -285,6 +357,35 @@ mod tests {
         );
         assert!(by_plural("", "v1", "secrets").is_some());
         assert!(by_plural("", "v1", "deployments").is_none());
+    }
+
+    #[test]
+    fn apps_workloads_are_served_like_kubernetes() {
+        let deploy = by_plural("apps", "v1", "deployments").expect("deployments");
+        assert_eq!(deploy.kind, "Deployment");
+        assert_eq!(deploy.short_names, &["deploy"]);
+        assert_eq!(deploy.categories, &["all"]);
+        assert_eq!(deploy.api_version(), "apps/v1");
+        assert_eq!(deploy.key_prefix(), "/registry/apps/deployments/");
+        assert_eq!(
+            deploy
+                .subresource("scale")
+                .map(|s| (s.group, s.version, s.kind, s.verbs)),
+            Some((
+                "autoscaling",
+                "v1",
+                "Scale",
+                &["get", "patch", "update"][..]
+            ))
+        );
+        assert!(deploy.subresource("status").is_some());
+        let rs = by_kind("apps/v1", "ReplicaSet").expect("replicasets");
+        assert_eq!(rs.short_names, &["rs"]);
+        assert!(rs.subresource("scale").is_some());
+        let ds = by_plural("apps", "v1", "daemonsets").expect("daemonsets");
+        assert_eq!(ds.short_names, &["ds"]);
+        assert!(ds.subresource("scale").is_none());
+        assert!(by_plural("batch", "v1", "jobs").is_none());
     }
 
     #[test]

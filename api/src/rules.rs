@@ -25,8 +25,20 @@ pub fn defaults(kind: &str, obj: &mut Value) {
         "Pod" => {
             if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
                 default_pod_spec(spec);
+                // Pod-only defaults (`SetDefaults_Pod` and the Priority admission
+                // plugin), which pod templates do not get.
+                default_key(spec, "enableServiceLinks", Value::from(true));
+                default_key(spec, "priority", Value::from(0));
             }
         }
+        "Deployment" => default_deployment(obj),
+        "ReplicaSet" => {
+            if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+                default_key(spec, "replicas", Value::from(1));
+                default_template(spec);
+            }
+        }
+        "DaemonSet" => default_daemon_set(obj),
         "Namespace" => {
             set_default(obj, &["status", "phase"], Value::from("Active"));
         }
@@ -130,8 +142,6 @@ fn default_pod_spec(spec: &mut Map<String, Value>) {
     default_key(spec, "terminationGracePeriodSeconds", Value::from(30));
     default_key(spec, "dnsPolicy", Value::from("ClusterFirst"));
     default_key(spec, "schedulerName", Value::from("default-scheduler"));
-    default_key(spec, "enableServiceLinks", Value::from(true));
-    default_key(spec, "priority", Value::from(0));
     default_key(spec, "securityContext", Value::Object(Map::new()));
     for list in ["containers", "initContainers"] {
         if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
@@ -140,6 +150,82 @@ fn default_pod_spec(spec: &mut Map<String, Value>) {
             }
         }
     }
+}
+
+/// `spec.template.spec` of a workload gets the pod spec defaults
+/// (`SetDefaults_PodSpec`), as Kubernetes defaults every embedded PodSpec.
+fn default_template(spec: &mut Map<String, Value>) {
+    if let Some(pod_spec) = spec
+        .get_mut("template")
+        .and_then(|t| t.get_mut("spec"))
+        .and_then(Value::as_object_mut)
+    {
+        default_pod_spec(pod_spec);
+    }
+}
+
+/// The object at `o[key]`, created (or replacing a null) when missing;
+/// `None` when it holds something else.
+fn object_entry<'a>(
+    o: &'a mut Map<String, Value>,
+    key: &str,
+) -> Option<&'a mut Map<String, Value>> {
+    let slot = o
+        .entry(key.to_string())
+        .or_insert_with(|| Value::Object(Map::new()));
+    if slot.is_null() {
+        *slot = Value::Object(Map::new());
+    }
+    slot.as_object_mut()
+}
+
+/// Sets `o[key]` when it is missing, null or an empty string (Go's zero
+/// value for a string enum).
+fn default_enum(o: &mut Map<String, Value>, key: &str, value: &str) {
+    let missing = o
+        .get(key)
+        .is_none_or(|v| v.is_null() || v.as_str() == Some(""));
+    if missing {
+        o.insert(key.to_string(), Value::from(value));
+    }
+}
+
+/// apps/v1 `SetDefaults_Deployment`.
+fn default_deployment(obj: &mut Value) {
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    default_key(spec, "replicas", Value::from(1));
+    default_key(spec, "revisionHistoryLimit", Value::from(10));
+    default_key(spec, "progressDeadlineSeconds", Value::from(600));
+    if let Some(strategy) = object_entry(spec, "strategy") {
+        default_enum(strategy, "type", "RollingUpdate");
+        if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+            && let Some(ru) = object_entry(strategy, "rollingUpdate")
+        {
+            default_key(ru, "maxUnavailable", Value::from("25%"));
+            default_key(ru, "maxSurge", Value::from("25%"));
+        }
+    }
+    default_template(spec);
+}
+
+/// apps/v1 `SetDefaults_DaemonSet`.
+fn default_daemon_set(obj: &mut Value) {
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    default_key(spec, "revisionHistoryLimit", Value::from(10));
+    if let Some(strategy) = object_entry(spec, "updateStrategy") {
+        default_enum(strategy, "type", "RollingUpdate");
+        if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate")
+            && let Some(ru) = object_entry(strategy, "rollingUpdate")
+        {
+            default_key(ru, "maxUnavailable", Value::from(1));
+            default_key(ru, "maxSurge", Value::from(0));
+        }
+    }
+    default_template(spec);
 }
 
 /// Kubernetes pulls `:latest` (or untagged) images every time and others
@@ -196,6 +282,7 @@ fn round_trip<T: DeserializeOwned + Serialize>(obj: &Value) -> Result<Value, Dec
 /// Decodes `obj` into the k8s-openapi type of `kind` and encodes it back;
 /// `None` when `kind` has no typed schema here.
 fn typed_round_trip(kind: &str, obj: &Value) -> Option<Result<Value, DecodeError>> {
+    use k8s_openapi::api::apps::v1 as apps;
     use k8s_openapi::api::coordination::v1 as coordination;
     use k8s_openapi::api::core::v1 as core;
     let mut obj = obj.clone();
@@ -213,6 +300,9 @@ fn typed_round_trip(kind: &str, obj: &Value) -> Option<Result<Value, DecodeError
         "ConfigMap" => round_trip::<core::ConfigMap>(&obj),
         "Secret" => round_trip::<core::Secret>(&obj),
         "Lease" => round_trip::<coordination::Lease>(&obj),
+        "Deployment" => round_trip::<apps::Deployment>(&obj),
+        "ReplicaSet" => round_trip::<apps::ReplicaSet>(&obj),
+        "DaemonSet" => round_trip::<apps::DaemonSet>(&obj),
         _ => return None,
     })
 }
@@ -242,6 +332,7 @@ pub fn validate(kind: &str, obj: &Value) -> Vec<FieldCause> {
         "Secret" => validate_secret(obj, &mut causes),
         "Event" => validate_event(obj, &mut causes),
         "Lease" => validate_lease(obj, &mut causes),
+        "Deployment" | "ReplicaSet" | "DaemonSet" => validate_workload(kind, obj, &mut causes),
         _ => {}
     }
     causes
@@ -681,6 +772,362 @@ fn validate_lease(lease: &Value, causes: &mut Vec<FieldCause>) {
     }
 }
 
+/// `field` of `obj`, when present, must be an integer ≥ 0.
+fn non_negative(obj: &Value, key: &str, field: &str, causes: &mut Vec<FieldCause>) {
+    if let Some(n) = obj.get(key).and_then(Value::as_i64)
+        && n < 0
+    {
+        causes.push(invalid(
+            field,
+            &Value::from(n),
+            "must be greater than or equal to 0",
+        ));
+    }
+}
+
+/// A label map as Go's `%#v` prints it, which is how Kubernetes shows
+/// template labels in the selector mismatch message.
+fn go_string_map(labels: Option<&Value>) -> String {
+    let Some(m) = labels.and_then(Value::as_object).filter(|m| !m.is_empty()) else {
+        return "map[string]string(nil)".into();
+    };
+    let mut entries: Vec<(&String, &Value)> = m.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    let body = entries
+        .iter()
+        .map(|(k, v)| {
+            let v = v.as_str().map(quote).unwrap_or_else(|| v.to_string());
+            format!("{}:{v}", quote(k))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("map[string]string{{{body}}}")
+}
+
+/// A `metav1.LabelSelector` as Go's `%#v` prints it, which is how
+/// Kubernetes shows a selector in the "field is immutable" message.
+fn go_selector(sel: &Value) -> String {
+    let go_strings = |v: Option<&Value>| -> String {
+        match v.and_then(Value::as_array) {
+            Some(a) if !a.is_empty() => format!(
+                "[]string{{{}}}",
+                a.iter()
+                    .map(|x| x.as_str().map(quote).unwrap_or_else(|| x.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => "[]string(nil)".into(),
+        }
+    };
+    let expressions = match sel.get("matchExpressions").and_then(Value::as_array) {
+        Some(a) if !a.is_empty() => format!(
+            "[]v1.LabelSelectorRequirement{{{}}}",
+            a.iter()
+                .map(|e| format!(
+                    "v1.LabelSelectorRequirement{{Key:{}, Operator:{}, Values:{}}}",
+                    quote(str_of(e, "key").unwrap_or("")),
+                    quote(str_of(e, "operator").unwrap_or("")),
+                    go_strings(e.get("values"))
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => "[]v1.LabelSelectorRequirement(nil)".into(),
+    };
+    format!(
+        "v1.LabelSelector{{MatchLabels:{}, MatchExpressions:{expressions}}}",
+        go_string_map(sel.get("matchLabels"))
+    )
+}
+
+/// `spec.selector` of a workload: required, valid, non-empty.
+fn workload_selector(
+    kind: &str,
+    spec: &Value,
+    causes: &mut Vec<FieldCause>,
+) -> Option<crate::selector::LabelSelector> {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as K8sSelector;
+    let raw = spec.get("selector").filter(|v| !v.is_null());
+    let Some(raw) = raw else {
+        causes.push(FieldCause::required("spec.selector"));
+        return None;
+    };
+    let typed: K8sSelector = match serde_json::from_value(raw.clone()) {
+        Ok(t) => t,
+        Err(e) => {
+            causes.push(invalid("spec.selector", raw, &e.to_string()));
+            return None;
+        }
+    };
+    for (k, v) in typed.match_labels.iter().flatten() {
+        for msg in names::qualified_name_errors(k) {
+            causes.push(invalid(
+                "spec.selector.matchLabels",
+                &Value::from(k.as_str()),
+                &msg,
+            ));
+        }
+        for msg in names::label_value_errors(v) {
+            causes.push(invalid(
+                "spec.selector.matchLabels",
+                &Value::from(v.as_str()),
+                &msg,
+            ));
+        }
+    }
+    match crate::selector::LabelSelector::from_k8s(&typed) {
+        Err(e) => {
+            causes.push(invalid("spec.selector", raw, &e.to_string()));
+            None
+        }
+        Ok(sel) if sel.is_empty() => {
+            // Kubernetes says "deployment" for ReplicaSets too.
+            let what = if kind == "DaemonSet" {
+                "daemonset"
+            } else {
+                "deployment"
+            };
+            causes.push(invalid(
+                "spec.selector",
+                raw,
+                &format!("empty selector is invalid for {what}"),
+            ));
+            None
+        }
+        Ok(sel) => Some(sel),
+    }
+}
+
+/// An int-or-percent field of a rolling update; returns its value as an
+/// integer or percentage, `None` when invalid (a cause is recorded).
+fn int_or_percent(
+    v: Option<&Value>,
+    field: &str,
+    causes: &mut Vec<FieldCause>,
+) -> Option<(i64, bool)> {
+    let v = v.filter(|v| !v.is_null())?;
+    if let Some(n) = v.as_i64() {
+        if n < 0 {
+            causes.push(invalid(field, v, "must be greater than or equal to 0"));
+            return None;
+        }
+        return Some((n, false));
+    }
+    let s = v.as_str().unwrap_or("");
+    let digits = s.strip_suffix('%').unwrap_or("");
+    match digits.parse::<i64>() {
+        Ok(n) if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) => {
+            Some((n, true))
+        }
+        _ => {
+            causes.push(invalid(
+                field,
+                v,
+                "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')",
+            ));
+            None
+        }
+    }
+}
+
+/// `maxUnavailable`/`maxSurge` of a rolling update at `base`.
+fn validate_rolling_update(ru: &Value, base: &str, causes: &mut Vec<FieldCause>) {
+    let unavailable_field = format!("{base}.maxUnavailable");
+    let surge_field = format!("{base}.maxSurge");
+    let unavailable = int_or_percent(ru.get("maxUnavailable"), &unavailable_field, causes);
+    let surge = int_or_percent(ru.get("maxSurge"), &surge_field, causes);
+    if let Some((n, true)) = unavailable
+        && n > 100
+    {
+        causes.push(invalid(
+            unavailable_field.clone(),
+            ru.get("maxUnavailable").unwrap_or(&Value::Null),
+            "must not be greater than 100%",
+        ));
+    }
+    if unavailable.is_some_and(|(n, _)| n == 0) && surge.is_none_or(|(n, _)| n == 0) {
+        causes.push(invalid(
+            unavailable_field,
+            ru.get("maxUnavailable").unwrap_or(&Value::Null),
+            "may not be 0 when `maxSurge` is 0",
+        ));
+    }
+}
+
+fn validate_deployment_strategy(spec: &Value, causes: &mut Vec<FieldCause>) {
+    let Some(strategy) = spec.get("strategy").filter(|v| v.is_object()) else {
+        return;
+    };
+    let ru = strategy.get("rollingUpdate").filter(|v| !v.is_null());
+    match strategy.get("type").and_then(Value::as_str).unwrap_or("") {
+        "Recreate" => {
+            if ru.is_some() {
+                causes.push(FieldCause::forbidden(
+                    "spec.strategy.rollingUpdate",
+                    "Forbidden: may not be specified when strategy `type` is 'Recreate'",
+                ));
+            }
+        }
+        "RollingUpdate" => match ru {
+            Some(ru) => validate_rolling_update(ru, "spec.strategy.rollingUpdate", causes),
+            None => causes.push(FieldCause::new(
+                "FieldValueRequired",
+                "spec.strategy.rollingUpdate",
+                "Required value: this should be defaulted and never be nil",
+            )),
+        },
+        _ => causes.push(not_supported(
+            "spec.strategy.type",
+            strategy.get("type").unwrap_or(&Value::Null),
+            &["Recreate", "RollingUpdate"],
+        )),
+    }
+}
+
+fn validate_daemon_set_strategy(spec: &Value, causes: &mut Vec<FieldCause>) {
+    let Some(strategy) = spec.get("updateStrategy").filter(|v| v.is_object()) else {
+        return;
+    };
+    match strategy.get("type").and_then(Value::as_str).unwrap_or("") {
+        "OnDelete" => {}
+        "RollingUpdate" => {
+            if let Some(ru) = strategy.get("rollingUpdate").filter(|v| !v.is_null()) {
+                validate_rolling_update(ru, "spec.updateStrategy.rollingUpdate", causes);
+            }
+        }
+        _ => causes.push(not_supported(
+            "spec.updateStrategy.type",
+            strategy.get("type").unwrap_or(&Value::Null),
+            &["OnDelete", "RollingUpdate"],
+        )),
+    }
+}
+
+/// Deployments, ReplicaSets and DaemonSets (`ValidateDeploymentSpec`,
+/// `ValidateReplicaSetSpec`, `ValidateDaemonSetSpec`): counts, strategy,
+/// the selector and the pod template, whose spec follows the pod rules with
+/// paths under `spec.template.spec`.
+fn validate_workload(kind: &str, obj: &Value, causes: &mut Vec<FieldCause>) {
+    let empty = Value::Object(Map::new());
+    let spec = obj.get("spec").filter(|s| s.is_object()).unwrap_or(&empty);
+    if kind != "DaemonSet" {
+        non_negative(spec, "replicas", "spec.replicas", causes);
+    }
+    non_negative(spec, "minReadySeconds", "spec.minReadySeconds", causes);
+    if kind != "ReplicaSet" {
+        non_negative(
+            spec,
+            "revisionHistoryLimit",
+            "spec.revisionHistoryLimit",
+            causes,
+        );
+    }
+    match kind {
+        "Deployment" => {
+            validate_deployment_strategy(spec, causes);
+            if let Some(p) = spec.get("progressDeadlineSeconds").and_then(Value::as_i64) {
+                let min_ready = spec
+                    .get("minReadySeconds")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                if p < 0 {
+                    non_negative(
+                        spec,
+                        "progressDeadlineSeconds",
+                        "spec.progressDeadlineSeconds",
+                        causes,
+                    );
+                } else if p <= min_ready {
+                    causes.push(invalid(
+                        "spec.progressDeadlineSeconds",
+                        &Value::from(p),
+                        "must be greater than minReadySeconds",
+                    ));
+                }
+            }
+        }
+        "DaemonSet" => validate_daemon_set_strategy(spec, causes),
+        _ => {}
+    }
+    let selector = workload_selector(kind, spec, causes);
+    let template = spec
+        .get("template")
+        .filter(|t| t.is_object())
+        .unwrap_or(&empty);
+    let labels = template.pointer("/metadata/labels");
+    if let Some(m) = labels.and_then(Value::as_object) {
+        for (k, v) in m {
+            for msg in names::qualified_name_errors(k) {
+                causes.push(invalid(
+                    "spec.template.metadata.labels",
+                    &Value::from(k.as_str()),
+                    &msg,
+                ));
+            }
+            if let Some(v) = v.as_str() {
+                for msg in names::label_value_errors(v) {
+                    causes.push(invalid(
+                        "spec.template.metadata.labels",
+                        &Value::from(v),
+                        &msg,
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(sel) = selector
+        && !sel.matches(&crate::selector::labels_of(template))
+    {
+        causes.push(FieldCause::invalid(
+            "spec.template.metadata.labels",
+            format!(
+                "Invalid value: {}: `selector` does not match template `labels`",
+                go_string_map(labels)
+            ),
+        ));
+    }
+    // The template's spec is a pod spec: reuse the pod rules, moving their
+    // paths under spec.template.
+    let pod = serde_json::json!({ "spec": template.get("spec").cloned().unwrap_or_else(|| Value::Object(Map::new())) });
+    let mut pod_causes = Vec::new();
+    validate_pod(&pod, &mut pod_causes);
+    for mut c in pod_causes {
+        if c.field == "spec.restartPolicy" {
+            continue;
+        }
+        c.field = format!("spec.template.{}", c.field);
+        causes.push(c);
+    }
+    let pod_spec = &pod["spec"];
+    if let Some(p) = pod_spec.get("restartPolicy").filter(|v| !v.is_null())
+        && p.as_str() != Some("Always")
+    {
+        causes.push(not_supported(
+            "spec.template.spec.restartPolicy",
+            p,
+            &["Always"],
+        ));
+    }
+    if pod_spec
+        .get("activeDeadlineSeconds")
+        .is_some_and(|v| !v.is_null())
+    {
+        let v = &pod_spec["activeDeadlineSeconds"];
+        causes.push(if kind == "DaemonSet" {
+            invalid(
+                "spec.template.spec.activeDeadlineSeconds",
+                v,
+                "activeDeadlineSeconds must be nil for daemon set",
+            )
+        } else {
+            FieldCause::forbidden(
+                "spec.template.spec.activeDeadlineSeconds",
+                "Forbidden: activeDeadlineSeconds in ReplicaSet is not Supported",
+            )
+        });
+    }
+}
+
 const POD_UPDATE_FORBIDDEN: &str = "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
 
 /// Validates what an update may change (on top of [`validate`] of the new
@@ -711,9 +1158,41 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<FieldCause> 
             }
         }
         "ConfigMap" | "Secret" => immutable_data_update(kind, old, new, &mut causes),
+        // apps/v1 selectors are immutable: changing one would orphan the
+        // pods the old one selected.
+        "Deployment" | "ReplicaSet" | "DaemonSet" => {
+            let o = normalized_selector(old.pointer("/spec/selector"));
+            let n = normalized_selector(new.pointer("/spec/selector"));
+            if o != n {
+                causes.push(FieldCause::invalid(
+                    "spec.selector",
+                    format!("Invalid value: {}: field is immutable", go_selector(&n)),
+                ));
+            }
+        }
         _ => {}
     }
     causes
+}
+
+/// A label selector with empty maps and lists dropped, for the semantic
+/// comparison Kubernetes makes (`matchLabels: {}` equals no `matchLabels`).
+fn normalized_selector(sel: Option<&Value>) -> Value {
+    let mut out = Map::new();
+    if let Some(o) = sel.and_then(Value::as_object) {
+        for (k, v) in o {
+            let empty = match v {
+                Value::Null => true,
+                Value::Object(m) => m.is_empty(),
+                Value::Array(a) => a.is_empty(),
+                _ => false,
+            };
+            if !empty {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Value::Object(out)
 }
 
 /// The pod spec with everything an update may change made equal to `old`'s,
@@ -892,11 +1371,27 @@ pub fn prepare_update(kind: &str, old: &Value, new: &Value) -> Value {
 
 /// The object a status update stores: `old` with `new`'s status. Metadata
 /// stays `old`'s (labels, annotations, finalizers, owners), except the
-/// `resourceVersion` the writer sent, which is its precondition.
+/// `resourceVersion` the writer sent, which is its precondition, and, for
+/// the apps workloads, the annotations.
 pub fn prepare_status_update(kind: &str, old: &Value, new: &Value) -> Value {
-    let _ = kind;
     let mut out = old.clone();
     if let Some(o) = out.as_object_mut() {
+        // The apps status strategies keep only the spec (and labels): their
+        // controllers record annotations such as
+        // `deployment.kubernetes.io/revision` with the status, which must not
+        // bump the generation as a main-resource write would.
+        if matches!(kind, "Deployment" | "ReplicaSet" | "DaemonSet")
+            && let Some(meta) = o.get_mut("metadata").and_then(Value::as_object_mut)
+        {
+            match new.pointer("/metadata/annotations") {
+                Some(a) if !a.is_null() => {
+                    meta.insert("annotations".into(), a.clone());
+                }
+                _ => {
+                    meta.remove("annotations");
+                }
+            }
+        }
         match new.get("status") {
             Some(s) => {
                 o.insert("status".into(), s.clone());
@@ -917,9 +1412,21 @@ pub fn prepare_status_update(kind: &str, old: &Value, new: &Value) -> Value {
 }
 
 /// Whether anything but `metadata`, `status`, `apiVersion` and `kind`
-/// changed: what bumps `metadata.generation`.
+/// changed: what bumps `metadata.generation`. Deployments also count
+/// annotation changes, as Kubernetes' deployment strategy does, because the
+/// controller copies annotations to the ReplicaSets.
 pub fn spec_changed(kind: &str, old: &Value, new: &Value) -> bool {
-    let _ = kind;
+    if kind == "Deployment" {
+        let annotations = |v: &Value| {
+            v.pointer("/metadata/annotations")
+                .and_then(Value::as_object)
+                .filter(|m| !m.is_empty())
+                .cloned()
+        };
+        if annotations(old) != annotations(new) {
+            return true;
+        }
+    }
     let strip = |v: &Value| -> Map<String, Value> {
         let mut m = v.as_object().cloned().unwrap_or_default();
         for k in ["metadata", "status", "apiVersion", "kind"] {
@@ -1327,8 +1834,274 @@ mod tests {
         ));
     }
 
+    fn deployment() -> Value {
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "hello:v1", "ports": [{"containerPort": 80}]}]},
+                },
+            },
+        })
+    }
+
+    fn defaulted_deployment() -> Value {
+        let mut d = deployment();
+        defaults("Deployment", &mut d);
+        d
+    }
+
+    #[test]
+    fn deployment_defaults_match_kubernetes() {
+        let d = defaulted_deployment();
+        let spec = &d["spec"];
+        assert_eq!(spec["replicas"], 1);
+        assert_eq!(spec["revisionHistoryLimit"], 10);
+        assert_eq!(spec["progressDeadlineSeconds"], 600);
+        assert_eq!(
+            spec["strategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+        );
+        let pod = &spec["template"]["spec"];
+        assert_eq!(pod["restartPolicy"], "Always");
+        assert_eq!(pod["dnsPolicy"], "ClusterFirst");
+        assert_eq!(pod["terminationGracePeriodSeconds"], 30);
+        assert_eq!(pod["schedulerName"], "default-scheduler");
+        assert_eq!(pod["securityContext"], json!({}));
+        // Pod-only defaults stay off templates, as in Kubernetes.
+        assert!(pod.get("enableServiceLinks").is_none());
+        assert!(pod.get("priority").is_none());
+        let c = &pod["containers"][0];
+        assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(c["terminationMessagePath"], "/dev/termination-log");
+        assert_eq!(c["ports"][0]["protocol"], "TCP");
+        assert_eq!(validate("Deployment", &d), vec![]);
+        assert_eq!(unknown_fields("Deployment", &d), Vec::<String>::new());
+    }
+
+    #[test]
+    fn recreate_deployments_get_no_rolling_update() {
+        let mut d = deployment();
+        d["spec"]["strategy"] = json!({"type": "Recreate"});
+        d["spec"]["replicas"] = json!(0);
+        defaults("Deployment", &mut d);
+        assert_eq!(d["spec"]["strategy"], json!({"type": "Recreate"}));
+        assert_eq!(d["spec"]["replicas"], 0, "an explicit zero is kept");
+        assert_eq!(validate("Deployment", &d), vec![]);
+        d["spec"]["strategy"]["rollingUpdate"] = json!({"maxSurge": 1});
+        let causes = validate("Deployment", &d);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "spec.strategy.rollingUpdate");
+        assert_eq!(causes[0].reason, "FieldValueForbidden");
+    }
+
+    #[test]
+    fn replica_set_and_daemon_set_defaults() {
+        let mut rs = deployment();
+        rs["kind"] = json!("ReplicaSet");
+        defaults("ReplicaSet", &mut rs);
+        assert_eq!(rs["spec"]["replicas"], 1);
+        assert!(rs["spec"].get("strategy").is_none());
+        assert_eq!(rs["spec"]["template"]["spec"]["restartPolicy"], "Always");
+        assert_eq!(validate("ReplicaSet", &rs), vec![]);
+        let mut ds = deployment();
+        ds["kind"] = json!("DaemonSet");
+        defaults("DaemonSet", &mut ds);
+        assert!(ds["spec"].get("replicas").is_none());
+        assert_eq!(
+            ds["spec"]["updateStrategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
+        );
+        assert_eq!(validate("DaemonSet", &ds), vec![]);
+    }
+
+    #[test]
+    fn selector_must_match_template_labels() {
+        let mut d = defaulted_deployment();
+        d["spec"]["template"]["metadata"]["labels"] = json!({"app": "other", "x": "y"});
+        let causes = validate("Deployment", &d);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "spec.template.metadata.labels");
+        assert_eq!(
+            causes[0].message,
+            "Invalid value: map[string]string{\"app\":\"other\", \"x\":\"y\"}: `selector` does not match template `labels`"
+        );
+        assert_eq!(causes[0].reason, "FieldValueInvalid");
+    }
+
+    #[test]
+    fn selector_is_required_and_not_empty() {
+        let mut d = defaulted_deployment();
+        d["spec"].as_object_mut().map(|s| s.remove("selector"));
+        assert_eq!(
+            validate("Deployment", &d),
+            vec![FieldCause::required("spec.selector")]
+        );
+        d["spec"]["selector"] = json!({});
+        let causes = validate("Deployment", &d);
+        assert_eq!(causes.len(), 1);
+        assert!(
+            causes[0]
+                .message
+                .ends_with("empty selector is invalid for deployment"),
+            "{}",
+            causes[0].message
+        );
+        d["spec"]["selector"] =
+            json!({"matchExpressions": [{"key": "app", "operator": "Near", "values": ["web"]}]});
+        assert_eq!(validate("Deployment", &d)[0].field, "spec.selector");
+    }
+
+    #[test]
+    fn workload_counts_and_strategy_are_checked() {
+        let mut d = defaulted_deployment();
+        d["spec"]["replicas"] = json!(-1);
+        d["spec"]["strategy"]["rollingUpdate"] = json!({"maxUnavailable": 0, "maxSurge": "0%"});
+        d["spec"]["minReadySeconds"] = json!(700);
+        let causes = validate("Deployment", &d);
+        let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.replicas",
+                "spec.strategy.rollingUpdate.maxUnavailable",
+                "spec.progressDeadlineSeconds"
+            ]
+        );
+        assert_eq!(
+            causes[0].message,
+            "Invalid value: -1: must be greater than or equal to 0"
+        );
+        assert_eq!(
+            causes[1].message,
+            "Invalid value: 0: may not be 0 when `maxSurge` is 0"
+        );
+        let mut d = defaulted_deployment();
+        d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] = json!("150%");
+        d["spec"]["strategy"]["rollingUpdate"]["maxSurge"] = json!("lots");
+        let causes = validate("Deployment", &d);
+        assert_eq!(causes.len(), 2, "{causes:?}");
+        let mut d = defaulted_deployment();
+        d["spec"]["strategy"]["type"] = json!("BlueGreen");
+        assert_eq!(
+            validate("Deployment", &d)[0].reason,
+            "FieldValueNotSupported"
+        );
+    }
+
+    #[test]
+    fn template_pod_spec_follows_pod_rules_under_its_path() {
+        let mut d = defaulted_deployment();
+        d["spec"]["template"]["spec"]["containers"][0]["image"] = json!("");
+        d["spec"]["template"]["spec"]["restartPolicy"] = json!("Never");
+        d["spec"]["template"]["spec"]["activeDeadlineSeconds"] = json!(5);
+        let causes = validate("Deployment", &d);
+        let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.template.spec.containers[0].image",
+                "spec.template.spec.restartPolicy",
+                "spec.template.spec.activeDeadlineSeconds"
+            ]
+        );
+        assert_eq!(
+            causes[1].message,
+            "Unsupported value: \"Never\": supported values: \"Always\""
+        );
+        let mut d = defaulted_deployment();
+        d["spec"]["template"]["spec"]["containers"] = json!([]);
+        assert_eq!(
+            validate("Deployment", &d),
+            vec![FieldCause::required("spec.template.spec.containers")]
+        );
+        let mut d = defaulted_deployment();
+        d["spec"]["template"]["spec"]["containers"][0]["imagee"] = json!("x");
+        assert_eq!(
+            unknown_fields("Deployment", &d),
+            vec!["spec.template.spec.containers[0].imagee"]
+        );
+    }
+
+    #[test]
+    fn workload_selectors_are_immutable() {
+        let old = defaulted_deployment();
+        let mut new = old.clone();
+        new["spec"]["replicas"] = json!(5);
+        new["spec"]["template"]["spec"]["containers"][0]["image"] = json!("hello:v2");
+        new["spec"]["selector"]["matchExpressions"] = json!([]);
+        assert_eq!(validate_update("Deployment", &old, &new), vec![]);
+        new["spec"]["selector"] = json!({"matchLabels": {"app": "web2"}});
+        let causes = validate_update("Deployment", &old, &new);
+        assert_eq!(causes.len(), 1);
+        assert_eq!(causes[0].field, "spec.selector");
+        assert!(causes[0].message.ends_with("field is immutable"));
+        assert_eq!(validate_update("ReplicaSet", &old, &new).len(), 1);
+    }
+
+    #[test]
+    fn immutable_selector_message_prints_the_go_value() {
+        let old = defaulted_deployment();
+        let mut new = old.clone();
+        new["spec"]["selector"] = json!({"matchLabels": {"run": "x", "app": "y"}});
+        assert_eq!(
+            validate_update("Deployment", &old, &new)[0].message,
+            "Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"y\", \"run\":\"x\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable"
+        );
+        new["spec"]["selector"] =
+            json!({"matchExpressions": [{"key": "a", "operator": "In", "values": ["b", "c"]}]});
+        assert_eq!(
+            validate_update("Deployment", &old, &new)[0].message,
+            "Invalid value: v1.LabelSelector{MatchLabels:map[string]string(nil), MatchExpressions:[]v1.LabelSelectorRequirement{v1.LabelSelectorRequirement{Key:\"a\", Operator:\"In\", Values:[]string{\"b\", \"c\"}}}}: field is immutable"
+        );
+    }
+
+    #[test]
+    fn workload_status_writes_carry_annotations_but_not_labels() {
+        let mut old = defaulted_deployment();
+        old["metadata"]["labels"] = json!({"app": "web"});
+        let mut new = old.clone();
+        new["metadata"]["annotations"] = json!({"deployment.kubernetes.io/revision": "1"});
+        new["metadata"]["labels"] = json!({"app": "hacked"});
+        new["spec"]["replicas"] = json!(9);
+        new["status"] = json!({"replicas": 1});
+        let out = prepare_status_update("Deployment", &old, &new);
+        assert_eq!(
+            out["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+            "1"
+        );
+        assert_eq!(out["metadata"]["labels"]["app"], "web");
+        assert_eq!(out["spec"]["replicas"], 1);
+        assert_eq!(out["status"]["replicas"], 1);
+        // Pods keep the old annotations on a status write.
+        let pod_out = prepare_status_update("Pod", &defaulted_pod(), &new);
+        assert!(pod_out["metadata"].get("annotations").is_none());
+    }
+
+    #[test]
+    fn deployment_generation_follows_spec_and_annotations() {
+        let old = defaulted_deployment();
+        let mut new = old.clone();
+        new["metadata"]["labels"] = json!({"a": "b"});
+        new["status"] = json!({"replicas": 1});
+        assert!(!spec_changed("Deployment", &old, &new));
+        new["spec"]["replicas"] = json!(3);
+        assert!(spec_changed("Deployment", &old, &new));
+        let mut annotated = old.clone();
+        annotated["metadata"]["annotations"] = json!({"kubernetes.io/change-cause": "x"});
+        assert!(spec_changed("Deployment", &old, &annotated));
+        assert!(!spec_changed("ReplicaSet", &old, &annotated));
+    }
+
     #[test]
     fn status_subresource_kinds() {
+        assert!(has_status_subresource("Deployment"));
+        assert!(has_status_subresource("ReplicaSet"));
+        assert!(has_status_subresource("DaemonSet"));
         assert!(has_status_subresource("Pod"));
         assert!(has_status_subresource("Node"));
         assert!(has_status_subresource("Namespace"));

@@ -736,6 +736,7 @@ const EVENT_FIELDS: &[&str] = &[
     "type",
 ];
 const SECRET_FIELDS: &[&str] = &["metadata.name", "metadata.namespace", "type"];
+const REPLICASET_FIELDS: &[&str] = &["metadata.name", "metadata.namespace", "status.replicas"];
 
 /// The field labels `kind` supports in field selectors.
 pub fn supported_fields(kind: &str) -> &'static [&'static str] {
@@ -745,6 +746,7 @@ pub fn supported_fields(kind: &str) -> &'static [&'static str] {
         "Namespace" => NAMESPACE_FIELDS,
         "Event" => EVENT_FIELDS,
         "Secret" => SECRET_FIELDS,
+        "ReplicaSet" => REPLICASET_FIELDS,
         _ => COMMON_FIELDS,
     }
 }
@@ -773,6 +775,12 @@ pub fn field_value(kind: &str, obj: &Value, field: &str) -> Option<String> {
     let value = match (kind, field) {
         ("Pod", "spec.hostNetwork") => bool_at(obj, "/spec/hostNetwork"),
         ("Node", "spec.unschedulable") => bool_at(obj, "/spec/unschedulable"),
+        // An int32 that Kubernetes selects by its decimal text; absent is 0.
+        ("ReplicaSet", "status.replicas") => obj
+            .pointer("/status/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            .to_string(),
         ("Event", "source") => {
             let component = string_at(obj, "/source/component");
             if component.is_empty() {
@@ -995,6 +1003,15 @@ mod tests {
         assert!(sel.validate_for("Pod").is_ok());
         assert!(!sel.matches("ConfigMap", &json!({})));
         assert_eq!(fparse("type=Opaque").validate_for("Secret"), Ok(()));
+        let rs = json!({"metadata": {"name": "web-1"}, "status": {"replicas": 3}});
+        assert!(fparse("status.replicas=3").matches("ReplicaSet", &rs));
+        assert!(fparse("status.replicas!=0").matches("ReplicaSet", &rs));
+        assert!(fparse("status.replicas=0").matches("ReplicaSet", &json!({})));
+        assert!(
+            fparse("status.replicas=3")
+                .validate_for("Deployment")
+                .is_err()
+        );
     }
 
     #[test]

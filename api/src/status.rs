@@ -1,6 +1,8 @@
 //! Kubernetes `Status` objects: the one shape every API error takes on the wire.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, Status, StatusCause, StatusDetails};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    ListMeta, Status, StatusCause, StatusDetails,
+};
 
 /// A field-level problem found by validation (becomes a `details.causes` entry).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,7 +17,11 @@ pub struct FieldCause {
 
 impl FieldCause {
     pub fn new(reason: &str, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { reason: reason.to_string(), field: field.into(), message: message.into() }
+        Self {
+            reason: reason.to_string(),
+            field: field.into(),
+            message: message.into(),
+        }
     }
     pub fn required(field: impl Into<String>) -> Self {
         Self::new("FieldValueRequired", field, "Required value")
@@ -70,18 +76,30 @@ pub fn success(group: &str, kind: &str, name: &str, uid: Option<&str>) -> Status
 /// `qualified` is the resource as Kubernetes names it in messages: `pods`,
 /// `deployments.apps`.
 fn qualified(group: &str, resource: &str) -> String {
-    if group.is_empty() { resource.to_string() } else { format!("{resource}.{group}") }
+    if group.is_empty() {
+        resource.to_string()
+    } else {
+        format!("{resource}.{group}")
+    }
 }
 
 /// 404: `pods "nope" not found`.
 pub fn not_found(group: &str, resource: &str, name: &str) -> Status {
-    let s = failure(404, "NotFound", format!("{} \"{name}\" not found", qualified(group, resource)));
+    let s = failure(
+        404,
+        "NotFound",
+        format!("{} \"{name}\" not found", qualified(group, resource)),
+    );
     with_details(s, group, resource, name)
 }
 
 /// 409: `pods "x" already exists`.
 pub fn already_exists(group: &str, resource: &str, name: &str) -> Status {
-    let s = failure(409, "AlreadyExists", format!("{} \"{name}\" already exists", qualified(group, resource)));
+    let s = failure(
+        409,
+        "AlreadyExists",
+        format!("{} \"{name}\" already exists", qualified(group, resource)),
+    );
     with_details(s, group, resource, name)
 }
 
@@ -90,7 +108,10 @@ pub fn conflict(group: &str, resource: &str, name: &str, why: &str) -> Status {
     let s = failure(
         409,
         "Conflict",
-        format!("Operation cannot be fulfilled on {} \"{name}\": {why}", qualified(group, resource)),
+        format!(
+            "Operation cannot be fulfilled on {} \"{name}\": {why}",
+            qualified(group, resource)
+        ),
     );
     with_details(s, group, resource, name)
 }
@@ -112,7 +133,11 @@ pub fn invalid(group: &str, kind: &str, name: &str, causes: Vec<FieldCause>) -> 
         d.causes = Some(
             causes
                 .into_iter()
-                .map(|c| StatusCause { reason: Some(c.reason), message: Some(c.message), field: Some(c.field) })
+                .map(|c| StatusCause {
+                    reason: Some(c.reason),
+                    message: Some(c.message),
+                    field: Some(c.field),
+                })
                 .collect(),
         );
     }
@@ -141,17 +166,29 @@ pub fn method_not_allowed(message: impl Into<String>) -> Status {
 
 /// 410 Expired: `too old resource version: 109 (150)`.
 pub fn expired(requested: i64, oldest: i64) -> Status {
-    failure(410, "Expired", format!("too old resource version: {requested} ({oldest})"))
+    failure(
+        410,
+        "Expired",
+        format!("too old resource version: {requested} ({oldest})"),
+    )
 }
 
 /// 413 RequestEntityTooLarge.
 pub fn too_large(limit: usize) -> Status {
-    failure(413, "RequestEntityTooLarge", format!("the request body is larger than the limit of {limit} bytes"))
+    failure(
+        413,
+        "RequestEntityTooLarge",
+        format!("the request body is larger than the limit of {limit} bytes"),
+    )
 }
 
 /// 415 UnsupportedMediaType.
 pub fn unsupported_media_type(content_type: &str) -> Status {
-    failure(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format: {content_type}"))
+    failure(
+        415,
+        "UnsupportedMediaType",
+        format!("the body of the request was in an unknown format: {content_type}"),
+    )
 }
 
 /// 429 TooManyRequests.
@@ -196,9 +233,17 @@ mod tests {
 
     #[test]
     fn invalid_lists_causes() {
-        let v = to_json(&invalid("", "Pod", "X", vec![FieldCause::required("spec.containers")]));
+        let v = to_json(&invalid(
+            "",
+            "Pod",
+            "X",
+            vec![FieldCause::required("spec.containers")],
+        ));
         assert_eq!(v["code"], 422);
         assert_eq!(v["details"]["causes"][0]["field"], "spec.containers");
-        assert_eq!(v["message"], "Pod \"X\" is invalid: spec.containers: Required value");
+        assert_eq!(
+            v["message"],
+            "Pod \"X\" is invalid: spec.containers: Required value"
+        );
     }
 }

@@ -240,8 +240,227 @@ pub fn columns(kind: &str) -> Vec<Value> {
             ),
             age_col(),
         ],
+        "Deployment" => {
+            let mut c = vec![
+                name_col(),
+                col(
+                    "Ready",
+                    "string",
+                    "",
+                    0,
+                    "Number of the pod with ready state",
+                ),
+                col(
+                    "Up-to-date",
+                    "string",
+                    "",
+                    0,
+                    "Total number of non-terminating pods targeted by this deployment that have the desired template spec.",
+                ),
+                col(
+                    "Available",
+                    "string",
+                    "",
+                    0,
+                    "Total number of available non-terminating pods (ready for at least minReadySeconds) targeted by this deployment.",
+                ),
+                age_col(),
+            ];
+            c.extend(template_cols(SELECTOR_DESC_DEPLOYMENT));
+            c
+        }
+        "ReplicaSet" => {
+            let mut c = vec![
+                name_col(),
+                col(
+                    "Desired",
+                    "integer",
+                    "",
+                    0,
+                    "Replicas is the number of desired pods. This is a pointer to distinguish between explicit zero and unspecified. Defaults to 1. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicaset/#how-a-replicaset-works",
+                ),
+                col(
+                    "Current",
+                    "integer",
+                    "",
+                    0,
+                    "Replicas is the most recently observed number of non-terminating pods. More info: https://kubernetes.io/docs/concepts/workloads/controllers/replicaset/#how-a-replicaset-works",
+                ),
+                col(
+                    "Ready",
+                    "integer",
+                    "",
+                    0,
+                    "The number of non-terminating pods targeted by this ReplicaSet with a Ready Condition.",
+                ),
+                age_col(),
+            ];
+            c.extend(template_cols(SELECTOR_DESC_REPLICASET));
+            c
+        }
+        "DaemonSet" => {
+            let mut c = vec![
+                name_col(),
+                col(
+                    "Desired",
+                    "integer",
+                    "",
+                    0,
+                    "The total number of nodes that should be running the daemon pod (including nodes correctly running the daemon pod). More info: https://kubernetes.io/docs/concepts/workloads/controllers/daemonset/",
+                ),
+                col(
+                    "Current",
+                    "integer",
+                    "",
+                    0,
+                    "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod. More info: https://kubernetes.io/docs/concepts/workloads/controllers/daemonset/",
+                ),
+                col(
+                    "Ready",
+                    "integer",
+                    "",
+                    0,
+                    "numberReady is the number of nodes that should be running the daemon pod and have one or more of the daemon pod running with a Ready Condition.",
+                ),
+                col(
+                    "Up-to-date",
+                    "integer",
+                    "",
+                    0,
+                    "The total number of nodes that are running updated daemon pod",
+                ),
+                col(
+                    "Available",
+                    "integer",
+                    "",
+                    0,
+                    "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)",
+                ),
+                col(
+                    "Node Selector",
+                    "string",
+                    "",
+                    0,
+                    "NodeSelector is a selector which must be true for the pod to fit on a node. Selector which must match a node's labels for the pod to be scheduled on that node. More info: https://kubernetes.io/docs/concepts/configuration/assign-pod-node/",
+                ),
+                age_col(),
+            ];
+            c.extend(template_cols(SELECTOR_DESC_DAEMONSET));
+            c
+        }
         _ => vec![name_col(), age_col()],
     }
+}
+
+const SELECTOR_DESC_DEPLOYMENT: &str = "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment. It must match the pod template's labels.";
+const SELECTOR_DESC_REPLICASET: &str = "Selector is a label query over pods that should match the replica count. Label keys and values that must match in order to be controlled by this replica set. It must match the pod template's labels. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors";
+const SELECTOR_DESC_DAEMONSET: &str = "A label query over pods that are managed by the daemon set. Must match in order to be controlled. It must match the pod template's labels. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors";
+
+/// The wide columns every workload shares: its template's containers and
+/// images, and its selector.
+fn template_cols(selector_desc: &str) -> [Value; 3] {
+    [
+        col(
+            "Containers",
+            "string",
+            "",
+            1,
+            "Names of each container in the template.",
+        ),
+        col(
+            "Images",
+            "string",
+            "",
+            1,
+            "Images referenced by each container in the template.",
+        ),
+        col("Selector", "string", "", 1, selector_desc),
+    ]
+}
+
+/// CONTAINERS, IMAGES and SELECTOR of a workload (kubectl's
+/// `layoutContainerCells` and `LabelSelectorAsSelector(..).String()`).
+fn template_cells(obj: &Value) -> [Value; 3] {
+    let containers = arr(obj, "/spec/template/spec/containers");
+    let names: Vec<&str> = containers.iter().map(|c| s(c, "/name")).collect();
+    let images: Vec<&str> = containers.iter().map(|c| s(c, "/image")).collect();
+    let selector = obj
+        .pointer("/spec/selector")
+        .filter(|v| !v.is_null())
+        .and_then(|v| {
+            serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>(
+                v.clone(),
+            )
+            .ok()
+        })
+        .map(|sel| match crate::selector::LabelSelector::from_k8s(&sel) {
+            Ok(sel) => sel.to_string(),
+            Err(_) => "<error>".to_string(),
+        })
+        .unwrap_or_default();
+    [
+        Value::from(names.join(",")),
+        Value::from(images.join(",")),
+        Value::from(selector),
+    ]
+}
+
+/// Labels as `labels.FormatLabels` prints them: sorted `k=v` pairs, or
+/// `<none>`.
+fn format_labels(v: Option<&Value>) -> String {
+    let pairs: Vec<String> = v
+        .and_then(Value::as_object)
+        .map(|m| {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            keys.into_iter()
+                .map(|k| format!("{k}={}", m.get(k).and_then(Value::as_str).unwrap_or("")))
+                .collect()
+        })
+        .unwrap_or_default();
+    if pairs.is_empty() {
+        "<none>".into()
+    } else {
+        pairs.join(",")
+    }
+}
+
+fn workload_cells(kind: &str, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+    let name = Value::from(s(obj, "/metadata/name"));
+    let mut cells = match kind {
+        "Deployment" => {
+            // kubectl prints the desired count as is when spec.replicas is unset (0).
+            let desired = int(obj, "/spec/replicas");
+            vec![
+                name,
+                Value::from(format!("{}/{desired}", int(obj, "/status/readyReplicas"))),
+                Value::from(int(obj, "/status/updatedReplicas")),
+                Value::from(int(obj, "/status/availableReplicas")),
+                Value::from(age(obj, now)),
+            ]
+        }
+        "ReplicaSet" => vec![
+            name,
+            Value::from(int(obj, "/spec/replicas")),
+            Value::from(int(obj, "/status/replicas")),
+            Value::from(int(obj, "/status/readyReplicas")),
+            Value::from(age(obj, now)),
+        ],
+        _ => vec![
+            name,
+            Value::from(int(obj, "/status/desiredNumberScheduled")),
+            Value::from(int(obj, "/status/currentNumberScheduled")),
+            Value::from(int(obj, "/status/numberReady")),
+            Value::from(int(obj, "/status/updatedNumberScheduled")),
+            Value::from(int(obj, "/status/numberAvailable")),
+            Value::from(format_labels(
+                obj.pointer("/spec/template/spec/nodeSelector"),
+            )),
+            Value::from(age(obj, now)),
+        ],
+    };
+    cells.extend(template_cells(obj));
+    cells
 }
 
 fn s<'a>(v: &'a Value, pointer: &str) -> &'a str {
@@ -363,6 +582,7 @@ pub fn cells(kind: &str, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
                 Value::from(age(obj, now)),
             ]
         }
+        "Deployment" | "ReplicaSet" | "DaemonSet" => workload_cells(kind, obj, now),
         _ => vec![name, Value::from(age(obj, now))],
     }
 }
@@ -1006,6 +1226,9 @@ mod tests {
             "Lease",
             "Widget",
             "Node",
+            "Deployment",
+            "ReplicaSet",
+            "DaemonSet",
         ] {
             assert_eq!(
                 columns(kind).len(),
@@ -1013,6 +1236,123 @@ mod tests {
                 "{kind}"
             );
         }
+    }
+
+    fn deployment() -> Value {
+        json!({
+            "metadata": {"name": "web", "namespace": "default", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": {"app": "web", "tier": "fe"}},
+                "template": {"metadata": {"labels": {"app": "web", "tier": "fe"}},
+                    "spec": {"containers": [{"name": "web", "image": "hello:v1"}, {"name": "side", "image": "log:v2"}]}},
+            },
+            "status": {"replicas": 3, "readyReplicas": 2, "updatedReplicas": 3, "availableReplicas": 2},
+        })
+    }
+
+    #[test]
+    fn deployment_row_has_kubectl_columns() {
+        let names: Vec<Value> = columns("Deployment")
+            .iter()
+            .map(|c| c["name"].clone())
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                "Name",
+                "Ready",
+                "Up-to-date",
+                "Available",
+                "Age",
+                "Containers",
+                "Images",
+                "Selector"
+            ]
+        );
+        let priorities: Vec<i64> = columns("Deployment")
+            .iter()
+            .map(|c| c["priority"].as_i64().unwrap_or(-1))
+            .collect();
+        assert_eq!(priorities, vec![0, 0, 0, 0, 0, 1, 1, 1]);
+        assert_eq!(
+            cells("Deployment", &deployment(), now()),
+            vec![
+                json!("web"),
+                json!("2/3"),
+                json!(3),
+                json!(2),
+                json!("10m"),
+                json!("web,side"),
+                json!("hello:v1,log:v2"),
+                json!("app=web,tier=fe"),
+            ]
+        );
+        // A new deployment without status: zeros, not blanks.
+        let mut fresh = deployment();
+        fresh["status"] = json!({});
+        let row = cells("Deployment", &fresh, now());
+        assert_eq!(row[1], "0/3");
+        assert_eq!(row[2], 0);
+    }
+
+    #[test]
+    fn replica_set_row_has_kubectl_columns() {
+        let mut rs = deployment();
+        rs["metadata"]["name"] = json!("web-5d9c8f7b6");
+        rs["spec"]["selector"] = json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "pod-template-hash", "operator": "In", "values": ["5d9c8f7b6"]}]});
+        let names: Vec<Value> = columns("ReplicaSet")
+            .iter()
+            .map(|c| c["name"].clone())
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                "Name",
+                "Desired",
+                "Current",
+                "Ready",
+                "Age",
+                "Containers",
+                "Images",
+                "Selector"
+            ]
+        );
+        assert_eq!(
+            cells("ReplicaSet", &rs, now()),
+            vec![
+                json!("web-5d9c8f7b6"),
+                json!(3),
+                json!(3),
+                json!(2),
+                json!("10m"),
+                json!("web,side"),
+                json!("hello:v1,log:v2"),
+                json!("app=web,pod-template-hash in (5d9c8f7b6)"),
+            ]
+        );
+    }
+
+    #[test]
+    fn daemon_set_row_shows_node_selector() {
+        let ds = json!({"metadata": {"name": "agent"}, "spec": {"selector": {"matchLabels": {"app": "a"}},
+            "template": {"spec": {"nodeSelector": {"kubernetes.io/os": "wasip1"}, "containers": [{"name": "a", "image": "a:v1"}]}}},
+            "status": {"desiredNumberScheduled": 3, "currentNumberScheduled": 3, "numberReady": 1, "updatedNumberScheduled": 2, "numberAvailable": 1}});
+        let row = cells("DaemonSet", &ds, now());
+        assert_eq!(row.len(), columns("DaemonSet").len());
+        assert_eq!(
+            row[..7],
+            [
+                json!("agent"),
+                json!(3),
+                json!(3),
+                json!(1),
+                json!(2),
+                json!(1),
+                json!("kubernetes.io/os=wasip1")
+            ]
+        );
+        assert_eq!(row[10], "app=a");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use super::Registry;
 use super::object;
 use super::ops::{DeleteOptions, Part, WriteOptions};
 use super::request::{self, BodyType, Output, Params, Target, method_not_allowed, not_found_path};
+use super::scale::ScaleChange;
 use crate::error::{ApiError, Result};
 
 /// The router of every resource path below the discovery roots.
@@ -115,6 +116,47 @@ async fn handle(reg: Arc<Registry>, req: Request) -> Result<Response> {
                 s["code"] = json!(201);
                 Ok(json_response(StatusCode::CREATED, &s, &[]))
             }
+            ("scale", &Method::GET) => {
+                let scale = reg.get_scale(res, ns, name).await?;
+                Ok(json_response(StatusCode::OK, &scale, &[]))
+            }
+            ("scale", &Method::PUT) => {
+                let bytes = read_body(&reg, body).await?;
+                let obj = request::decode_object(&bytes, request::body_type(&parts.headers)?)?;
+                let scale = reg
+                    .update_scale(
+                        res,
+                        ns,
+                        name,
+                        ScaleChange::Replace(obj),
+                        &write_options(&params),
+                    )
+                    .await?;
+                Ok(json_response(StatusCode::OK, &scale, &[]))
+            }
+            ("scale", &Method::PATCH) => {
+                let ty = request::body_type(&parts.headers)?;
+                if matches!(ty, BodyType::Json | BodyType::Yaml) {
+                    let ct = parts
+                        .headers
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    return Err(ApiError(status::unsupported_media_type(ct)));
+                }
+                let bytes = read_body(&reg, body).await?;
+                let doc = request::decode(&bytes, ty)?;
+                let scale = reg
+                    .update_scale(
+                        res,
+                        ns,
+                        name,
+                        ScaleChange::Patch(ty, doc),
+                        &write_options(&params),
+                    )
+                    .await?;
+                Ok(json_response(StatusCode::OK, &scale, &[]))
+            }
             ("log", &Method::GET) => Ok(pod_log(
                 reg.clone(),
                 ns.unwrap_or("").to_string(),
@@ -156,7 +198,7 @@ async fn handle(reg: Arc<Registry>, req: Request) -> Result<Response> {
         }
         (None, &Method::DELETE) => {
             allows(res, "deletecollection")?;
-            let bytes = read_body(&reg, body).await?;
+            let bytes = request::delete_body(read_body(&reg, body).await?)?;
             let opts = DeleteOptions::from_body(&bytes, delete_options(&params))?;
             let filter = params.filter(res, ns)?;
             let (items, rev, _) = reg.list(res, ns, &filter, None, None).await?;
@@ -217,7 +259,7 @@ async fn handle(reg: Arc<Registry>, req: Request) -> Result<Response> {
         }
         (Some(name), &Method::DELETE) => {
             allows(res, "delete")?;
-            let bytes = read_body(&reg, body).await?;
+            let bytes = request::delete_body(read_body(&reg, body).await?)?;
             let opts = DeleteOptions::from_body(&bytes, delete_options(&params))?;
             let obj = reg.delete_object(res, ns, name, &opts).await?;
             Ok(object_response(StatusCode::OK, res, obj, output, &[]))

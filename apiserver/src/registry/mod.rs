@@ -12,6 +12,7 @@ mod handlers;
 pub mod object;
 mod ops;
 pub mod request;
+mod scale;
 mod watch;
 
 use std::collections::HashMap;

@@ -110,7 +110,26 @@ fn conflict(res: &ResourceInfo, name: &str, why: &str) -> ApiError {
 }
 
 fn invalid(res: &ResourceInfo, name: &str, causes: Vec<FieldCause>) -> ApiError {
-    ApiError(status::invalid(res.group, res.kind, name, causes))
+    invalid_kind(res.group, res.kind, name, causes)
+}
+
+/// 422 Invalid whose message names the kind qualified by its group
+/// (`Deployment.apps "web" is invalid: …`), as Kubernetes' `NewInvalid`
+/// does with a GroupKind; `details` keep the bare kind and the group.
+pub(super) fn invalid_kind(
+    group: &str,
+    kind: &str,
+    name: &str,
+    causes: Vec<FieldCause>,
+) -> ApiError {
+    let mut s = status::invalid(group, kind, name, causes);
+    if !group.is_empty()
+        && let Some(m) = s.message.as_mut()
+        && let Some(rest) = m.strip_prefix(kind)
+    {
+        *m = format!("{kind}.{group}{rest}");
+    }
+    ApiError(s)
 }
 
 fn patch_error(e: patch::PatchError) -> ApiError {
@@ -244,6 +263,13 @@ fn validate(res: &ResourceInfo, obj: &Value) -> Vec<FieldCause> {
 /// strategy does), so it starts Pending with its QoS class.
 fn create_defaults(res: &ResourceInfo, obj: &mut Value) {
     rules::defaults(res.kind, obj);
+    // Workload status is the controllers' to write: a new one starts empty
+    // (Kubernetes' apps strategies `PrepareForCreate`).
+    if res.group == "apps"
+        && let Some(o) = obj.as_object_mut()
+    {
+        o.insert("status".into(), json!({}));
+    }
     if is_core(res, "Pod") {
         let qos = object::pod_qos_class(obj);
         if let Some(o) = obj.as_object_mut() {
@@ -515,7 +541,9 @@ impl Registry {
         }
         let old_gen = old_meta.get("generation").and_then(Value::as_i64);
         match old_gen {
-            Some(g) if rules::spec_changed(res.kind, current, &new) => {
+            // Status writes never move the generation (their strategies in
+            // Kubernetes leave it alone), even when they carry annotations.
+            Some(g) if part == Part::Main && rules::spec_changed(res.kind, current, &new) => {
                 object::set_meta(&mut new, "generation", json!(g + 1))
             }
             Some(g) => object::set_meta(&mut new, "generation", json!(g)),

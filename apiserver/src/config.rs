@@ -41,6 +41,19 @@ pub struct Config {
     /// How long shutdown waits for in-flight requests (including watches)
     /// before closing their connections.
     pub shutdown_grace: Duration,
+    /// Where objects are stored: the embedded file in `data_dir` (default)
+    /// or an etcd cluster.
+    pub store: StoreBackend,
+}
+
+/// The storage backend behind the API server.
+#[derive(Debug, Clone, Default)]
+pub enum StoreBackend {
+    /// A durable single-file store at `<data_dir>/store.redb`.
+    #[default]
+    Embedded,
+    /// An etcd v3 cluster; several API servers may share it.
+    Etcd(crate::storage::etcd::EtcdOptions),
 }
 
 impl Default for Config {
@@ -61,6 +74,7 @@ impl Default for Config {
             compaction_keep_revisions: 10_000,
             max_connections: 1024,
             shutdown_grace: Duration::from_secs(5),
+            store: StoreBackend::Embedded,
         }
     }
 }

@@ -42,7 +42,7 @@ use axum::Router;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use config::Config;
+pub use config::{Config, StoreBackend};
 
 use crate::registry::Registry;
 use crate::storage::Store;
@@ -138,6 +138,33 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(limits::trace))
 }
 
+/// Opens the configured backend and says which one it is.
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, Error> {
+    match &config.store {
+        config::StoreBackend::Embedded => {
+            let path = config.data_dir.join("store.redb");
+            let shown = path.display().to_string();
+            let s = tokio::task::spawn_blocking(move || storage::embedded::EmbeddedStore::open(&path))
+                .await?
+                .map_err(Error::Store)?;
+            tracing::info!(backend = "embedded", path = %shown, "store opened");
+            Ok(Arc::new(s))
+        }
+        config::StoreBackend::Etcd(options) => {
+            let s = storage::etcd::EtcdStore::connect(options.clone())
+                .await
+                .map_err(Error::Store)?;
+            tracing::info!(
+                backend = "etcd",
+                endpoints = %options.endpoints.join(","),
+                prefix = %options.prefix,
+                "store opened"
+            );
+            Ok(Arc::new(s))
+        }
+    }
+}
+
 /// Open the store, prepare PKI, tokens and kubeconfig, ensure the default
 /// namespaces, bind and serve until `shutdown` is cancelled.
 pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, Error> {
@@ -150,14 +177,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         tokio::task::spawn_blocking(move || pki::create_private_dir(&dir)).await??;
     }
 
-    let store_path = data_dir.join("store.redb");
-    let store: Arc<dyn Store> = {
-        let path = store_path.clone();
-        let s = tokio::task::spawn_blocking(move || storage::embedded::EmbeddedStore::open(&path))
-            .await?
-            .map_err(Error::Store)?;
-        Arc::new(s)
-    };
+    let store = open_store(&config).await?;
     // Background tasks (compactor, registry watches) stop as soon as shutdown
     // begins, so open watch streams end and connections drain quickly; the
     // store itself stays open until the last in-flight request is done.

@@ -114,6 +114,48 @@ struct ServerArgs {
     /// (0 picks a free one).
     #[arg(long, default_value_t = 10250, value_name = "PORT")]
     kubelet_port: u16,
+
+    /// Store objects in this etcd cluster instead of the embedded store
+    /// (comma-separated client URLs, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379).
+    /// Several servers may share one etcd.
+    #[arg(long, alias = "etcd-servers", value_delimiter = ',', value_name = "URL,...")]
+    etcd_endpoints: Vec<String>,
+
+    /// Prefix of every key wasmkube writes in etcd.
+    #[arg(long, default_value = "/wasmkube", value_name = "PREFIX", requires = "etcd_endpoints")]
+    etcd_prefix: String,
+
+    /// CA bundle that signed etcd's serving certificates (https:// endpoints).
+    #[arg(long, value_name = "FILE", requires = "etcd_endpoints")]
+    etcd_cafile: Option<PathBuf>,
+
+    /// Client certificate for etcd (with --etcd-keyfile).
+    #[arg(long, value_name = "FILE", requires_all = ["etcd_cafile", "etcd_keyfile"])]
+    etcd_certfile: Option<PathBuf>,
+
+    /// Private key of --etcd-certfile.
+    #[arg(long, value_name = "FILE", requires = "etcd_certfile")]
+    etcd_keyfile: Option<PathBuf>,
+}
+
+impl ServerArgs {
+    /// The storage backend these flags ask for.
+    fn store(&self) -> wasmkube_apiserver::StoreBackend {
+        use wasmkube_apiserver::storage::etcd::{EtcdOptions, EtcdTls};
+        if self.etcd_endpoints.is_empty() {
+            return wasmkube_apiserver::StoreBackend::Embedded;
+        }
+        wasmkube_apiserver::StoreBackend::Etcd(EtcdOptions {
+            endpoints: self.etcd_endpoints.clone(),
+            prefix: self.etcd_prefix.clone(),
+            tls: self.etcd_cafile.clone().map(|ca_file| EtcdTls {
+                ca_file,
+                cert_file: self.etcd_certfile.clone(),
+                key_file: self.etcd_keyfile.clone(),
+            }),
+            ..EtcdOptions::default()
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +251,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
 impl From<ServerArgs> for server::Options {
     fn from(a: ServerArgs) -> Self {
         server::Options {
+            store: a.store(),
             data_dir: a.data_dir,
             bind_address: a.bind_address,
             port: a.port,
@@ -246,8 +289,39 @@ mod tests {
         assert_eq!(a.kubelet_port, 10250);
         assert!(!a.no_node);
         assert!(a.tls_sans.is_empty());
+        assert!(matches!(a.store(), wasmkube_apiserver::StoreBackend::Embedded));
         assert_eq!(cli.log_format, LogFormat::Text);
         Ok(())
+    }
+
+    #[test]
+    fn etcd_flags_select_the_etcd_store() -> anyhow::Result<()> {
+        let cli = parse(&[
+            "wasmkube",
+            "server",
+            "--etcd-endpoints",
+            "https://a:2379,https://b:2379",
+            "--etcd-prefix",
+            "/team",
+            "--etcd-cafile",
+            "/ca.pem",
+        ])?;
+        let Command::Server(a) = cli.command else {
+            anyhow::bail!("not server");
+        };
+        let wasmkube_apiserver::StoreBackend::Etcd(o) = a.store() else {
+            anyhow::bail!("expected the etcd store");
+        };
+        assert_eq!(o.endpoints, vec!["https://a:2379", "https://b:2379"]);
+        assert_eq!(o.prefix, "/team");
+        assert_eq!(o.tls.map(|t| t.ca_file), Some(PathBuf::from("/ca.pem")));
+        Ok(())
+    }
+
+    #[test]
+    fn etcd_options_need_endpoints() {
+        assert!(parse(&["wasmkube", "server", "--etcd-prefix", "/x"]).is_err());
+        assert!(parse(&["wasmkube", "server", "--etcd-certfile", "/c.pem"]).is_err());
     }
 
     #[test]

@@ -27,6 +27,7 @@ pub struct Options {
     pub node_name: Option<String>,
     pub no_node: bool,
     pub kubelet_port: u16,
+    pub store: wasmkube_apiserver::StoreBackend,
 }
 
 const SCHEDULER_USER: &str = "system:kube-scheduler";
@@ -205,6 +206,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         write_kubeconfig: opts.write_kubeconfig.clone(),
         tls_sans: opts.tls_sans.clone(),
         component_users,
+        store: opts.store.clone(),
         ..Default::default()
     };
     let running = wasmkube_apiserver::start(config, api_shutdown.clone())

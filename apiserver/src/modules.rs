@@ -72,6 +72,16 @@ fn not_found(what: &str) -> ApiError {
     ApiError(s)
 }
 
+/// The validator's complaint on one line: its messages may embed
+/// multi-line debug dumps of bytes, which make poor error messages.
+fn validation_message(e: &wasmparser::BinaryReaderError) -> String {
+    if e.message().starts_with("magic header not detected") {
+        return "not a WebAssembly binary (it does not start with the \\0asm magic bytes)".to_string();
+    }
+    let one_line = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    format!("{one_line} (at offset {:#x})", e.offset())
+}
+
 /// 422 `module "x:y" is invalid: <why>`.
 fn invalid(what: &str, field: &str, why: &str) -> ApiError {
     let mut s: Status = status::failure(
@@ -164,7 +174,7 @@ async fn push(
         let verdict = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
             .validate_all(&bytes)
             .map(|_| ())
-            .map_err(|e| e.to_string());
+            .map_err(|e| validation_message(&e));
         (digest, verdict, bytes)
     })
     .await

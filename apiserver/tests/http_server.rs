@@ -577,6 +577,20 @@ async fn invalid_wasm_is_422_and_stores_nothing() -> Result<()> {
         msg.starts_with("module \"broken:v1\" is invalid: "),
         "{msg}"
     );
+    ensure!(!msg.contains('\n'), "one-line message: {msg}");
+
+    // Bytes that are not wasm at all say so plainly.
+    let not_wasm = s
+        .client
+        .put(s.url("/wasmkube/v1/modules/text/v1"))
+        .bearer_auth(&s.running.admin_token)
+        .header("Content-Type", "application/octet-stream")
+        .body(b"not wasm".to_vec())
+        .send()
+        .await?;
+    let status = expect_status(not_wasm, 422, "Invalid").await?;
+    let msg = status["message"].as_str().unwrap_or("");
+    ensure!(msg.contains("not a WebAssembly binary"), "{msg}");
     expect_status(
         s.get("/wasmkube/v1/resolve?image=broken:v1").send().await?,
         404,

@@ -78,11 +78,27 @@ pub struct Cluster {
     pub kubeconfig: PathBuf,
     cache_dir: PathBuf,
     starts: u32,
+    extra_args: Vec<String>,
+}
+
+/// How to start a [`Cluster`] other than the default all-in-one.
+#[derive(Debug, Default, Clone)]
+pub struct ClusterOptions {
+    /// More `wasmkube server` flags (e.g. `--etcd-endpoints`, `--no-node`).
+    pub extra_args: Vec<String>,
+    /// Start with this cluster's PKI and tokens, so both servers are one
+    /// cluster behind different addresses (several API servers on one etcd).
+    pub share_credentials_with: Option<PathBuf>,
 }
 
 impl Cluster {
     /// Starts a fresh cluster and waits until its node is Ready.
     pub fn start() -> Result<Cluster> {
+        Self::start_with(ClusterOptions::default())
+    }
+
+    /// Starts a cluster with `options`.
+    pub fn start_with(options: ClusterOptions) -> Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("wasmkube-e2e-").tempdir()?;
         let kubeconfig = dir.path().join("kubeconfig");
         let cache_dir = dir.path().join("kubectl-cache");
@@ -94,7 +110,15 @@ impl Cluster {
             cache_dir,
             dir,
             starts: 0,
+            extra_args: options.extra_args,
         };
+        if let Some(from) = &options.share_credentials_with {
+            let data = c.data_dir();
+            std::fs::create_dir_all(data.join("pki"))?;
+            for f in ["pki/ca.crt", "pki/ca.key", "pki/server.crt", "pki/server.key", "tokens.csv"] {
+                std::fs::copy(from.join(f), data.join(f)).with_context(|| format!("copying {f}"))?;
+            }
+        }
         c.spawn()?;
         c.wait_ready()?;
         Ok(c)
@@ -119,6 +143,7 @@ impl Cluster {
             .args(["--bind-address", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--kubelet-port", &self.kubelet_port.to_string()])
             .args(["--node-name", "node-1"])
+            .args(&self.extra_args)
             .arg("--write-kubeconfig")
             .arg(&self.kubeconfig)
             .env("RUST_LOG", "info,wasmkube=debug")
@@ -338,5 +363,53 @@ impl LineReader {
                 Err(_) => bail!("timed out waiting for {what}; lines seen:\n{}", self.seen.join("\n")),
             }
         }
+    }
+}
+
+/// A real etcd (Debian's `etcd-server`) on free loopback ports with a
+/// temporary data dir, stopped on drop. Fails — never skips — when `etcd`
+/// is not installed: `scripts/setup.sh` installs it.
+pub struct Etcd {
+    child: Child,
+    pub client_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub fn start() -> Result<Etcd> {
+        let dir = tempfile::Builder::new().prefix("wasmkube-etcd-").tempdir()?;
+        let (client, peer) = (free_port(), free_port());
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let log = File::create(dir.path().join("etcd.log"))?;
+        let child = Command::new("etcd")
+            .args(["--name", "e2e", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("e2e={peer_url}")])
+            .args(["--max-request-bytes", "10485760"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting etcd: is etcd-server installed? (scripts/setup.sh installs it)")?;
+        let mut etcd = Etcd { child, client_url, _dir: dir };
+        let health = format!("{}/health", etcd.client_url);
+        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        wait_for("etcd to answer /health", Duration::from_secs(30), || {
+            if let Some(status) = etcd.child.try_wait()? {
+                bail!("etcd exited early with {status}");
+            }
+            Ok(http.get(&health).send().ok().filter(|r| r.status().is_success()).map(|_| ()))
+        })?;
+        Ok(etcd)
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -6,16 +6,26 @@
 //! through the API with resourceVersion preconditions (a conflict is a
 //! requeue). [`framework`] holds that loop; each controller is a module.
 //! Controllers now: [`node_lifecycle`] (nodes whose kubelet went silent
-//! become `Unknown` and tainted unreachable).
+//! become `Unknown` and tainted unreachable), [`replicaset`] (pods per
+//! ReplicaSet), [`deployment`] (rollouts through ReplicaSets) and
+//! [`garbage_collector`] (dependents of deleted owners). [`ownership`] holds
+//! the adoption rules they share, [`events`] the Event recorder.
 
+pub mod deployment;
+pub mod events;
 pub mod framework;
+pub mod garbage_collector;
 pub mod node_lifecycle;
+pub mod ownership;
+pub mod replicaset;
 
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector;
@@ -59,11 +69,225 @@ pub async fn run(
     config: ControllersConfig,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let node_lifecycle = tokio::spawn(run_node_lifecycle(client, config, shutdown.clone()));
-    node_lifecycle
-        .await
-        .map_err(|_| Error::ControllerStopped("node-lifecycle"))?;
-    Ok(())
+    let resync = config.resync_period;
+    let tasks = [
+        (
+            "node-lifecycle",
+            tokio::spawn(run_node_lifecycle(client.clone(), config, shutdown.clone())),
+        ),
+        (
+            "replicaset",
+            tokio::spawn(run_replicaset(client.clone(), resync, shutdown.clone())),
+        ),
+        (
+            "deployment",
+            tokio::spawn(run_deployment(client.clone(), resync, shutdown.clone())),
+        ),
+        (
+            "garbage-collector",
+            tokio::spawn(run_garbage_collector(client, resync, shutdown.clone())),
+        ),
+    ];
+    let mut result = Ok(());
+    for (name, task) in tasks {
+        if task.await.is_err() && result.is_ok() {
+            // Stop the others too: a controller manager missing one
+            // controller would silently stop doing its job.
+            shutdown.cancel();
+            result = Err(Error::ControllerStopped(name));
+        }
+    }
+    result
+}
+
+/// A watch event reduced to what key mapping needs: the object and whether
+/// it was deleted.
+type Touched<K> = (K, bool);
+
+/// A reflector-backed cache of every `K` in the cluster, plus the stream
+/// that fills it (it must be polled for the cache to move).
+fn cache<K>(client: &Client) -> (reflector::Store<K>, BoxStream<'static, Touched<K>>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let api: Api<K> = Api::all(client.clone());
+    let (store, writer) = reflector::store::<K>();
+    let stream = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .filter_map(|r| async move {
+            match r {
+                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => Some((o, false)),
+                Ok(watcher::Event::Delete(o)) => Some((o, true)),
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                Err(e) => {
+                    tracing::warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying");
+                    None
+                }
+            }
+        })
+        .boxed();
+    (store, stream)
+}
+
+/// Flattens per-event key lists into one key stream.
+fn keys(streams: Vec<BoxStream<'static, Vec<String>>>) -> impl Stream<Item = String> + Send {
+    futures::stream::select_all(streams).flat_map(futures::stream::iter)
+}
+
+/// Completes once every listed cache holds its initial list.
+async fn all_ready(stores: Vec<Box<dyn FnOnce() -> BoxStream<'static, ()> + Send>>) {
+    for s in stores {
+        // An end without an item means the writer is gone, i.e. shutdown.
+        let _ = s().next().await;
+    }
+}
+
+fn ready_of<K>(store: &reflector::Store<K>) -> Box<dyn FnOnce() -> BoxStream<'static, ()> + Send>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let store = store.clone();
+    Box::new(move || {
+        futures::stream::once(async move {
+            let _ = store.wait_until_ready().await;
+        })
+        .boxed()
+    })
+}
+
+async fn run_replicaset(client: Client, resync: Duration, shutdown: CancellationToken) {
+    let (rs_store, rs_events) = cache::<ReplicaSet>(&client);
+    let (pod_store, pod_events) = cache::<Pod>(&client);
+    let rs_keys = rs_events
+        .map(|(rs, _)| vec![ownership::key_of(&rs.metadata)])
+        .boxed();
+    let pod_keys = {
+        let rs_store = rs_store.clone();
+        pod_events
+            .map(move |(pod, _)| replicaset::keys_for_pod(&pod, &rs_store))
+            .boxed()
+    };
+    let ready = all_ready(vec![ready_of(&rs_store), ready_of(&pod_store)]);
+    let reconciler = replicaset::ReplicaSetController::new(client, rs_store, pod_store);
+    framework::run(
+        "replicaset",
+        reconciler,
+        keys(vec![rs_keys, pod_keys]),
+        ready,
+        resync,
+        shutdown,
+    )
+    .await;
+}
+
+async fn run_deployment(client: Client, resync: Duration, shutdown: CancellationToken) {
+    let (d_store, d_events) = cache::<Deployment>(&client);
+    let (rs_store, rs_events) = cache::<ReplicaSet>(&client);
+    let d_keys = d_events
+        .map(|(d, _)| vec![ownership::key_of(&d.metadata)])
+        .boxed();
+    let rs_keys = {
+        let d_store = d_store.clone();
+        rs_events
+            .map(move |(rs, _)| deployment::keys_for_replicaset(&rs, &d_store))
+            .boxed()
+    };
+    let ready = all_ready(vec![ready_of(&d_store), ready_of(&rs_store)]);
+    let reconciler = deployment::DeploymentController::new(client, d_store, rs_store);
+    framework::run(
+        "deployment",
+        reconciler,
+        keys(vec![d_keys, rs_keys]),
+        ready,
+        resync,
+        shutdown,
+    )
+    .await;
+}
+
+async fn run_garbage_collector(client: Client, resync: Duration, shutdown: CancellationToken) {
+    use garbage_collector::{Dependent, dependents_of, owner_needs_work};
+    let (pod_store, pod_events) = cache::<Pod>(&client);
+    let (rs_store, rs_events) = cache::<ReplicaSet>(&client);
+    let (d_store, d_events) = cache::<Deployment>(&client);
+    let owned = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        m.owner_references.as_ref().is_some_and(|r| !r.is_empty())
+    };
+    // A dependent that goes away may be what a foreground owner waits for.
+    let pod_keys = pod_events
+        .map(move |(pod, deleted)| {
+            if deleted {
+                Dependent::Pod.owner_keys(&pod.metadata)
+            } else if owned(&pod.metadata) {
+                vec![Dependent::Pod.key(&pod.metadata)]
+            } else {
+                Vec::new()
+            }
+        })
+        .boxed();
+    let rs_keys = {
+        let pods = pod_store.clone();
+        rs_events
+            .map(move |(rs, deleted)| {
+                let mut keys = Vec::new();
+                if deleted {
+                    let uid = rs.metadata.uid.clone().unwrap_or_default();
+                    keys.extend(dependents_of(&pods.state(), Dependent::Pod, &uid));
+                    keys.extend(Dependent::ReplicaSet.owner_keys(&rs.metadata));
+                } else {
+                    if owned(&rs.metadata) {
+                        keys.push(Dependent::ReplicaSet.key(&rs.metadata));
+                    }
+                    if owner_needs_work(&rs.metadata) {
+                        keys.push(Dependent::Pod.owner_key(
+                            rs.metadata.namespace.as_deref().unwrap_or("default"),
+                            rs.metadata.name.as_deref().unwrap_or(""),
+                        ));
+                    }
+                }
+                keys
+            })
+            .boxed()
+    };
+    let d_keys = {
+        let rss = rs_store.clone();
+        d_events
+            .map(move |(d, deleted)| {
+                if deleted {
+                    let uid = d.metadata.uid.clone().unwrap_or_default();
+                    dependents_of(&rss.state(), Dependent::ReplicaSet, &uid)
+                } else if owner_needs_work(&d.metadata) {
+                    vec![Dependent::ReplicaSet.owner_key(
+                        d.metadata.namespace.as_deref().unwrap_or("default"),
+                        d.metadata.name.as_deref().unwrap_or(""),
+                    )]
+                } else {
+                    Vec::new()
+                }
+            })
+            .boxed()
+    };
+    let ready = all_ready(vec![
+        ready_of(&pod_store),
+        ready_of(&rs_store),
+        ready_of(&d_store),
+    ]);
+    let reconciler = garbage_collector::GarbageCollector::new(client, pod_store, rs_store, d_store);
+    framework::run(
+        "garbage-collector",
+        reconciler,
+        keys(vec![pod_keys, rs_keys, d_keys]),
+        ready,
+        resync,
+        shutdown,
+    )
+    .await;
 }
 
 async fn run_node_lifecycle(

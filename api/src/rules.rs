@@ -1344,6 +1344,13 @@ fn missing_keys(orig: &Value, round: &Value, path: &str, out: &mut Vec<String>) 
     }
 }
 
+/// Whether objects of `kind` own dependents that the garbage collector
+/// tracks (Deployments own ReplicaSets, ReplicaSets own Pods), so that an
+/// Orphan or Foreground deletion of one needs the collector's finalizer.
+pub fn owns_dependents(kind: &str) -> bool {
+    matches!(kind, "Deployment" | "ReplicaSet")
+}
+
 /// Whether `kind` has a `status` subresource.
 pub fn has_status_subresource(kind: &str) -> bool {
     resources::by_kind_name(kind).is_some_and(|r| r.subresource("status").is_some())

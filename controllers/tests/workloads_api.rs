@@ -717,20 +717,21 @@ async fn replicaset_adopts_orphans_releases_relabelled_pods_and_replaces_failed_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orphan_and_foreground_finalizers_steer_the_garbage_collector() -> Result<()> {
+async fn orphan_and_foreground_propagation_steer_the_garbage_collector() -> Result<()> {
     let cluster = Cluster::start().await?;
     let admin = cluster.admin.clone();
     let deploys: Api<Deployment> = Api::namespaced(admin.clone(), "default");
     let rss: Api<ReplicaSet> = Api::namespaced(admin.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
-    let mut d = deployment(2, "idle:v1");
-    d.metadata.finalizers = Some(vec!["orphan".into()]);
-    deploys.create(&PostParams::default(), &d).await?;
+    deploys
+        .create(&PostParams::default(), &deployment(2, "idle:v1"))
+        .await?;
     let (_, rs, _) = rolled_out(&deploys, &rss, &pods, 2).await?;
     let rs_name = rs.metadata.name.clone().unwrap_or_default();
 
-    // Orphan: the Deployment goes, its ReplicaSet stays, unowned, with its pods.
-    deploys.delete("web", &DeleteParams::default()).await?;
+    // Orphan (`kubectl delete --cascade=orphan`): the Deployment goes, its
+    // ReplicaSet stays, unowned, with its pods.
+    deploys.delete("web", &DeleteParams::orphan()).await?;
     eventually("the deployment to be deleted", || async {
         Ok(deploys.get_opt("web").await?.is_none().then_some(()))
     })
@@ -742,11 +743,8 @@ async fn orphan_and_foreground_finalizers_steer_the_garbage_collector() -> Resul
         2
     );
 
-    // Foreground: the pods go before the ReplicaSet does.
-    let mut rs = kept;
-    rs.metadata.finalizers = Some(vec!["foregroundDeletion".into()]);
-    rss.replace(&rs_name, &PostParams::default(), &rs).await?;
-    rss.delete(&rs_name, &DeleteParams::default()).await?;
+    // Foreground (`--cascade=foreground`): the pods go before the ReplicaSet does.
+    rss.delete(&rs_name, &DeleteParams::foreground()).await?;
     eventually("the replica set to be deleted", || async {
         Ok(rss.get_opt(&rs_name).await?.is_none().then_some(()))
     })

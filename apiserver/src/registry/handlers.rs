@@ -322,6 +322,7 @@ fn write_options(p: &Params) -> WriteOptions {
 fn delete_options(p: &Params) -> DeleteOptions {
     DeleteOptions {
         grace_period_seconds: p.grace_period_seconds,
+        propagation_policy: p.propagation_policy.clone(),
         dry_run: p.dry_run,
         ..Default::default()
     }

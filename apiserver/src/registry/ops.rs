@@ -29,13 +29,15 @@ pub struct WriteOptions {
     pub field_validation: FieldValidation,
 }
 
-/// `DeleteOptions` merged from the body and the query. `propagationPolicy`
-/// is accepted and always behaves as `Background`: dependents are the
-/// garbage collector's business, and the `foregroundDeletion`/`orphan`
-/// finalizers would wait for a controller that may not run.
+/// `DeleteOptions` merged from the body and the query.
 #[derive(Debug, Clone, Default)]
 pub struct DeleteOptions {
     pub grace_period_seconds: Option<i64>,
+    /// `Orphan`, `Background` (the default) or `Foreground`. For kinds whose
+    /// dependents the garbage collector tracks ([`rules::owns_dependents`]),
+    /// Orphan and Foreground become the `orphan` / `foregroundDeletion`
+    /// finalizers the collector acts on; elsewhere they act as Background.
+    pub propagation_policy: Option<String>,
     pub precondition_uid: Option<String>,
     pub precondition_resource_version: Option<String>,
     pub dry_run: bool,
@@ -51,6 +53,15 @@ impl DeleteOptions {
             .map_err(|e| ApiError::bad_request(format!("invalid DeleteOptions: {e}")))?;
         if let Some(g) = v.get("gracePeriodSeconds").and_then(Value::as_i64) {
             base.grace_period_seconds = Some(g);
+        }
+        if let Some(p) = v.get("propagationPolicy").and_then(Value::as_str) {
+            base.propagation_policy = Some(p.to_string());
+        }
+        // `orphanDependents` is the deprecated spelling of the same wish.
+        if v.get("orphanDependents").and_then(Value::as_bool) == Some(true)
+            && base.propagation_policy.is_none()
+        {
+            base.propagation_policy = Some("Orphan".to_string());
         }
         if let Some(u) = v.pointer("/preconditions/uid").and_then(Value::as_str) {
             base.precondition_uid = Some(u.to_string());
@@ -760,9 +771,13 @@ impl Registry {
                     ),
                 ));
             }
+            let marked = meta.contains_key("deletionTimestamp");
+            let mut current = current;
+            if !marked {
+                add_propagation_finalizer(res, &mut current, opts.propagation_policy.as_deref())?;
+            }
             let finalizers = object::has_finalizers(&current);
             let grace = graceful_period(res, &current, opts.grace_period_seconds);
-            let marked = meta.contains_key("deletionTimestamp");
             let k = key(res, namespace, name);
 
             let mark = |mut obj: Value, grace: i64| {
@@ -1081,4 +1096,32 @@ fn decode_continue(token: &str) -> Result<(String, i64)> {
     let key = doc.get("start").and_then(Value::as_str).ok_or_else(bad)?;
     let rev = doc.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
     Ok((key.to_string(), rev))
+}
+
+/// Turns an Orphan or Foreground `propagationPolicy` into the finalizer the
+/// garbage collector acts on, for kinds whose dependents it tracks.
+fn add_propagation_finalizer(res: &ResourceInfo, obj: &mut Value, policy: Option<&str>) -> Result<()> {
+    let finalizer = match policy {
+        None | Some("Background") => return Ok(()),
+        Some("Orphan") => "orphan",
+        Some("Foreground") => "foregroundDeletion",
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid propagationPolicy {other:?}: must be Orphan, Background or Foreground"
+            )));
+        }
+    };
+    if !rules::owns_dependents(res.kind) {
+        return Ok(());
+    }
+    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return Ok(());
+    };
+    let list = meta.entry("finalizers").or_insert_with(|| json!([]));
+    if let Some(items) = list.as_array_mut()
+        && !items.iter().any(|f| f == finalizer)
+    {
+        items.push(json!(finalizer));
+    }
+    Ok(())
 }

@@ -144,9 +144,10 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, Error> {
         config::StoreBackend::Embedded => {
             let path = config.data_dir.join("store.redb");
             let shown = path.display().to_string();
-            let s = tokio::task::spawn_blocking(move || storage::embedded::EmbeddedStore::open(&path))
-                .await?
-                .map_err(Error::Store)?;
+            let s =
+                tokio::task::spawn_blocking(move || storage::embedded::EmbeddedStore::open(&path))
+                    .await?
+                    .map_err(Error::Store)?;
             tracing::info!(backend = "embedded", path = %shown, "store opened");
             Ok(Arc::new(s))
         }

@@ -76,7 +76,8 @@ fn not_found(what: &str) -> ApiError {
 /// multi-line debug dumps of bytes, which make poor error messages.
 fn validation_message(e: &wasmparser::BinaryReaderError) -> String {
     if e.message().starts_with("magic header not detected") {
-        return "not a WebAssembly binary (it does not start with the \\0asm magic bytes)".to_string();
+        return "not a WebAssembly binary (it does not start with the \\0asm magic bytes)"
+            .to_string();
     }
     let one_line = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
     format!("{one_line} (at offset {:#x})", e.offset())

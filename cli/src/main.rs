@@ -118,11 +118,21 @@ struct ServerArgs {
     /// Store objects in this etcd cluster instead of the embedded store
     /// (comma-separated client URLs, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379).
     /// Several servers may share one etcd.
-    #[arg(long, alias = "etcd-servers", value_delimiter = ',', value_name = "URL,...")]
+    #[arg(
+        long,
+        alias = "etcd-servers",
+        value_delimiter = ',',
+        value_name = "URL,..."
+    )]
     etcd_endpoints: Vec<String>,
 
     /// Prefix of every key wasmkube writes in etcd.
-    #[arg(long, default_value = "/wasmkube", value_name = "PREFIX", requires = "etcd_endpoints")]
+    #[arg(
+        long,
+        default_value = "/wasmkube",
+        value_name = "PREFIX",
+        requires = "etcd_endpoints"
+    )]
     etcd_prefix: String,
 
     /// CA bundle that signed etcd's serving certificates (https:// endpoints).
@@ -289,7 +299,10 @@ mod tests {
         assert_eq!(a.kubelet_port, 10250);
         assert!(!a.no_node);
         assert!(a.tls_sans.is_empty());
-        assert!(matches!(a.store(), wasmkube_apiserver::StoreBackend::Embedded));
+        assert!(matches!(
+            a.store(),
+            wasmkube_apiserver::StoreBackend::Embedded
+        ));
         assert_eq!(cli.log_format, LogFormat::Text);
         Ok(())
     }

@@ -6,7 +6,10 @@
 use std::process::Command;
 
 fn wasmkube(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_wasmkube")).args(args).output().expect("running the wasmkube binary")
+    Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+        .args(args)
+        .output()
+        .expect("running the wasmkube binary")
 }
 
 #[test]
@@ -15,7 +18,10 @@ fn help_lists_the_commands() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     for cmd in ["server", "push"] {
-        assert!(text.contains(cmd), "`wasmkube --help` mentions `{cmd}`:\n{text}");
+        assert!(
+            text.contains(cmd),
+            "`wasmkube --help` mentions `{cmd}`:\n{text}"
+        );
     }
 }
 
@@ -28,9 +34,18 @@ fn unknown_flag_is_a_usage_error() {
 
 #[test]
 fn push_of_a_missing_file_fails_clearly() {
-    let out = wasmkube(&["push", "/nonexistent/module.wasm", "x:v1", "--kubeconfig", "/nonexistent/kubeconfig"]);
+    let out = wasmkube(&[
+        "push",
+        "/nonexistent/module.wasm",
+        "x:v1",
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+    ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("/nonexistent"), "the error names the path: {err}");
+    assert!(
+        err.contains("/nonexistent"),
+        "the error names the path: {err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }

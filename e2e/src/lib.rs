@@ -24,7 +24,9 @@ pub fn sample_wasm(name: &str) -> PathBuf {
 
 /// A sample's manifest (`wasm-samples/manifests/<name>.yaml`).
 pub fn sample_manifest(name: &str) -> PathBuf {
-    PathBuf::from(env!("WASM_SAMPLES_SRC")).join("manifests").join(format!("{name}.yaml"))
+    PathBuf::from(env!("WASM_SAMPLES_SRC"))
+        .join("manifests")
+        .join(format!("{name}.yaml"))
 }
 
 /// The `wasmkube` binary under test: `WASMKUBE_BIN`, else the one cargo built
@@ -36,7 +38,10 @@ pub fn wasmkube_bin() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("the test knows its own path");
     // target/debug/deps/<test> → target/debug/wasmkube
-    let dir = exe.parent().and_then(Path::parent).expect("test binary lives in target/<profile>/deps");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
     let bin = dir.join("wasmkube");
     assert!(
         bin.exists(),
@@ -49,12 +54,18 @@ pub fn wasmkube_bin() -> PathBuf {
 /// A free TCP port on loopback (bound then released; the server binds it next).
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("binding an ephemeral loopback port");
-    l.local_addr().expect("a bound listener has an address").port()
+    l.local_addr()
+        .expect("a bound listener has an address")
+        .port()
 }
 
 /// Polls `check` until it returns `Ok(Some(v))` or `timeout` passes. The error
 /// names `what` and the last observation, so a failure says what was seen.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Result<Option<T>>) -> Result<T> {
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Result<Option<T>>,
+) -> Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         let last = match check() {
@@ -115,8 +126,15 @@ impl Cluster {
         if let Some(from) = &options.share_credentials_with {
             let data = c.data_dir();
             std::fs::create_dir_all(data.join("pki"))?;
-            for f in ["pki/ca.crt", "pki/ca.key", "pki/server.crt", "pki/server.key", "tokens.csv"] {
-                std::fs::copy(from.join(f), data.join(f)).with_context(|| format!("copying {f}"))?;
+            for f in [
+                "pki/ca.crt",
+                "pki/ca.key",
+                "pki/server.crt",
+                "pki/server.key",
+                "tokens.csv",
+            ] {
+                std::fs::copy(from.join(f), data.join(f))
+                    .with_context(|| format!("copying {f}"))?;
             }
         }
         c.spawn()?;
@@ -140,7 +158,12 @@ impl Cluster {
             .arg("server")
             .arg("--data-dir")
             .arg(self.data_dir())
-            .args(["--bind-address", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--bind-address",
+                "127.0.0.1",
+                "--port",
+                &self.port.to_string(),
+            ])
             .args(["--kubelet-port", &self.kubelet_port.to_string()])
             .args(["--node-name", "node-1"])
             .args(&self.extra_args)
@@ -159,17 +182,29 @@ impl Cluster {
     /// Waits for the readiness line, then for the node to be Ready in the API.
     pub fn wait_ready(&mut self) -> Result<()> {
         let log = self.log_path(self.starts);
-        let result = wait_for("the server to say it is ready", Duration::from_secs(120), || {
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                bail!("server exited early with {status}");
-            }
-            Ok(std::fs::read_to_string(&log)?.contains("wasmkube is ready").then_some(()))
-        })
+        let result = wait_for(
+            "the server to say it is ready",
+            Duration::from_secs(120),
+            || {
+                if let Some(child) = self.child.as_mut()
+                    && let Some(status) = child.try_wait()?
+                {
+                    bail!("server exited early with {status}");
+                }
+                Ok(std::fs::read_to_string(&log)?
+                    .contains("wasmkube is ready")
+                    .then_some(()))
+            },
+        )
         .and_then(|()| {
             wait_for("node-1 to be Ready", Duration::from_secs(60), || {
-                let out = self.kubectl(&["get", "node", "node-1", "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"])?;
+                let out = self.kubectl(&[
+                    "get",
+                    "node",
+                    "node-1",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+                ])?;
                 Ok((out.status.success() && stdout(&out).trim() == "True").then_some(()))
             })
         });
@@ -211,14 +246,22 @@ impl Cluster {
 
     /// Runs kubectl to completion.
     pub fn kubectl(&self, args: &[&str]) -> Result<Output> {
-        self.kubectl_cmd(args).output().context("running kubectl (is it installed?)")
+        self.kubectl_cmd(args)
+            .output()
+            .context("running kubectl (is it installed?)")
     }
 
     /// Runs kubectl and fails unless it exits 0; returns stdout.
     pub fn kubectl_ok(&self, args: &[&str]) -> Result<String> {
         let out = self.kubectl(args)?;
         if !out.status.success() {
-            bail!("kubectl {} failed ({}):\n{}{}", args.join(" "), out.status, stdout(&out), stderr(&out));
+            bail!(
+                "kubectl {} failed ({}):\n{}{}",
+                args.join(" "),
+                out.status,
+                stdout(&out),
+                stderr(&out)
+            );
         }
         Ok(stdout(&out))
     }
@@ -226,8 +269,17 @@ impl Cluster {
     /// Runs kubectl with `input` on stdin (for `-f -`).
     pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> Result<Output> {
         use std::io::Write;
-        let mut child = self.kubectl_cmd(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-        child.stdin.take().ok_or_else(|| anyhow!("no stdin"))?.write_all(input.as_bytes())?;
+        let mut child = self
+            .kubectl_cmd(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        child
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow!("no stdin"))?
+            .write_all(input.as_bytes())?;
         Ok(child.wait_with_output()?)
     }
 
@@ -241,7 +293,11 @@ impl Cluster {
             .arg(&self.kubeconfig)
             .output()?;
         if !out.status.success() {
-            bail!("wasmkube push {name} failed: {}{}", stdout(&out), stderr(&out));
+            bail!(
+                "wasmkube push {name} failed: {}{}",
+                stdout(&out),
+                stderr(&out)
+            );
         }
         Ok(stdout(&out))
     }
@@ -259,9 +315,18 @@ impl Cluster {
     pub fn wait_phase(&self, pod: &str, phase: &str, timeout: Duration) -> Result<()> {
         wait_for(&format!("pod {pod} to be {phase}"), timeout, || {
             let got = self.field(&["pod", pod], "{.status.phase}")?;
-            if got == phase { Ok(Some(())) } else { bail!("phase is {got:?}") }
+            if got == phase {
+                Ok(Some(()))
+            } else {
+                bail!("phase is {got:?}")
+            }
         })
-        .map_err(|e| anyhow!("{e:#}\n--- server log tail ---\n{}", tail(&self.server_log(), 60)))
+        .map_err(|e| {
+            anyhow!(
+                "{e:#}\n--- server log tail ---\n{}",
+                tail(&self.server_log(), 60)
+            )
+        })
     }
 
     /// The HTTPS base URL of the API.
@@ -271,8 +336,12 @@ impl Cluster {
 
     /// The admin token and CA from the written kubeconfig.
     pub fn credentials(&self) -> Result<(String, Vec<u8>)> {
-        let kc: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&self.kubeconfig)?)?;
-        let token = kc["users"][0]["user"]["token"].as_str().ok_or_else(|| anyhow!("kubeconfig has no token"))?.to_string();
+        let kc: serde_yaml::Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&self.kubeconfig)?)?;
+        let token = kc["users"][0]["user"]["token"]
+            .as_str()
+            .ok_or_else(|| anyhow!("kubeconfig has no token"))?
+            .to_string();
         let ca = kc["clusters"][0]["cluster"]["certificate-authority-data"]
             .as_str()
             .ok_or_else(|| anyhow!("kubeconfig has no certificate-authority-data"))?;
@@ -294,7 +363,10 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- server log (tail) ---\n{}", tail(&self.server_log(), 200));
+            eprintln!(
+                "--- server log (tail) ---\n{}",
+                tail(&self.server_log(), 200)
+            );
         }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -339,17 +411,28 @@ impl LineReader {
                 buf.extend_from_slice(&chunk[..n]);
                 while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
                     let line: Vec<u8> = buf.drain(..=pos).collect();
-                    if tx.send(String::from_utf8_lossy(&line).trim_end().to_string()).is_err() {
+                    if tx
+                        .send(String::from_utf8_lossy(&line).trim_end().to_string())
+                        .is_err()
+                    {
                         return;
                     }
                 }
             }
         });
-        LineReader { rx, seen: Vec::new() }
+        LineReader {
+            rx,
+            seen: Vec::new(),
+        }
     }
 
     /// Waits for a line satisfying `pred`; returns it.
-    pub fn wait_line(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> Result<String> {
+    pub fn wait_line(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -360,7 +443,10 @@ impl LineReader {
                         return Ok(line);
                     }
                 }
-                Err(_) => bail!("timed out waiting for {what}; lines seen:\n{}", self.seen.join("\n")),
+                Err(_) => bail!(
+                    "timed out waiting for {what}; lines seen:\n{}",
+                    self.seen.join("\n")
+                ),
             }
         }
     }
@@ -377,7 +463,9 @@ pub struct Etcd {
 
 impl Etcd {
     pub fn start() -> Result<Etcd> {
-        let dir = tempfile::Builder::new().prefix("wasmkube-etcd-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("wasmkube-etcd-")
+            .tempdir()?;
         let (client, peer) = (free_port(), free_port());
         let client_url = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
@@ -385,8 +473,18 @@ impl Etcd {
         let child = Command::new("etcd")
             .args(["--name", "e2e", "--data-dir"])
             .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args([
+                "--listen-client-urls",
+                &client_url,
+                "--advertise-client-urls",
+                &client_url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-advertise-peer-urls",
+                &peer_url,
+            ])
             .args(["--initial-cluster", &format!("e2e={peer_url}")])
             .args(["--max-request-bytes", "10485760"])
             .stdin(Stdio::null())
@@ -394,14 +492,25 @@ impl Etcd {
             .stderr(log)
             .spawn()
             .context("starting etcd: is etcd-server installed? (scripts/setup.sh installs it)")?;
-        let mut etcd = Etcd { child, client_url, _dir: dir };
+        let mut etcd = Etcd {
+            child,
+            client_url,
+            _dir: dir,
+        };
         let health = format!("{}/health", etcd.client_url);
-        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build()?;
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
         wait_for("etcd to answer /health", Duration::from_secs(30), || {
             if let Some(status) = etcd.child.try_wait()? {
                 bail!("etcd exited early with {status}");
             }
-            Ok(http.get(&health).send().ok().filter(|r| r.status().is_success()).map(|_| ()))
+            Ok(http
+                .get(&health)
+                .send()
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ()))
         })?;
         Ok(etcd)
     }

@@ -18,7 +18,10 @@ fn manifest(name: &str) -> String {
 fn hello_runs_to_completion_and_its_output_is_in_the_logs() -> Result<()> {
     let c = Cluster::start()?;
     let pushed = c.push_sample("hello")?;
-    assert!(pushed.contains("sha256:"), "push prints the digest: {pushed}");
+    assert!(
+        pushed.contains("sha256:"),
+        "push prints the digest: {pushed}"
+    );
 
     let out = c.kubectl_ok(&["apply", "-f", &manifest("hello")])?;
     assert!(out.contains("pod/hello created"), "{out}");
@@ -29,25 +32,43 @@ fn hello_runs_to_completion_and_its_output_is_in_the_logs() -> Result<()> {
     for col in ["NAME", "READY", "STATUS", "RESTARTS", "AGE"] {
         assert!(header.contains(col), "column {col} missing in:\n{table}");
     }
-    let row = table.lines().find(|l| l.starts_with("hello ")).unwrap_or_default();
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("hello "))
+        .unwrap_or_default();
     assert!(row.contains("Completed"), "hello shows Completed:\n{table}");
 
     let wide = c.kubectl_ok(&["get", "pods", "-o", "wide"])?;
-    assert!(wide.lines().next().unwrap_or_default().contains("NODE"), "{wide}");
+    assert!(
+        wide.lines().next().unwrap_or_default().contains("NODE"),
+        "{wide}"
+    );
     assert!(wide.contains("node-1"), "-o wide shows the node:\n{wide}");
 
     let logs = c.kubectl_ok(&["logs", "hello"])?;
     assert!(logs.contains("Hello, from wasmkube!"), "logs: {logs:?}");
 
-    let exit = c.field(&["pod", "hello"], "{.status.containerStatuses[0].state.terminated.exitCode}")?;
+    let exit = c.field(
+        &["pod", "hello"],
+        "{.status.containerStatuses[0].state.terminated.exitCode}",
+    )?;
     assert_eq!(exit, "0");
-    let reason = c.field(&["pod", "hello"], "{.status.containerStatuses[0].state.terminated.reason}")?;
+    let reason = c.field(
+        &["pod", "hello"],
+        "{.status.containerStatuses[0].state.terminated.reason}",
+    )?;
     assert_eq!(reason, "Completed");
 
     let described = c.kubectl_ok(&["describe", "pod", "hello"])?;
     assert!(described.contains("Events:"), "{described}");
-    assert!(described.contains("Scheduled"), "describe shows the Scheduled event:\n{described}");
-    assert!(described.contains("Started"), "describe shows the Started event:\n{described}");
+    assert!(
+        described.contains("Scheduled"),
+        "describe shows the Scheduled event:\n{described}"
+    );
+    assert!(
+        described.contains("Started"),
+        "describe shows the Started event:\n{described}"
+    );
     Ok(())
 }
 
@@ -55,13 +76,22 @@ fn hello_runs_to_completion_and_its_output_is_in_the_logs() -> Result<()> {
 fn nodes_are_listed_ready_with_wasm_labels() -> Result<()> {
     let c = Cluster::start()?;
     let nodes = c.kubectl_ok(&["get", "nodes"])?;
-    let row = nodes.lines().find(|l| l.starts_with("node-1")).unwrap_or_default();
-    assert!(row.contains("Ready") && !row.contains("NotReady"), "{nodes}");
+    let row = nodes
+        .lines()
+        .find(|l| l.starts_with("node-1"))
+        .unwrap_or_default();
+    assert!(
+        row.contains("Ready") && !row.contains("NotReady"),
+        "{nodes}"
+    );
     let labels = c.kubectl_ok(&["get", "nodes", "--show-labels"])?;
     assert!(labels.contains("kubernetes.io/os=wasip1"), "{labels}");
     assert!(labels.contains("kubernetes.io/arch=wasm32"), "{labels}");
     let pods = c.field(&["node", "node-1"], "{.status.allocatable.pods}")?;
-    assert!(pods.parse::<u32>().is_ok_and(|n| n > 0), "allocatable pods: {pods:?}");
+    assert!(
+        pods.parse::<u32>().is_ok_and(|n| n > 0),
+        "allocatable pods: {pods:?}"
+    );
     Ok(())
 }
 
@@ -72,13 +102,21 @@ fn counter_logs_follow_streams_new_lines() -> Result<()> {
     c.kubectl_ok(&["apply", "-f", &manifest("counter")])?;
     c.wait_phase("counter", "Running", POD_TIMEOUT)?;
 
-    let mut follow = c.kubectl_cmd(&["logs", "-f", "counter"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut follow = c
+        .kubectl_cmd(&["logs", "-f", "counter"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
     let mut lines = LineReader::new(follow.stdout.take().expect("piped stdout"));
-    let first = lines.wait_line("a first count line", Duration::from_secs(30), |l| l.starts_with("count "))?;
+    let first = lines.wait_line("a first count line", Duration::from_secs(30), |l| {
+        l.starts_with("count ")
+    })?;
     let n: u64 = first.trim_start_matches("count ").parse()?;
     // A line printed after the follow began proves it streams, not just dumps.
     lines.wait_line("a later count line", Duration::from_secs(30), |l| {
-        l.trim_start_matches("count ").parse::<u64>().is_ok_and(|m| m >= n + 2)
+        l.trim_start_matches("count ")
+            .parse::<u64>()
+            .is_ok_and(|m| m >= n + 2)
     })?;
     follow.kill()?;
     follow.wait()?;
@@ -91,10 +129,16 @@ fn crash_is_restarted_with_backoff() -> Result<()> {
     c.push_sample("crash")?;
     c.kubectl_ok(&["apply", "-f", &manifest("crash")])?;
     wait_for("crash to restart at least once", POD_TIMEOUT, || {
-        let n = c.field(&["pod", "crash"], "{.status.containerStatuses[0].restartCount}")?;
+        let n = c.field(
+            &["pod", "crash"],
+            "{.status.containerStatuses[0].restartCount}",
+        )?;
         Ok(n.parse::<u32>().is_ok_and(|n| n >= 1).then_some(()))
     })?;
-    let last_exit = c.field(&["pod", "crash"], "{.status.containerStatuses[0].lastState.terminated.exitCode}")?;
+    let last_exit = c.field(
+        &["pod", "crash"],
+        "{.status.containerStatuses[0].lastState.terminated.exitCode}",
+    )?;
     assert_eq!(last_exit, "3", "lastState keeps the exit code");
     wait_for("crash to show CrashLoopBackOff", POD_TIMEOUT, || {
         let table = c.kubectl_ok(&["get", "pod", "crash"])?;
@@ -107,11 +151,19 @@ fn crash_is_restarted_with_backoff() -> Result<()> {
 fn get_pods_watch_shows_the_transitions() -> Result<()> {
     let c = Cluster::start()?;
     c.push_sample("hello")?;
-    let mut watch = c.kubectl_cmd(&["get", "pods", "-w"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let mut watch = c
+        .kubectl_cmd(&["get", "pods", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
     let mut lines = LineReader::new(watch.stdout.take().expect("piped stdout"));
     c.kubectl_ok(&["apply", "-f", &manifest("hello")])?;
-    lines.wait_line("hello to appear Pending", POD_TIMEOUT, |l| l.starts_with("hello ") && l.contains("Pending"))?;
-    lines.wait_line("hello to reach Completed", POD_TIMEOUT, |l| l.starts_with("hello ") && l.contains("Completed"))?;
+    lines.wait_line("hello to appear Pending", POD_TIMEOUT, |l| {
+        l.starts_with("hello ") && l.contains("Pending")
+    })?;
+    lines.wait_line("hello to reach Completed", POD_TIMEOUT, |l| {
+        l.starts_with("hello ") && l.contains("Completed")
+    })?;
     watch.kill()?;
     watch.wait()?;
     Ok(())
@@ -127,7 +179,11 @@ fn delete_pod_returns_once_the_pod_is_gone() -> Result<()> {
     assert!(out.contains("pod \"idle\" deleted"), "{out}");
     let gone = c.kubectl(&["get", "pod", "idle"])?;
     assert!(!gone.status.success());
-    assert!(stderr(&gone).contains("NotFound") || stderr(&gone).contains("not found"), "{}", stderr(&gone));
+    assert!(
+        stderr(&gone).contains("NotFound") || stderr(&gone).contains("not found"),
+        "{}",
+        stderr(&gone)
+    );
     Ok(())
 }
 
@@ -137,19 +193,34 @@ fn yaml_round_trips_and_reapply_is_unchanged() -> Result<()> {
     c.push_sample("idle")?;
     c.kubectl_ok(&["apply", "-f", &manifest("idle")])?;
     let again = c.kubectl_ok(&["apply", "-f", &manifest("idle")])?;
-    assert!(again.contains("pod/idle unchanged"), "second apply: {again}");
+    assert!(
+        again.contains("pod/idle unchanged"),
+        "second apply: {again}"
+    );
 
     let yaml = c.kubectl_ok(&["get", "pod", "idle", "-o", "yaml"])?;
     let obj: serde_yaml::Value = serde_yaml::from_str(&yaml)?;
     assert_eq!(obj["kind"].as_str(), Some("Pod"));
     assert_eq!(obj["apiVersion"].as_str(), Some("v1"));
     assert_eq!(obj["metadata"]["name"].as_str(), Some("idle"));
-    assert!(obj["metadata"]["uid"].as_str().is_some_and(|u| !u.is_empty()));
-    assert_eq!(obj["spec"]["containers"][0]["image"].as_str(), Some("idle:v1"));
+    assert!(
+        obj["metadata"]["uid"]
+            .as_str()
+            .is_some_and(|u| !u.is_empty())
+    );
+    assert_eq!(
+        obj["spec"]["containers"][0]["image"].as_str(),
+        Some("idle:v1")
+    );
     // The YAML kubectl printed is a valid object for the server: replace it
     // unchanged, and the object (uid, spec) survives the round trip.
     let replaced = c.kubectl_stdin(&["replace", "-f", "-"], &yaml)?;
-    assert!(replaced.status.success(), "replace: {}{}", stdout(&replaced), stderr(&replaced));
+    assert!(
+        replaced.status.success(),
+        "replace: {}{}",
+        stdout(&replaced),
+        stderr(&replaced)
+    );
     let yaml2 = c.kubectl_ok(&["get", "pod", "idle", "-o", "yaml"])?;
     let obj2: serde_yaml::Value = serde_yaml::from_str(&yaml2)?;
     assert_eq!(obj["metadata"]["uid"], obj2["metadata"]["uid"]);
@@ -165,11 +236,20 @@ fn unknown_image_reports_image_pull_errors() -> Result<()> {
     let out = c.kubectl_stdin(&["apply", "-f", "-"], pod)?;
     assert!(out.status.success(), "{}", stderr(&out));
     wait_for("ghost to report an image pull error", POD_TIMEOUT, || {
-        let reason = c.field(&["pod", "ghost"], "{.status.containerStatuses[0].state.waiting.reason}")?;
+        let reason = c.field(
+            &["pod", "ghost"],
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        )?;
         Ok(matches!(reason.as_str(), "ErrImagePull" | "ImagePullBackOff").then_some(()))
     })?;
-    let message = c.field(&["pod", "ghost"], "{.status.containerStatuses[0].state.waiting.message}")?;
-    assert!(message.contains("ghost:v9"), "the message names the image: {message}");
+    let message = c.field(
+        &["pod", "ghost"],
+        "{.status.containerStatuses[0].state.waiting.message}",
+    )?;
+    assert!(
+        message.contains("ghost:v9"),
+        "the message names the image: {message}"
+    );
     // The rest of the cluster is unaffected.
     c.push_sample("hello")?;
     c.kubectl_ok(&["apply", "-f", &manifest("hello")])?;

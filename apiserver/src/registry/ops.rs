@@ -1100,7 +1100,11 @@ fn decode_continue(token: &str) -> Result<(String, i64)> {
 
 /// Turns an Orphan or Foreground `propagationPolicy` into the finalizer the
 /// garbage collector acts on, for kinds whose dependents it tracks.
-fn add_propagation_finalizer(res: &ResourceInfo, obj: &mut Value, policy: Option<&str>) -> Result<()> {
+fn add_propagation_finalizer(
+    res: &ResourceInfo,
+    obj: &mut Value,
+    policy: Option<&str>,
+) -> Result<()> {
     let finalizer = match policy {
         None | Some("Background") => return Ok(()),
         Some("Orphan") => "orphan",

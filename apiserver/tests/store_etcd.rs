@@ -584,15 +584,40 @@ async fn unreachable_etcd_is_a_clear_backend_error() {
 }
 
 /// Creates keys `k<i>` under `prefix` for each `i` in `range`; every write
-/// must succeed. Returns their revisions.
+/// must eventually succeed. Returns their revisions.
+///
+/// Like any etcd client during a failover, a write in flight when its member
+/// dies fails with an ambiguous transport error: it may or may not have
+/// committed. The write is retried, as a client of the API would; an
+/// `AlreadyExists` on the retry is checked to be our own earlier write.
 async fn write_all(store: &dyn Store, prefix: &str, range: std::ops::Range<usize>) -> Vec<i64> {
     let mut revisions = Vec::new();
     for i in range {
         let key = format!("{prefix}k{i:04}");
-        let kv = store
-            .put(&key, Bytes::from(i.to_string()), Precondition::MustNotExist)
-            .await
-            .unwrap_or_else(|e| panic!("write {key} with quorum: {e}"));
+        let value = Bytes::from(i.to_string());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let kv = loop {
+            match store
+                .put(&key, value.clone(), Precondition::MustNotExist)
+                .await
+            {
+                Ok(kv) => break kv,
+                Err(Error::AlreadyExists { .. }) => {
+                    let kv = store
+                        .get(&key)
+                        .await
+                        .unwrap_or_else(|e| panic!("read back {key}: {e}"))
+                        .unwrap_or_else(|| panic!("{key} exists and then does not"));
+                    assert_eq!(kv.value, value, "{key} holds our earlier, ambiguous write");
+                    break kv;
+                }
+                Err(Error::Backend(e)) if tokio::time::Instant::now() < deadline => {
+                    eprintln!("write {key}: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("write {key} with quorum: {e}"),
+            }
+        };
         revisions.push(kv.mod_revision);
     }
     revisions

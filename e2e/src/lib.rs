@@ -90,6 +90,38 @@ pub struct Cluster {
     cache_dir: PathBuf,
     starts: u32,
     extra_args: Vec<String>,
+    /// The etcd this cluster stores its objects in, when it has its own;
+    /// dropped after the server is stopped.
+    _etcd: Option<Etcd>,
+}
+
+/// Which store backend a test cluster runs on. The user-facing suites run
+/// on both (see [`both_stores!`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded single-file store (the default).
+    Embedded,
+    /// A real etcd started for this cluster alone.
+    Etcd,
+}
+
+/// Defines one `#[test]` per store backend for a test function taking a
+/// [`Backend`]: `both_stores!(my_test);` makes `my_test::embedded` and
+/// `my_test::etcd`.
+#[macro_export]
+macro_rules! both_stores {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn embedded() -> anyhow::Result<()> {
+                super::$name($crate::Backend::Embedded)
+            }
+            #[test]
+            fn etcd() -> anyhow::Result<()> {
+                super::$name($crate::Backend::Etcd)
+            }
+        }
+    )+};
 }
 
 /// How to start a [`Cluster`] other than the default all-in-one.
@@ -108,6 +140,23 @@ impl Cluster {
         Self::start_with(ClusterOptions::default())
     }
 
+    /// Starts a fresh cluster on `backend` (etcd: a private etcd for it).
+    pub fn start_on(backend: Backend) -> Result<Cluster> {
+        match backend {
+            Backend::Embedded => Self::start(),
+            Backend::Etcd => {
+                let etcd = Etcd::start()?;
+                let options = ClusterOptions {
+                    extra_args: vec!["--etcd-endpoints".into(), etcd.client_url.clone()],
+                    ..ClusterOptions::default()
+                };
+                let mut c = Self::start_with(options)?;
+                c._etcd = Some(etcd);
+                Ok(c)
+            }
+        }
+    }
+
     /// Starts a cluster with `options`.
     pub fn start_with(options: ClusterOptions) -> Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("wasmkube-e2e-").tempdir()?;
@@ -122,6 +171,7 @@ impl Cluster {
             dir,
             starts: 0,
             extra_args: options.extra_args,
+            _etcd: None,
         };
         if let Some(from) = &options.share_credentials_with {
             let data = c.data_dir();

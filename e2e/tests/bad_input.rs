@@ -1,9 +1,9 @@
 //! Bad input gets the right Kubernetes Status, stores nothing, and the server
-//! keeps serving. Raw HTTPS here: kubectl would refuse to send most of these.
+//! keeps serving — on both store backends. Raw HTTPS here: kubectl would refuse to send most of these.
 
 use anyhow::Result;
 use serde_json::Value;
-use wasmkube_e2e::Cluster;
+use wasmkube_e2e::{Backend, Cluster};
 
 fn status_of(resp: reqwest::blocking::Response) -> Result<(u16, Value)> {
     let code = resp.status().as_u16();
@@ -23,9 +23,8 @@ fn assert_status(got: (u16, Value), code: u16, reason: &str) {
     );
 }
 
-#[test]
-fn bad_requests_get_the_right_status_and_store_nothing() -> Result<()> {
-    let c = Cluster::start()?;
+fn bad_requests_get_the_right_status_and_store_nothing(backend: Backend) -> Result<()> {
+    let c = Cluster::start_on(backend)?;
     let (token, _) = c.credentials()?;
     let http = c.http()?;
     let pods = format!("{}/api/v1/namespaces/default/pods", c.url());
@@ -137,9 +136,8 @@ fn bad_requests_get_the_right_status_and_store_nothing() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn kubectl_reports_errors_from_the_server() -> Result<()> {
-    let c = Cluster::start()?;
+fn kubectl_reports_errors_from_the_server(backend: Backend) -> Result<()> {
+    let c = Cluster::start_on(backend)?;
     let missing = c.kubectl(&["get", "pod", "nope"])?;
     assert!(!missing.status.success());
     assert!(
@@ -170,3 +168,8 @@ fn kubectl_reports_errors_from_the_server() -> Result<()> {
     );
     Ok(())
 }
+
+wasmkube_e2e::both_stores!(
+    bad_requests_get_the_right_status_and_store_nothing,
+    kubectl_reports_errors_from_the_server,
+);

@@ -1,12 +1,13 @@
 //! The user's path through the README, with real kubectl against the real
 //! binary: push the samples, apply their manifests, watch them run, read
-//! their logs, describe, delete, round-trip YAML and re-apply.
+//! their logs, describe, delete, round-trip YAML and re-apply. Every test
+//! runs twice: on the embedded store and on a real etcd.
 
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Result;
-use wasmkube_e2e::{Cluster, LineReader, sample_manifest, stderr, stdout, wait_for};
+use wasmkube_e2e::{Backend, Cluster, LineReader, sample_manifest, stderr, stdout, wait_for};
 
 const POD_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -14,9 +15,8 @@ fn manifest(name: &str) -> String {
     sample_manifest(name).display().to_string()
 }
 
-#[test]
-fn hello_runs_to_completion_and_its_output_is_in_the_logs() -> Result<()> {
-    let c = Cluster::start()?;
+fn hello_runs_to_completion_and_its_output_is_in_the_logs(backend: Backend) -> Result<()> {
+    let c = Cluster::start_on(backend)?;
     let pushed = c.push_sample("hello")?;
     assert!(
         pushed.contains("sha256:"),
@@ -72,9 +72,8 @@ fn hello_runs_to_completion_and_its_output_is_in_the_logs() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn nodes_are_listed_ready_with_wasm_labels() -> Result<()> {
-    let c = Cluster::start()?;
+fn nodes_are_listed_ready_with_wasm_labels(backend: Backend) -> Result<()> {
+    let c = Cluster::start_on(backend)?;
     let nodes = c.kubectl_ok(&["get", "nodes"])?;
     let row = nodes
         .lines()
@@ -95,9 +94,8 @@ fn nodes_are_listed_ready_with_wasm_labels() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn counter_logs_follow_streams_new_lines() -> Result<()> {
-    let c = Cluster::start()?;
+fn counter_logs_follow_streams_new_lines(backend: Backend) -> Result<()> {
+    let c = Cluster::start_on(backend)?;
     c.push_sample("counter")?;
     c.kubectl_ok(&["apply", "-f", &manifest("counter")])?;
     c.wait_phase("counter", "Running", POD_TIMEOUT)?;
@@ -123,9 +121,8 @@ fn counter_logs_follow_streams_new_lines() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn crash_is_restarted_with_backoff() -> Result<()> {
-    let c = Cluster::start()?;
+fn crash_is_restarted_with_backoff(backend: Backend) -> Result<()> {
+    let c = Cluster::start_on(backend)?;
     c.push_sample("crash")?;
     c.kubectl_ok(&["apply", "-f", &manifest("crash")])?;
     wait_for("crash to restart at least once", POD_TIMEOUT, || {
@@ -147,9 +144,8 @@ fn crash_is_restarted_with_backoff() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn get_pods_watch_shows_the_transitions() -> Result<()> {
-    let c = Cluster::start()?;
+fn get_pods_watch_shows_the_transitions(backend: Backend) -> Result<()> {
+    let c = Cluster::start_on(backend)?;
     c.push_sample("hello")?;
     let mut watch = c
         .kubectl_cmd(&["get", "pods", "-w"])
@@ -169,9 +165,8 @@ fn get_pods_watch_shows_the_transitions() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn delete_pod_returns_once_the_pod_is_gone() -> Result<()> {
-    let c = Cluster::start()?;
+fn delete_pod_returns_once_the_pod_is_gone(backend: Backend) -> Result<()> {
+    let c = Cluster::start_on(backend)?;
     c.push_sample("idle")?;
     c.kubectl_ok(&["apply", "-f", &manifest("idle")])?;
     c.wait_phase("idle", "Running", POD_TIMEOUT)?;
@@ -187,9 +182,8 @@ fn delete_pod_returns_once_the_pod_is_gone() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn yaml_round_trips_and_reapply_is_unchanged() -> Result<()> {
-    let c = Cluster::start()?;
+fn yaml_round_trips_and_reapply_is_unchanged(backend: Backend) -> Result<()> {
+    let c = Cluster::start_on(backend)?;
     c.push_sample("idle")?;
     c.kubectl_ok(&["apply", "-f", &manifest("idle")])?;
     let again = c.kubectl_ok(&["apply", "-f", &manifest("idle")])?;
@@ -228,9 +222,8 @@ fn yaml_round_trips_and_reapply_is_unchanged() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn unknown_image_reports_image_pull_errors() -> Result<()> {
-    let c = Cluster::start()?;
+fn unknown_image_reports_image_pull_errors(backend: Backend) -> Result<()> {
+    let c = Cluster::start_on(backend)?;
     let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"ghost"},
         "spec":{"restartPolicy":"Never","containers":[{"name":"ghost","image":"ghost:v9"}]}}"#;
     let out = c.kubectl_stdin(&["apply", "-f", "-"], pod)?;
@@ -256,3 +249,14 @@ fn unknown_image_reports_image_pull_errors() -> Result<()> {
     c.wait_phase("hello", "Succeeded", POD_TIMEOUT)?;
     Ok(())
 }
+
+wasmkube_e2e::both_stores!(
+    hello_runs_to_completion_and_its_output_is_in_the_logs,
+    nodes_are_listed_ready_with_wasm_labels,
+    counter_logs_follow_streams_new_lines,
+    crash_is_restarted_with_backoff,
+    get_pods_watch_shows_the_transitions,
+    delete_pod_returns_once_the_pod_is_gone,
+    yaml_round_trips_and_reapply_is_unchanged,
+    unknown_image_reports_image_pull_errors,
+);

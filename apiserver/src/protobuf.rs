@@ -3,16 +3,17 @@
 //!
 //! client-go's typed clients write with `Content-Type:
 //! application/vnd.kubernetes.protobuf` and have no fallback on 415: kubectl's
-//! generators (`create namespace|configmap|secret …`) and drain's DELETE when
-//! eviction is not served depend on it. A body is the 4-byte magic `k8s\0`
-//! followed by a `runtime.Unknown` envelope whose `raw` holds the object's
-//! message. That message is walked field by field with the layout in
-//! [`schema`] and written as the JSON the Go types would produce: camelCase
-//! names, embedded structs inlined, `Time` as RFC 3339, `[]byte` as base64,
-//! quantities and int-or-strings in their string/number forms, and the zero
-//! values Go's marshaller always writes for plain fields dropped (pointer
-//! fields keep them: `gracePeriodSeconds: 0` means "now"). Only request
-//! bodies are protobuf; answers stay JSON, which every client decodes.
+//! generators (`create namespace|configmap|secret|deployment|job …`) and
+//! drain's DELETE when eviction is not served depend on it. A body is the
+//! 4-byte magic `k8s\0` followed by a `runtime.Unknown` envelope whose `raw`
+//! holds the object's message. That message is walked field by field with the
+//! layout in [`schema`] and written as the JSON the Go types would produce:
+//! camelCase names, embedded structs inlined, `Time` as RFC 3339, `[]byte` as
+//! base64, quantities and int-or-strings in their string/number forms, and the
+//! zero values Go's marshaller always writes for plain fields dropped (pointer
+//! fields keep them: `gracePeriodSeconds: 0` means "now", `replicas: 0` means
+//! none). Only request bodies are protobuf; answers stay JSON, which every
+//! client decodes.
 
 mod schema;
 
@@ -38,6 +39,8 @@ const GO_ZERO_TIME_SECONDS: i64 = -62_135_596_800;
 
 /// The kinds accepted as protobuf bodies: (apiVersion, kind, message).
 /// DeleteOptions is accepted under any apiVersion, as every group registers it.
+/// Must match `ROOTS` in `scripts/gen-protobuf-schema.py`, which generates
+/// the layouts of these messages and everything they reach.
 const ROOTS: &[(&str, &str, &str)] = &[
     ("v1", "Namespace", "core.v1.Namespace"),
     ("v1", "Pod", "core.v1.Pod"),
@@ -48,6 +51,10 @@ const ROOTS: &[(&str, &str, &str)] = &[
     ("v1", "Binding", "core.v1.Binding"),
     ("coordination.k8s.io/v1", "Lease", "coordination.v1.Lease"),
     ("policy/v1", "Eviction", "policy.v1.Eviction"),
+    ("apps/v1", "Deployment", "apps.v1.Deployment"),
+    ("apps/v1", "ReplicaSet", "apps.v1.ReplicaSet"),
+    ("apps/v1", "DaemonSet", "apps.v1.DaemonSet"),
+    ("batch/v1", "Job", "batch.v1.Job"),
 ];
 
 /// Whether a body is a Kubernetes protobuf message. Neither JSON nor YAML can
@@ -504,6 +511,8 @@ fn is_zero(v: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_pb::api::apps::v1 as pb_apps;
+    use k8s_pb::api::batch::v1 as pb_batch;
     use k8s_pb::api::coordination::v1 as pb_coord;
     use k8s_pb::api::core::v1 as pb;
     use k8s_pb::apimachinery::pkg::api::resource::Quantity;
@@ -938,6 +947,465 @@ mod tests {
         let _: k8s_openapi::api::core::v1::Node = typed(&v);
     }
 
+    fn int_or_string(v: Result<i32, &str>) -> Option<IntOrString> {
+        Some(match v {
+            Ok(i) => IntOrString {
+                r#type: Some(0),
+                int_val: Some(i),
+                str_val: s(""),
+            },
+            Err(st) => IntOrString {
+                r#type: Some(1),
+                int_val: Some(0),
+                str_val: s(st),
+            },
+        })
+    }
+
+    /// The pod template kubectl's workload generators build: labels, one
+    /// container, and Go's zero values for the plain fields.
+    fn go_style_template(labels: &BTreeMap<String, String>, restart: &str) -> pb::PodTemplateSpec {
+        pb::PodTemplateSpec {
+            metadata: Some(pb_meta::ObjectMeta {
+                labels: labels.clone(),
+                ..go_style_meta("")
+            }),
+            spec: Some(pb::PodSpec {
+                containers: vec![pb::Container {
+                    name: s("hello"),
+                    image: s("hello:v1"),
+                    working_dir: s(""),
+                    ports: vec![pb::ContainerPort {
+                        name: s(""),
+                        host_port: Some(0),
+                        container_port: Some(8080),
+                        protocol: s(""),
+                        host_ip: s(""),
+                    }],
+                    resources: Some(pb::ResourceRequirements::default()),
+                    termination_message_path: s(""),
+                    image_pull_policy: s(""),
+                    stdin: Some(false),
+                    stdin_once: Some(false),
+                    tty: Some(false),
+                    ..Default::default()
+                }],
+                restart_policy: s(restart),
+                dns_policy: s(""),
+                service_account_name: s(""),
+                node_name: s(""),
+                host_network: Some(false),
+                host_pid: Some(false),
+                host_ipc: Some(false),
+                hostname: s(""),
+                subdomain: s(""),
+                scheduler_name: s(""),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn expected_template(restart: Option<&str>) -> Value {
+        let mut spec = json!({
+            "containers": [{"name": "hello", "image": "hello:v1",
+                            "ports": [{"containerPort": 8080}], "resources": {}}]
+        });
+        if let (Some(r), Value::Object(m)) = (restart, &mut spec) {
+            m.insert("restartPolicy".into(), json!(r));
+        }
+        json!({"metadata": {"labels": {"app": "web"}}, "spec": spec})
+    }
+
+    #[test]
+    fn deployment_as_kubectl_create_deployment_sends_it() {
+        let labels = BTreeMap::from([("app".to_string(), "web".to_string())]);
+        let deploy = pb_apps::Deployment {
+            metadata: Some(pb_meta::ObjectMeta {
+                labels: labels.clone(),
+                ..go_style_meta("web")
+            }),
+            spec: Some(pb_apps::DeploymentSpec {
+                replicas: Some(2),
+                selector: Some(pb_meta::LabelSelector {
+                    match_labels: labels.clone(),
+                    match_expressions: vec![],
+                }),
+                template: Some(go_style_template(&labels, "")),
+                strategy: Some(pb_apps::DeploymentStrategy {
+                    r#type: s(""),
+                    rolling_update: None,
+                }),
+                min_ready_seconds: Some(0),
+                revision_history_limit: None,
+                paused: Some(false),
+                progress_deadline_seconds: None,
+            }),
+            status: Some(pb_apps::DeploymentStatus {
+                observed_generation: Some(0),
+                replicas: Some(0),
+                updated_replicas: Some(0),
+                ready_replicas: Some(0),
+                available_replicas: Some(0),
+                unavailable_replicas: Some(0),
+                terminating_replicas: None,
+                conditions: vec![],
+                collision_count: None,
+            }),
+        };
+        let v = decode(&envelope("apps/v1", "Deployment", deploy.encode_to_vec()));
+        assert_eq!(
+            v,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": "web", "labels": {"app": "web"}},
+                   "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                            "template": expected_template(None), "strategy": {}},
+                   "status": {}})
+        );
+        let d: k8s_openapi::api::apps::v1::Deployment = typed(&v);
+        let spec = d.spec.unwrap_or_default();
+        assert_eq!(spec.replicas, Some(2));
+        assert_eq!(spec.selector.match_labels, Some(labels.clone()),);
+        assert_eq!(spec.template.metadata.and_then(|m| m.labels), Some(labels));
+        let containers = spec.template.spec.map(|s| s.containers).unwrap_or_default();
+        assert_eq!(
+            containers.first().and_then(|c| c.image.as_deref()),
+            Some("hello:v1")
+        );
+    }
+
+    #[test]
+    fn deployment_pointers_strategy_and_status() {
+        let deploy = pb_apps::Deployment {
+            metadata: Some(meta("web")),
+            spec: Some(pb_apps::DeploymentSpec {
+                replicas: Some(0),
+                selector: Some(pb_meta::LabelSelector {
+                    match_labels: BTreeMap::new(),
+                    match_expressions: vec![pb_meta::LabelSelectorRequirement {
+                        key: s("tier"),
+                        operator: s("In"),
+                        values: vec!["web".into(), "api".into()],
+                    }],
+                }),
+                strategy: Some(pb_apps::DeploymentStrategy {
+                    r#type: s("RollingUpdate"),
+                    rolling_update: Some(pb_apps::RollingUpdateDeployment {
+                        max_unavailable: int_or_string(Ok(0)),
+                        max_surge: int_or_string(Err("25%")),
+                    }),
+                }),
+                min_ready_seconds: Some(5),
+                revision_history_limit: Some(0),
+                paused: Some(true),
+                progress_deadline_seconds: Some(600),
+                ..Default::default()
+            }),
+            status: Some(pb_apps::DeploymentStatus {
+                observed_generation: Some(3),
+                replicas: Some(0),
+                ready_replicas: Some(1),
+                terminating_replicas: Some(0),
+                conditions: vec![pb_apps::DeploymentCondition {
+                    r#type: s("Available"),
+                    status: s("True"),
+                    last_update_time: Some(pb_meta::Time {
+                        seconds: Some(1_700_000_000),
+                        nanos: Some(0),
+                    }),
+                    reason: s("MinimumReplicasAvailable"),
+                    ..Default::default()
+                }],
+                collision_count: Some(0),
+                ..Default::default()
+            }),
+        };
+        let v = decode(&envelope("apps/v1", "Deployment", deploy.encode_to_vec()));
+        assert_eq!(
+            v["spec"],
+            json!({"replicas": 0,
+                   "selector": {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web", "api"]}]},
+                   "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}},
+                   "minReadySeconds": 5, "revisionHistoryLimit": 0, "paused": true,
+                   "progressDeadlineSeconds": 600})
+        );
+        assert_eq!(
+            v["status"],
+            json!({"observedGeneration": 3, "readyReplicas": 1, "terminatingReplicas": 0,
+                   "conditions": [{"type": "Available", "status": "True",
+                                   "lastUpdateTime": "2023-11-14T22:13:20Z",
+                                   "reason": "MinimumReplicasAvailable"}],
+                   "collisionCount": 0})
+        );
+        let d: k8s_openapi::api::apps::v1::Deployment = typed(&v);
+        let spec = d.spec.unwrap_or_default();
+        assert_eq!(spec.replicas, Some(0));
+        assert_eq!(spec.revision_history_limit, Some(0));
+        let ru = spec
+            .strategy
+            .and_then(|s| s.rolling_update)
+            .unwrap_or_default();
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString as Ios;
+        assert_eq!(ru.max_surge, Some(Ios::String("25%".into())));
+        assert_eq!(ru.max_unavailable, Some(Ios::Int(0)));
+    }
+
+    #[test]
+    fn replica_set_and_daemon_set() {
+        let labels = BTreeMap::from([("app".to_string(), "web".to_string())]);
+        let selector = Some(pb_meta::LabelSelector {
+            match_labels: labels.clone(),
+            match_expressions: vec![],
+        });
+        let rs = pb_apps::ReplicaSet {
+            metadata: Some(go_style_meta("web-1")),
+            spec: Some(pb_apps::ReplicaSetSpec {
+                replicas: Some(3),
+                min_ready_seconds: Some(0),
+                selector: selector.clone(),
+                template: Some(go_style_template(&labels, "Always")),
+            }),
+            status: Some(pb_apps::ReplicaSetStatus {
+                replicas: Some(0),
+                fully_labeled_replicas: Some(0),
+                ready_replicas: Some(0),
+                available_replicas: Some(0),
+                terminating_replicas: None,
+                observed_generation: Some(0),
+                conditions: vec![],
+            }),
+        };
+        let v = decode(&envelope("apps/v1", "ReplicaSet", rs.encode_to_vec()));
+        assert_eq!(
+            v["spec"],
+            json!({"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                   "template": expected_template(Some("Always"))})
+        );
+        // `replicas` has no omitempty in Go: its zero is written.
+        assert_eq!(v["status"], json!({"replicas": 0}));
+        let rs: k8s_openapi::api::apps::v1::ReplicaSet = typed(&v);
+        assert_eq!(rs.spec.and_then(|s| s.replicas), Some(3));
+
+        let ds = pb_apps::DaemonSet {
+            metadata: Some(go_style_meta("agent")),
+            spec: Some(pb_apps::DaemonSetSpec {
+                selector,
+                template: Some(go_style_template(&labels, "Always")),
+                update_strategy: Some(pb_apps::DaemonSetUpdateStrategy {
+                    r#type: s("RollingUpdate"),
+                    rolling_update: Some(pb_apps::RollingUpdateDaemonSet {
+                        max_unavailable: int_or_string(Ok(1)),
+                        max_surge: int_or_string(Ok(0)),
+                    }),
+                }),
+                min_ready_seconds: Some(0),
+                revision_history_limit: Some(0),
+            }),
+            status: Some(pb_apps::DaemonSetStatus {
+                current_number_scheduled: Some(0),
+                number_misscheduled: Some(0),
+                desired_number_scheduled: Some(0),
+                number_ready: Some(0),
+                observed_generation: Some(0),
+                updated_number_scheduled: Some(0),
+                number_available: Some(0),
+                number_unavailable: Some(0),
+                collision_count: None,
+                conditions: vec![],
+            }),
+        };
+        let v = decode(&envelope("apps/v1", "DaemonSet", ds.encode_to_vec()));
+        assert_eq!(
+            v["spec"],
+            json!({"selector": {"matchLabels": {"app": "web"}},
+                   "template": expected_template(Some("Always")),
+                   "updateStrategy": {"type": "RollingUpdate",
+                                      "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}},
+                   "revisionHistoryLimit": 0})
+        );
+        assert_eq!(
+            v["status"],
+            json!({"currentNumberScheduled": 0, "numberMisscheduled": 0,
+                   "desiredNumberScheduled": 0, "numberReady": 0})
+        );
+        let ds: k8s_openapi::api::apps::v1::DaemonSet = typed(&v);
+        assert_eq!(ds.spec.and_then(|s| s.revision_history_limit), Some(0));
+    }
+
+    #[test]
+    fn job_as_kubectl_create_job_sends_it() {
+        let labels = BTreeMap::new();
+        let job = pb_batch::Job {
+            metadata: Some(go_style_meta("j")),
+            spec: Some(pb_batch::JobSpec {
+                template: Some(go_style_template(&labels, "Never")),
+                ..Default::default()
+            }),
+            status: Some(pb_batch::JobStatus {
+                active: Some(0),
+                succeeded: Some(0),
+                failed: Some(0),
+                completed_indexes: s(""),
+                ..Default::default()
+            }),
+        };
+        let v = decode(&envelope("batch/v1", "Job", job.encode_to_vec()));
+        let mut template = expected_template(Some("Never"));
+        if let Value::Object(t) = &mut template {
+            t.insert("metadata".into(), json!({}));
+        }
+        assert_eq!(
+            v,
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+                   "spec": {"template": template}, "status": {}})
+        );
+        let job: k8s_openapi::api::batch::v1::Job = typed(&v);
+        let spec = job.spec.unwrap_or_default();
+        assert_eq!(
+            spec.template.spec.and_then(|s| s.restart_policy).as_deref(),
+            Some("Never")
+        );
+    }
+
+    #[test]
+    fn job_pointers_policies_and_status() {
+        let job = pb_batch::Job {
+            metadata: Some(meta("indexed")),
+            spec: Some(pb_batch::JobSpec {
+                parallelism: Some(0),
+                completions: Some(4),
+                active_deadline_seconds: Some(0),
+                pod_failure_policy: Some(pb_batch::PodFailurePolicy {
+                    rules: vec![
+                        pb_batch::PodFailurePolicyRule {
+                            action: s("FailJob"),
+                            on_exit_codes: Some(pb_batch::PodFailurePolicyOnExitCodesRequirement {
+                                container_name: s(""),
+                                operator: s("In"),
+                                values: vec![1, 42],
+                            }),
+                            on_pod_conditions: vec![],
+                        },
+                        pb_batch::PodFailurePolicyRule {
+                            action: s("Ignore"),
+                            on_exit_codes: None,
+                            on_pod_conditions: vec![
+                                pb_batch::PodFailurePolicyOnPodConditionsPattern {
+                                    r#type: s("DisruptionTarget"),
+                                    status: s("True"),
+                                },
+                            ],
+                        },
+                    ],
+                }),
+                success_policy: Some(pb_batch::SuccessPolicy {
+                    rules: vec![pb_batch::SuccessPolicyRule {
+                        succeeded_indexes: s("0-1"),
+                        succeeded_count: Some(0),
+                    }],
+                }),
+                backoff_limit: Some(0),
+                backoff_limit_per_index: Some(0),
+                max_failed_indexes: Some(0),
+                selector: None,
+                manual_selector: Some(false),
+                template: Some(pb::PodTemplateSpec {
+                    metadata: Some(pb_meta::ObjectMeta::default()),
+                    spec: Some(pb::PodSpec::default()),
+                }),
+                ttl_seconds_after_finished: Some(0),
+                completion_mode: s("Indexed"),
+                suspend: Some(false),
+                pod_replacement_policy: s("Failed"),
+                managed_by: s(""),
+            }),
+            status: Some(pb_batch::JobStatus {
+                conditions: vec![pb_batch::JobCondition {
+                    r#type: s("Complete"),
+                    status: s("True"),
+                    last_probe_time: Some(pb_meta::Time {
+                        seconds: Some(GO_ZERO_TIME_SECONDS),
+                        nanos: Some(0),
+                    }),
+                    last_transition_time: Some(pb_meta::Time {
+                        seconds: Some(1_700_000_000),
+                        nanos: Some(0),
+                    }),
+                    reason: s(""),
+                    message: s(""),
+                }],
+                start_time: Some(pb_meta::Time {
+                    seconds: Some(1_700_000_000),
+                    nanos: Some(0),
+                }),
+                active: Some(0),
+                succeeded: Some(4),
+                failed: Some(0),
+                terminating: Some(0),
+                completed_indexes: s("0-3"),
+                failed_indexes: s(""),
+                uncounted_terminated_pods: Some(pb_batch::UncountedTerminatedPods {
+                    succeeded: vec!["u-1".into()],
+                    failed: vec![],
+                }),
+                ready: Some(0),
+                ..Default::default()
+            }),
+        };
+        let v = decode(&envelope("batch/v1", "Job", job.encode_to_vec()));
+        // Every pointer keeps its zero; `containerName: ""` is a set pointer too.
+        assert_eq!(
+            v["spec"],
+            json!({"parallelism": 0, "completions": 4, "activeDeadlineSeconds": 0,
+                   "manualSelector": false, "template": {"metadata": {}, "spec": {}},
+                   "backoffLimit": 0, "ttlSecondsAfterFinished": 0, "completionMode": "Indexed",
+                   "suspend": false,
+                   "podFailurePolicy": {"rules": [
+                       {"action": "FailJob", "onExitCodes": {"containerName": "", "operator": "In", "values": [1, 42]}},
+                       {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}]},
+                   "backoffLimitPerIndex": 0, "maxFailedIndexes": 0, "podReplacementPolicy": "Failed",
+                   "managedBy": "",
+                   "successPolicy": {"rules": [{"succeededIndexes": "0-1", "succeededCount": 0}]}})
+        );
+        assert_eq!(
+            v["status"],
+            json!({"conditions": [{"type": "Complete", "status": "True",
+                                   "lastTransitionTime": "2023-11-14T22:13:20Z"}],
+                   "startTime": "2023-11-14T22:13:20Z", "succeeded": 4, "terminating": 0,
+                   "completedIndexes": "0-3", "failedIndexes": "",
+                   "uncountedTerminatedPods": {"succeeded": ["u-1"]}, "ready": 0})
+        );
+        let job: k8s_openapi::api::batch::v1::Job = typed(&v);
+        let spec = job.spec.unwrap_or_default();
+        assert_eq!(spec.backoff_limit, Some(0));
+        assert_eq!(spec.suspend, Some(false));
+        assert_eq!(spec.parallelism, Some(0));
+        assert_eq!(spec.ttl_seconds_after_finished, Some(0));
+        let rules = spec.pod_failure_policy.map(|p| p.rules).unwrap_or_default();
+        assert_eq!(rules.len(), 2);
+        assert_eq!(
+            rules
+                .first()
+                .and_then(|r| r.on_exit_codes.as_ref())
+                .map(|e| e.values.clone()),
+            Some(vec![1, 42])
+        );
+    }
+
+    #[test]
+    fn packed_repeated_ints_decode_like_unpacked() {
+        // `values` (tag 3) as one packed run, then as separate varints.
+        let packed = [0x12, 0x02, b'I', b'n', 0x1a, 0x02, 0x01, 0x2a];
+        let unpacked = [0x12, 0x02, b'I', b'n', 0x18, 0x01, 0x18, 0x2a];
+        let name = "batch.v1.PodFailurePolicyOnExitCodesRequirement";
+        let a = decode_message(name, &packed, 0).map_err(|e| e.0);
+        let b = decode_message(name, &unpacked, 0).map_err(|e| e.0);
+        assert_eq!(
+            a.clone().map(Value::Object),
+            Ok(json!({"operator": "In", "values": [1, 42]}))
+        );
+        assert_eq!(a, b);
+    }
+
     #[test]
     fn unknown_fields_are_skipped() {
         let mut raw = pb::Namespace {
@@ -981,8 +1449,14 @@ mod tests {
 
     #[test]
     fn unsupported_kinds_are_415() {
-        assert_eq!(code(&envelope("apps/v1", "Deployment", vec![])), 415);
         assert_eq!(code(&envelope("v1", "Service", vec![])), 415);
+        assert_eq!(code(&envelope("batch/v1", "CronJob", vec![])), 415);
+        assert_eq!(code(&envelope("apps/v1", "StatefulSet", vec![])), 415);
+        // The kind alone is not enough: the group version must be one decoded.
+        assert_eq!(
+            code(&envelope("extensions/v1beta1", "Deployment", vec![])),
+            415
+        );
     }
 
     #[test]
@@ -1028,7 +1502,9 @@ mod tests {
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
-            let _ = decode_body(&envelope("v1", "Pod", raw.clone()));
+            for (api_version, kind, _) in ROOTS {
+                let _ = decode_body(&envelope(api_version, kind, raw.clone()));
+            }
             let mut direct = MAGIC.to_vec();
             direct.extend(raw);
             let _ = decode_body(&direct);

@@ -1,17 +1,20 @@
 //! Protobuf request bodies over HTTPS, as client-go's typed clients send them:
 //! creates of every accepted kind answered in JSON, protobuf DeleteOptions,
 //! 400/415 for what cannot be decoded, and real `kubectl create` generators
-//! (which have no fallback to JSON).
+//! (which have no fallback to JSON), workloads included.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
+use k8s_pb::api::apps::v1 as pb_apps;
+use k8s_pb::api::batch::v1 as pb_batch;
 use k8s_pb::api::coordination::v1 as pb_coord;
 use k8s_pb::api::core::v1 as pb;
 use k8s_pb::apimachinery::pkg::apis::meta::v1 as pb_meta;
 use k8s_pb::apimachinery::pkg::runtime::{TypeMeta, Unknown};
+use k8s_pb::apimachinery::pkg::util::intstr as pb_util;
 use prost::Message;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -313,6 +316,213 @@ async fn protobuf_delete_options_are_honoured() -> Result<()> {
     srv.stop().await
 }
 
+fn labels(app: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("app".to_string(), app.to_string())])
+}
+
+fn selector(app: &str) -> Option<pb_meta::LabelSelector> {
+    Some(pb_meta::LabelSelector {
+        match_labels: labels(app),
+        match_expressions: vec![],
+    })
+}
+
+/// A pod template as kubectl's generators build it.
+fn template(app: &str, restart: &str) -> Option<pb::PodTemplateSpec> {
+    Some(pb::PodTemplateSpec {
+        metadata: Some(pb_meta::ObjectMeta {
+            labels: labels(app),
+            ..meta("").unwrap_or_default()
+        }),
+        spec: Some(pb::PodSpec {
+            containers: vec![pb::Container {
+                name: s("hello"),
+                image: s("hello:v1"),
+                ports: vec![pb::ContainerPort {
+                    container_port: Some(8080),
+                    host_port: Some(0),
+                    protocol: s(""),
+                    ..Default::default()
+                }],
+                resources: Some(pb::ResourceRequirements::default()),
+                stdin: Some(false),
+                tty: Some(false),
+                ..Default::default()
+            }],
+            restart_policy: s(restart),
+            host_network: Some(false),
+            ..Default::default()
+        }),
+    })
+}
+
+/// Whether the API server serves `plural` in `group_version`.
+async fn served(srv: &Server, group_version: &str, plural: &str) -> Result<bool> {
+    let resp = srv
+        .client
+        .get(srv.url(&format!("/apis/{group_version}")))
+        .bearer_auth(&srv.running.admin_token)
+        .send()
+        .await?;
+    if resp.status() != 200 {
+        return Ok(false);
+    }
+    let list: Value = resp.json().await?;
+    Ok(list["resources"]
+        .as_array()
+        .is_some_and(|r| r.iter().any(|r| r["name"] == plural)))
+}
+
+#[tokio::test]
+async fn protobuf_workloads_are_stored_with_their_specs() -> Result<()> {
+    let srv = server().await?;
+    let ns = "/apis/apps/v1/namespaces/default";
+
+    let deploy = pb_apps::Deployment {
+        metadata: meta("web"),
+        spec: Some(pb_apps::DeploymentSpec {
+            replicas: Some(0),
+            selector: selector("web"),
+            template: template("web", ""),
+            strategy: Some(pb_apps::DeploymentStrategy {
+                r#type: s("RollingUpdate"),
+                rolling_update: Some(pb_apps::RollingUpdateDeployment {
+                    max_unavailable: Some(pb_util::IntOrString {
+                        r#type: Some(0),
+                        int_val: Some(0),
+                        str_val: s(""),
+                    }),
+                    max_surge: Some(pb_util::IntOrString {
+                        r#type: Some(1),
+                        int_val: Some(0),
+                        str_val: s("50%"),
+                    }),
+                }),
+            }),
+            min_ready_seconds: Some(0),
+            paused: Some(false),
+            ..Default::default()
+        }),
+        status: Some(pb_apps::DeploymentStatus {
+            replicas: Some(0),
+            observed_generation: Some(0),
+            ..Default::default()
+        }),
+    };
+    created(
+        &srv,
+        &format!("{ns}/deployments"),
+        envelope("apps/v1", "Deployment", deploy.encode_to_vec()),
+    )
+    .await?;
+    let got = srv.get(&format!("{ns}/deployments/web")).await?;
+    let spec = &got["spec"];
+    ensure!(spec["replicas"] == 0, "an explicit zero is kept: {got}");
+    ensure!(spec["selector"]["matchLabels"]["app"] == "web", "{got}");
+    ensure!(
+        spec["template"]["metadata"]["labels"]["app"] == "web",
+        "{got}"
+    );
+    ensure!(
+        spec["template"]["spec"]["containers"][0]["image"] == "hello:v1",
+        "{got}"
+    );
+    ensure!(
+        spec["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == 8080,
+        "{got}"
+    );
+    ensure!(
+        spec["strategy"]["rollingUpdate"]["maxSurge"] == "50%"
+            && spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0,
+        "{got}"
+    );
+    ensure!(spec.get("paused").is_none(), "Go's zero dropped: {got}");
+
+    let rs = pb_apps::ReplicaSet {
+        metadata: meta("web-1"),
+        spec: Some(pb_apps::ReplicaSetSpec {
+            replicas: Some(3),
+            min_ready_seconds: Some(0),
+            selector: selector("web-1"),
+            template: template("web-1", "Always"),
+        }),
+        status: Some(pb_apps::ReplicaSetStatus {
+            replicas: Some(0),
+            ..Default::default()
+        }),
+    };
+    created(
+        &srv,
+        &format!("{ns}/replicasets"),
+        envelope("apps/v1", "ReplicaSet", rs.encode_to_vec()),
+    )
+    .await?;
+    let got = srv.get(&format!("{ns}/replicasets/web-1")).await?;
+    ensure!(got["spec"]["replicas"] == 3, "{got}");
+    ensure!(
+        got["spec"]["template"]["spec"]["restartPolicy"] == "Always",
+        "{got}"
+    );
+
+    let ds = pb_apps::DaemonSet {
+        metadata: meta("agent"),
+        spec: Some(pb_apps::DaemonSetSpec {
+            selector: selector("agent"),
+            template: template("agent", "Always"),
+            update_strategy: Some(pb_apps::DaemonSetUpdateStrategy {
+                r#type: s("OnDelete"),
+                rolling_update: None,
+            }),
+            min_ready_seconds: Some(0),
+            revision_history_limit: Some(0),
+        }),
+        status: Some(pb_apps::DaemonSetStatus::default()),
+    };
+    created(
+        &srv,
+        &format!("{ns}/daemonsets"),
+        envelope("apps/v1", "DaemonSet", ds.encode_to_vec()),
+    )
+    .await?;
+    let got = srv.get(&format!("{ns}/daemonsets/agent")).await?;
+    ensure!(got["spec"]["updateStrategy"]["type"] == "OnDelete", "{got}");
+    ensure!(got["spec"]["revisionHistoryLimit"] == 0, "{got}");
+
+    if served(&srv, "batch/v1", "jobs").await? {
+        let job = pb_batch::Job {
+            metadata: meta("j"),
+            spec: Some(pb_batch::JobSpec {
+                template: template("j", "Never"),
+                backoff_limit: Some(0),
+                suspend: Some(false),
+                ..Default::default()
+            }),
+            status: Some(pb_batch::JobStatus {
+                active: Some(0),
+                succeeded: Some(0),
+                failed: Some(0),
+                ..Default::default()
+            }),
+        };
+        created(
+            &srv,
+            "/apis/batch/v1/namespaces/default/jobs",
+            envelope("batch/v1", "Job", job.encode_to_vec()),
+        )
+        .await?;
+        let got = srv.get("/apis/batch/v1/namespaces/default/jobs/j").await?;
+        ensure!(got["spec"]["backoffLimit"] == 0, "{got}");
+        ensure!(got["spec"]["suspend"] == false, "{got}");
+        ensure!(
+            got["spec"]["template"]["spec"]["containers"][0]["image"] == "hello:v1",
+            "{got}"
+        );
+    } else {
+        eprintln!("batch/v1 jobs not served; Job create skipped");
+    }
+    srv.stop().await
+}
+
 #[tokio::test]
 async fn undecodable_protobuf_is_a_status_not_a_crash() -> Result<()> {
     let srv = server().await?;
@@ -336,7 +546,7 @@ async fn undecodable_protobuf_is_a_status_not_a_crash() -> Result<()> {
         .send_pb(
             reqwest::Method::POST,
             path,
-            envelope("apps/v1", "Deployment", vec![]),
+            envelope("batch/v1", "CronJob", vec![]),
         )
         .await?;
     ensure!(
@@ -462,5 +672,62 @@ async fn kubectl_create_generators_send_protobuf_and_work() -> Result<()> {
     )
     .await?;
     ensure!(phase == "Active", "{phase}");
+
+    let out = kubectl(
+        &srv,
+        &[
+            "-n",
+            "demo",
+            "create",
+            "deployment",
+            "web",
+            "--image=hello:v1",
+            "--replicas=2",
+            "--port=8080",
+        ],
+    )
+    .await?;
+    ensure!(out.trim() == "deployment.apps/web created", "{out}");
+    let got: Value = serde_json::from_str(
+        &kubectl(
+            &srv,
+            &["-n", "demo", "get", "deployment", "web", "-o", "json"],
+        )
+        .await?,
+    )?;
+    let spec = &got["spec"];
+    ensure!(spec["replicas"] == 2, "{got}");
+    ensure!(
+        spec["selector"] == serde_json::json!({"matchLabels": {"app": "web"}}),
+        "{got}"
+    );
+    ensure!(
+        spec["template"]["metadata"]["labels"]["app"] == "web",
+        "{got}"
+    );
+    let container = &spec["template"]["spec"]["containers"][0];
+    ensure!(
+        container["name"] == "hello" && container["image"] == "hello:v1",
+        "{got}"
+    );
+    ensure!(container["ports"][0]["containerPort"] == 8080, "{got}");
+
+    let jobs = kubectl(&srv, &["api-resources", "--api-group=batch", "-o", "name"]).await?;
+    if jobs.lines().any(|l| l == "jobs.batch") {
+        let out = kubectl(
+            &srv,
+            &["-n", "demo", "create", "job", "j", "--image=hello:v1"],
+        )
+        .await?;
+        ensure!(out.trim() == "job.batch/j created", "{out}");
+        let got: Value = serde_json::from_str(
+            &kubectl(&srv, &["-n", "demo", "get", "job", "j", "-o", "json"]).await?,
+        )?;
+        let pod = &got["spec"]["template"]["spec"];
+        ensure!(pod["restartPolicy"] == "Never", "{got}");
+        ensure!(pod["containers"][0]["image"] == "hello:v1", "{got}");
+    } else {
+        eprintln!("batch/v1 jobs not served; kubectl create job skipped");
+    }
     srv.stop().await
 }

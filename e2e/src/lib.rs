@@ -503,72 +503,185 @@ impl LineReader {
 }
 
 /// A real etcd (Debian's `etcd-server`) on free loopback ports with a
-/// temporary data dir, stopped on drop. Fails — never skips — when `etcd`
-/// is not installed: `scripts/setup.sh` installs it.
+/// temporary data dir: one member, or a cluster of several; stopped on drop.
+/// Fails — never skips — when `etcd` is not installed: `scripts/setup.sh`
+/// installs it.
 pub struct Etcd {
-    child: Child,
+    members: Vec<EtcdMember>,
+    /// The first member's client URL.
     pub client_url: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+struct EtcdMember {
+    name: String,
+    client_url: String,
+    peer_url: String,
+    child: Option<Child>,
 }
 
 impl Etcd {
+    /// One member.
     pub fn start() -> Result<Etcd> {
+        Self::start_cluster(1)
+    }
+
+    /// A cluster of `n` members on loopback.
+    pub fn start_cluster(n: usize) -> Result<Etcd> {
         let dir = tempfile::Builder::new()
             .prefix("wasmkube-etcd-")
             .tempdir()?;
-        let (client, peer) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let log = File::create(dir.path().join("etcd.log"))?;
+        let members: Vec<EtcdMember> = (0..n)
+            .map(|i| EtcdMember {
+                name: format!("m{i}"),
+                client_url: format!("http://127.0.0.1:{}", free_port()),
+                peer_url: format!("http://127.0.0.1:{}", free_port()),
+                child: None,
+            })
+            .collect();
+        let client_url = members[0].client_url.clone();
+        let mut etcd = Etcd {
+            members,
+            client_url,
+            dir,
+        };
+        for i in 0..n {
+            etcd.spawn(i)?;
+        }
+        for i in 0..n {
+            etcd.wait_healthy(i)?;
+        }
+        Ok(etcd)
+    }
+
+    /// Every member's client URL, comma-separated (for `--etcd-endpoints`).
+    pub fn endpoints(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| m.client_url.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn spawn(&mut self, i: usize) -> Result<()> {
+        let cluster = self
+            .members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
+        let m = &self.members[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{}.log", m.name)))?;
         let child = Command::new("etcd")
-            .args(["--name", "e2e", "--data-dir"])
-            .arg(dir.path().join("data"))
+            .args(["--name", &m.name, "--data-dir"])
+            .arg(self.dir.path().join(&m.name))
             .args([
                 "--listen-client-urls",
-                &client_url,
+                &m.client_url,
                 "--advertise-client-urls",
-                &client_url,
+                &m.client_url,
             ])
             .args([
                 "--listen-peer-urls",
-                &peer_url,
+                &m.peer_url,
                 "--initial-advertise-peer-urls",
-                &peer_url,
+                &m.peer_url,
             ])
-            .args(["--initial-cluster", &format!("e2e={peer_url}")])
+            .args([
+                "--initial-cluster",
+                &cluster,
+                "--initial-cluster-state",
+                "new",
+            ])
             .args(["--max-request-bytes", "10485760"])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .context("starting etcd: is etcd-server installed? (scripts/setup.sh installs it)")?;
-        let mut etcd = Etcd {
-            child,
-            client_url,
-            _dir: dir,
-        };
-        let health = format!("{}/health", etcd.client_url);
+        self.members[i].child = Some(child);
+        Ok(())
+    }
+
+    fn wait_healthy(&mut self, i: usize) -> Result<()> {
+        let health = format!("{}/health", self.members[i].client_url);
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()?;
-        wait_for("etcd to answer /health", Duration::from_secs(30), || {
-            if let Some(status) = etcd.child.try_wait()? {
-                bail!("etcd exited early with {status}");
+        wait_for(
+            &format!("etcd member {i} to answer /health"),
+            Duration::from_secs(30),
+            || {
+                if let Some(status) = self.members[i]
+                    .child
+                    .as_mut()
+                    .and_then(|c| c.try_wait().ok().flatten())
+                {
+                    bail!("etcd exited early with {status}");
+                }
+                Ok(http
+                    .get(&health)
+                    .send()
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .map(|_| ()))
+            },
+        )
+    }
+
+    /// `kill -9` of member `i`.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Restarts a killed member on its ports and data dir.
+    pub fn restart(&mut self, i: usize) -> Result<()> {
+        self.spawn(i)?;
+        self.wait_healthy(i)
+    }
+
+    /// The index of the current leader, as the running members report it.
+    pub fn leader(&self) -> Result<usize> {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()?;
+        wait_for("an etcd leader", Duration::from_secs(30), || {
+            for (i, m) in self
+                .members
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.child.is_some())
+            {
+                let Ok(resp) = http
+                    .post(format!("{}/v3/maintenance/status", m.client_url))
+                    .body("{}")
+                    .send()
+                else {
+                    continue;
+                };
+                let Ok(status) = resp.json::<serde_json::Value>() else {
+                    continue;
+                };
+                let leader = status["leader"].as_str().unwrap_or("0");
+                if leader != "0" && status["header"]["member_id"].as_str() == Some(leader) {
+                    return Ok(Some(i));
+                }
             }
-            Ok(http
-                .get(&health)
-                .send()
-                .ok()
-                .filter(|r| r.status().is_success())
-                .map(|_| ()))
-        })?;
-        Ok(etcd)
+            Ok(None)
+        })
     }
 }
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
     }
 }

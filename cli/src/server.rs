@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Api;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use wasmkube_client::leader_election::{self, LeaderConfig};
 
 use crate::kubeconfig;
 
@@ -32,6 +33,11 @@ pub struct Options {
 
 const SCHEDULER_USER: &str = "system:kube-scheduler";
 const CONTROLLER_MANAGER_USER: &str = "system:kube-controller-manager";
+/// The Leases (in `kube-system`) electing the one scheduler and the one
+/// controller manager among the control planes; Kubernetes' names with our
+/// prefix.
+const SCHEDULER_LEASE: &str = "wasmkube-scheduler";
+const CONTROLLER_MANAGER_LEASE: &str = "wasmkube-controller-manager";
 
 /// How long stopping may take before the process exits anyway.
 const STOP_GRACE: Duration = Duration::from_secs(30);
@@ -68,12 +74,34 @@ pub fn node_name_from_hostname(host: &str) -> String {
     }
 }
 
-fn default_node_name() -> String {
+/// This host's name, cleaned up as a Node name.
+fn hostname_or_default() -> String {
     let host = hostname::get()
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_default();
     node_name_from_hostname(&host)
+}
+
+/// Who this server is in leader election. On etcd, `<hostname>_<uuid>`
+/// like Kubernetes: several control planes share the Leases. On the embedded
+/// store only one process can serve the data dir, so the identity is fixed
+/// per data dir: after a crash the restarted server is still the holder and
+/// leads at once instead of waiting for its previous incarnation's lease to
+/// expire.
+fn election_identity(
+    store: &wasmkube_apiserver::StoreBackend,
+    data_dir: &std::path::Path,
+) -> String {
+    use sha2::Digest as _;
+    let host = hostname_or_default();
+    match store {
+        wasmkube_apiserver::StoreBackend::Embedded => {
+            let digest = sha2::Sha256::digest(data_dir.as_os_str().as_encoded_bytes());
+            format!("{host}_{}", hex::encode(&digest[..8]))
+        }
+        _ => leader_election::identity(&host),
+    }
 }
 
 async fn component_client(
@@ -182,7 +210,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         .clone()
         .map(|n| n.trim().to_string())
         .filter(|n| !n.is_empty())
-        .unwrap_or_else(default_node_name);
+        .unwrap_or_else(hostname_or_default);
     let node_user = format!("system:node:{node_name}");
     // `shutdown` is the request to stop (signals, a failed component);
     // components stop first on their own token, then the API server on
@@ -222,26 +250,39 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     let mut tasks: Tasks = JoinSet::new();
 
+    // The scheduler and the controllers run only while this server holds
+    // their Lease, so several control planes on one store run them once.
+    let identity = election_identity(&opts.store, &data_dir);
+    tracing::info!(%identity, "leader election identity");
+
     let scheduler_client = component_client(&running, SCHEDULER_USER).await?;
+    let lease = LeaderConfig::new(SCHEDULER_LEASE, identity.clone());
+    let scheduler_config = wasmkube_scheduler::SchedulerConfig {
+        instance: identity.clone(),
+        ..Default::default()
+    };
     let token = components.clone();
     tasks.spawn(async move {
-        let r = wasmkube_scheduler::run(
-            scheduler_client,
-            wasmkube_scheduler::SchedulerConfig::default(),
-            token,
-        )
+        let client = scheduler_client.clone();
+        let r = leader_election::run_while_leader(client, lease, token, |led| {
+            wasmkube_scheduler::run(scheduler_client.clone(), scheduler_config.clone(), led)
+        })
         .await;
         ("scheduler", r.map_err(anyhow::Error::from))
     });
 
     let controllers_client = component_client(&running, CONTROLLER_MANAGER_USER).await?;
+    let lease = LeaderConfig::new(CONTROLLER_MANAGER_LEASE, identity.clone());
     let token = components.clone();
     tasks.spawn(async move {
-        let r = wasmkube_controllers::run(
-            controllers_client,
-            wasmkube_controllers::ControllersConfig::default(),
-            token,
-        )
+        let client = controllers_client.clone();
+        let r = leader_election::run_while_leader(client, lease, token, |led| {
+            wasmkube_controllers::run(
+                controllers_client.clone(),
+                wasmkube_controllers::ControllersConfig::default(),
+                led,
+            )
+        })
         .await;
         ("controllers", r.map_err(anyhow::Error::from))
     });
@@ -355,6 +396,20 @@ mod tests {
         assert!(!node_reports_since(&node("True", 900), at(1000)));
         assert!(!node_reports_since(&node("Unknown", 1000), at(1000)));
         assert!(!node_reports_since(&Node::default(), at(0)));
+    }
+
+    #[test]
+    fn election_identities_are_stable_only_on_the_embedded_store() {
+        use wasmkube_apiserver::StoreBackend;
+        let dir = std::path::Path::new("/var/lib/wasmkube");
+        let embedded = election_identity(&StoreBackend::Embedded, dir);
+        assert_eq!(embedded, election_identity(&StoreBackend::Embedded, dir));
+        assert_ne!(
+            embedded,
+            election_identity(&StoreBackend::Embedded, std::path::Path::new("/other"))
+        );
+        let etcd = StoreBackend::Etcd(Default::default());
+        assert_ne!(election_identity(&etcd, dir), election_identity(&etcd, dir));
     }
 
     #[test]

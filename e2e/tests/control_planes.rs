@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use wasmkube_e2e::{Cluster, ClusterOptions, Etcd, wait_for};
 
 const LEASES: [&str; 2] = ["wasmkube-scheduler", "wasmkube-controller-manager"];
-const PODS: usize = 300;
+const PODS: usize = 1_000;
 /// Nodes made up by the test, so that the pods fit (node-1 takes 110).
 const EXTRA_NODES: usize = 2;
 
@@ -251,7 +251,7 @@ fn two_control_planes_bind_each_pod_once_and_the_survivor_takes_over() -> Result
     let (api_a, api_b) = (Api::of(&a)?, Api::of(&b)?);
     for i in 1..=EXTRA_NODES {
         let path = format!("/api/v1/nodes/capacity-{i}");
-        let lots = json!({"pods": "200", "cpu": "64", "memory": "256Gi"});
+        let lots = json!({"pods": "600", "cpu": "64", "memory": "256Gi"});
         api_a.post(
             "/api/v1/nodes",
             &json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": format!("capacity-{i}")}}),

@@ -24,6 +24,87 @@ pub enum PatchError {
 
 type Result<T, E = PatchError> = std::result::Result<T, E>;
 
+/// The deepest document a patch may produce or consume, counted in nested
+/// objects and arrays. Well below serde_json's read limit (128) so that
+/// whatever is stored can be decoded again, and small enough that the
+/// recursive walks here (merges, clones, drops) stay shallow.
+pub const MAX_DEPTH: usize = 100;
+
+/// How many bytes (as encoded JSON, estimated) all the `copy` operations of one
+/// JSON patch may duplicate together: evanphx/json-patch's
+/// `AccumulatedCopySizeLimit`, which Kubernetes sets to its request body limit.
+pub const MAX_COPY_BYTES: usize = 3 * 1024 * 1024;
+
+/// The nesting depth of `v` (a scalar is 0, `{}` and `[]` are 1), counted
+/// without recursion so that any document can be measured. Stops counting
+/// once `limit` is exceeded and returns `limit + 1`.
+pub fn depth_exceeding(v: &Value, limit: usize) -> usize {
+    let mut stack = vec![(v, 0usize)];
+    let mut max = 0;
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Object(m) => Box::new(m.values()),
+            Value::Array(a) => Box::new(a.iter()),
+            _ => continue,
+        };
+        let d = d + 1;
+        if d > limit {
+            return limit + 1;
+        }
+        max = max.max(d);
+        stack.extend(children.map(|c| (c, d)));
+    }
+    max
+}
+
+/// Whether `v` nests deeper than `limit` levels.
+pub fn deeper_than(v: &Value, limit: usize) -> bool {
+    depth_exceeding(v, limit) > limit
+}
+
+/// An estimate of the encoded size of `v`, without recursion; stops counting
+/// once `limit` is exceeded.
+fn encoded_size_exceeding(v: &Value, limit: usize) -> usize {
+    let mut stack = vec![v];
+    let mut size = 0usize;
+    while let Some(v) = stack.pop() {
+        size = size.saturating_add(match v {
+            Value::Null | Value::Bool(_) => 5,
+            Value::Number(_) => 8,
+            Value::String(s) => s.len() + 2,
+            Value::Array(a) => {
+                stack.extend(a.iter());
+                2 + a.len()
+            }
+            Value::Object(m) => {
+                stack.extend(m.values());
+                2 + m.keys().map(|k| k.len() + 4).sum::<usize>()
+            }
+        });
+        if size > limit {
+            return size;
+        }
+    }
+    size
+}
+
+fn too_deep() -> PatchError {
+    PatchError::Unprocessable(format!(
+        "the patched object would be nested more than {MAX_DEPTH} levels deep"
+    ))
+}
+
+/// Rejects a patch document nested deeper than [`MAX_DEPTH`]: the merges
+/// below recurse along it.
+fn check_patch_depth(patch: &Value) -> Result<()> {
+    if deeper_than(patch, MAX_DEPTH) {
+        return Err(PatchError::Invalid(format!(
+            "the patch is nested more than {MAX_DEPTH} levels deep"
+        )));
+    }
+    Ok(())
+}
+
 const DIRECTIVE: &str = "$patch";
 const RETAIN_KEYS: &str = "$retainKeys";
 const SET_ELEMENT_ORDER: &str = "$setElementOrder/";
@@ -94,6 +175,7 @@ pub fn strategic_merge(original: &Value, patch: &Value) -> Result<Value> {
             "a strategic merge patch must be a JSON object".into(),
         ));
     };
+    check_patch_depth(patch)?;
     let base = original.as_object().cloned().unwrap_or_default();
     Ok(Value::Object(merge_map(base, p)?.unwrap_or_default()))
 }
@@ -360,7 +442,9 @@ fn normalize_order(
     out
 }
 
-/// Applies an RFC 7386 JSON merge patch.
+/// Applies an RFC 7386 JSON merge patch. The recursion follows the patch,
+/// whose depth is bounded by the JSON decoder that read it; the result is no
+/// deeper than the deeper of its inputs.
 pub fn merge_patch(original: &Value, patch: &Value) -> Value {
     let Value::Object(p) = patch else {
         return patch.clone();
@@ -502,6 +586,17 @@ pub fn json_patch(original: &Value, ops: &Value) -> Result<Value> {
         ));
     };
     let mut doc = original.clone();
+    let mut copied = 0usize;
+    // The document never gets deeper than this: every operation below that
+    // adds a value checks the depth it lands at.
+    let fits = |tokens: &[String], v: &Value| {
+        let room = MAX_DEPTH.saturating_sub(tokens.len());
+        if deeper_than(v, room) {
+            Err(too_deep())
+        } else {
+            Ok(())
+        }
+    };
     for op in ops {
         let name = op
             .get("op")
@@ -525,7 +620,11 @@ pub fn json_patch(original: &Value, ops: &Value) -> Result<Value> {
             Ok((f.to_string(), pointer_tokens(f)?))
         };
         match name {
-            "add" => add_at(&mut doc, &tokens, value()?, path)?,
+            "add" => {
+                let v = value()?;
+                fits(&tokens, &v)?;
+                add_at(&mut doc, &tokens, v, path)?;
+            }
             "remove" => {
                 if tokens.is_empty() {
                     return Err(PatchError::Unprocessable(
@@ -536,6 +635,7 @@ pub fn json_patch(original: &Value, ops: &Value) -> Result<Value> {
             }
             "replace" => {
                 let v = value()?;
+                fits(&tokens, &v)?;
                 if tokens.is_empty() {
                     doc = v;
                 } else {
@@ -554,12 +654,27 @@ pub fn json_patch(original: &Value, ops: &Value) -> Result<Value> {
                 if ftokens.is_empty() {
                     return Err(missing_path(&f));
                 }
+                if tokens.len() > ftokens.len() {
+                    fits(&tokens, get_at(&doc, &ftokens, &f)?)?;
+                }
                 let v = remove_at(&mut doc, &ftokens, &f)?;
                 add_at(&mut doc, &tokens, v, path)?;
             }
             "copy" => {
                 let (f, ftokens) = from()?;
-                let v = get_at(&doc, &ftokens, &f)?.clone();
+                let source = get_at(&doc, &ftokens, &f)?;
+                // Each copy may double the document (or its depth): bound
+                // what all of them duplicate before cloning anything.
+                let budget = MAX_COPY_BYTES.saturating_sub(copied);
+                let size = encoded_size_exceeding(source, budget);
+                if size > budget {
+                    return Err(PatchError::Unprocessable(format!(
+                        "the JSON patch copies more than {MAX_COPY_BYTES} bytes in total"
+                    )));
+                }
+                copied += size;
+                fits(&tokens, source)?;
+                let v = source.clone();
                 add_at(&mut doc, &tokens, v, path)?;
             }
             "test" => {
@@ -602,6 +717,7 @@ pub fn server_side_apply(live: Option<&Value>, applied: &Value) -> Result<Value>
             "an applied configuration must be a JSON object".into(),
         ));
     }
+    check_patch_depth(applied)?;
     let config = applied_config(applied);
     match live {
         None => Ok(config),
@@ -983,6 +1099,74 @@ mod tests {
             Err(PatchError::Unprocessable(_))
         ));
         assert_eq!(json_patch(&doc, &json!([])), Ok(doc));
+    }
+
+    #[test]
+    fn json_patch_copy_doubling_depth_is_rejected_not_a_stack_overflow() {
+        // Each copy of /a into /a/a/… doubles the depth: 14 of them would
+        // build a document 16384 levels deep.
+        let mut ops = Vec::new();
+        let mut path = String::from("/a");
+        for _ in 0..14 {
+            path.push_str("/a");
+            ops.push(json!({"op": "copy", "from": "/a", "path": path}));
+        }
+        let err = json_patch(&json!({"a": {}}), &Value::Array(ops));
+        assert!(matches!(err, Err(PatchError::Unprocessable(m)) if m.contains("levels deep")));
+    }
+
+    #[test]
+    fn json_patch_copy_doubling_size_is_rejected_not_an_oom() {
+        let ops: Vec<Value> = (0..22)
+            .map(|i| json!({"op": "copy", "from": "", "path": format!("/k{i}")}))
+            .collect();
+        let err = json_patch(&json!({"a": "x".repeat(64)}), &Value::Array(ops));
+        assert!(matches!(err, Err(PatchError::Unprocessable(m)) if m.contains("copies more than")));
+    }
+
+    #[test]
+    fn json_patch_add_and_move_cannot_exceed_the_depth_limit() {
+        let mut deep = json!(1);
+        for _ in 0..MAX_DEPTH {
+            deep = json!([deep]);
+        }
+        assert!(matches!(
+            json_patch(
+                &json!({}),
+                &json!([{"op": "add", "path": "/x", "value": deep}])
+            ),
+            Err(PatchError::Unprocessable(_))
+        ));
+        let mut ok = json!(1);
+        for _ in 0..MAX_DEPTH - 2 {
+            ok = json!([ok]);
+        }
+        let doc = json!({"x": ok, "y": {}});
+        assert!(json_patch(&doc, &json!([{"op": "move", "from": "/x", "path": "/y/z"}])).is_ok());
+        let doc = json!({"x": [ok], "y": {}});
+        assert!(matches!(
+            json_patch(&doc, &json!([{"op": "move", "from": "/x", "path": "/y/z"}])),
+            Err(PatchError::Unprocessable(_))
+        ));
+    }
+
+    #[test]
+    fn patches_nested_deeper_than_the_limit_are_invalid() {
+        let mut deep = json!({});
+        for _ in 0..MAX_DEPTH {
+            deep = json!({"a": deep});
+        }
+        assert!(matches!(
+            strategic_merge(&json!({}), &deep),
+            Err(PatchError::Invalid(_))
+        ));
+        assert!(matches!(
+            server_side_apply(None, &deep),
+            Err(PatchError::Invalid(_))
+        ));
+        assert_eq!(depth_exceeding(&deep, 1000), MAX_DEPTH + 1);
+        assert_eq!(depth_exceeding(&deep, 10), 11);
+        assert_eq!(depth_exceeding(&json!(1), 10), 0);
     }
 
     #[test]

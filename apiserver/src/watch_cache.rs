@@ -19,6 +19,10 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{StatusCause, StatusDetails};
+use wasmkube_api::status;
+
+use crate::error::ApiError;
 use crate::storage::{self, Store};
 
 /// One change of one object, decoded and serialized once for every watcher.
@@ -115,6 +119,54 @@ pub fn decode_with_revision(bytes: &[u8], revision: i64) -> Option<Value> {
     Some(v)
 }
 
+/// Waits (at most `within`) until the store has reached `revision`: a client
+/// may watch from a revision another apiserver (or a later list) handed it
+/// before this store caught up. Past the wait, the 504 Kubernetes' cacher
+/// answers (`Too large resource version`, cause `ResourceVersionTooLarge`),
+/// rather than a watch that silently never delivers anything.
+pub async fn wait_for_revision(
+    store: &dyn Store,
+    revision: i64,
+    within: Duration,
+) -> Result<(), ApiError> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        let current = store
+            .current_revision()
+            .await
+            .map_err(|e| ApiError::from_storage(e, "", "", ""))?;
+        if revision <= current {
+            return Ok(());
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(too_large_resource_version(revision, current));
+        }
+        tokio::time::sleep(pause.min(deadline - now)).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Kubernetes' `NewTooLargeResourceVersionError`.
+fn too_large_resource_version(requested: i64, current: i64) -> ApiError {
+    let mut s = status::failure(
+        504,
+        "Timeout",
+        format!("Too large resource version: {requested}, current: {current}"),
+    );
+    s.details = Some(StatusDetails {
+        causes: Some(vec![StatusCause {
+            reason: Some("ResourceVersionTooLarge".into()),
+            message: Some("Too large resource version".into()),
+            field: None,
+        }]),
+        retry_after_seconds: Some(1),
+        ..StatusDetails::default()
+    });
+    ApiError(s)
+}
+
 /// What a subscriber receives.
 #[derive(Debug, Clone)]
 pub enum CacheMessage {
@@ -141,6 +193,10 @@ pub struct CacheOptions {
     pub subscriber_buffer: usize,
     /// How often subscribers get a progress notification (BOOKMARK).
     pub progress_interval: Duration,
+    /// How long a watch from a revision the store has not reached yet waits
+    /// for it before failing with "Too large resource version" (Kubernetes'
+    /// cacher waits 3 s).
+    pub freshness_wait: Duration,
 }
 
 impl Default for CacheOptions {
@@ -149,6 +205,7 @@ impl Default for CacheOptions {
             window: 1024,
             subscriber_buffer: 1024,
             progress_interval: Duration::from_secs(30),
+            freshness_wait: Duration::from_secs(3),
         }
     }
 }
@@ -208,6 +265,8 @@ impl WatchCache {
 
     /// Subscribes to events with a revision above `after`. `None` when the
     /// window no longer holds all of them (the caller replays from the store).
+    /// A revision the store has not reached yet would be accepted and never
+    /// answered: callers check it first with [`wait_for_revision`].
     pub fn subscribe(&self, after: i64) -> Option<Subscription> {
         let mut st = self.lock();
         if after < st.floor {

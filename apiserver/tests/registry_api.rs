@@ -1161,3 +1161,224 @@ async fn eviction_deletes_like_delete() -> Result<()> {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     Ok(())
 }
+
+fn nested(levels: usize) -> Value {
+    let mut v = json!({});
+    for _ in 1..levels {
+        v = json!({"x": v});
+    }
+    v
+}
+
+#[tokio::test]
+async fn json_patch_copy_bombs_are_422_and_the_server_survives() -> Result<()> {
+    let api = api().await?;
+    api.create_pod("bomb").await?;
+    let uri = format!("{PODS}/bomb?fieldValidation=Ignore");
+    // Each copy of /x into /x/x/… doubles the depth.
+    let mut path = String::from("/x");
+    let mut ops = vec![json!({"op": "add", "path": "/x", "value": {}})];
+    for _ in 0..14 {
+        path.push_str("/x");
+        ops.push(json!({"op": "copy", "from": "/x", "path": path}));
+    }
+    let r = api
+        .patch(&uri, "application/json-patch+json", &Value::Array(ops))
+        .await?;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("levels deep")),
+        "{}",
+        r.body
+    );
+    let ops: Vec<Value> = (0..22)
+        .map(|i| json!({"op": "copy", "from": "", "path": format!("/k{i}")}))
+        .collect();
+    let r = api
+        .patch(&uri, "application/json-patch+json", &Value::Array(ops))
+        .await?;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("copies more than")),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.body["kind"], "Status");
+    assert_eq!(
+        api.get(&format!("{PODS}/bomb")).await?.status,
+        StatusCode::OK
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn objects_too_deep_to_read_back_are_never_stored() -> Result<()> {
+    let api = api().await?;
+    api.create_pod("deep").await?;
+    let r = api
+        .patch(
+            &format!("{PODS}/deep?fieldValidation=Ignore"),
+            "application/merge-patch+json",
+            &json!({"spec": {"unknown": nested(120)}}),
+        )
+        .await?;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    assert!(
+        r.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("levels deep")),
+        "{}",
+        r.body
+    );
+    let mut p = pod("deeper");
+    p["spec"]["unknown"] = nested(120);
+    let r = api
+        .send(
+            "POST",
+            &format!("{PODS}?fieldValidation=Ignore"),
+            Some("application/json"),
+            None,
+            serde_json::to_vec(&p)?,
+        )
+        .await?;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    // The kind stays readable.
+    assert_eq!(
+        api.get(&format!("{PODS}/deep")).await?.status,
+        StatusCode::OK
+    );
+    assert_eq!(api.get(PODS).await?.status, StatusCode::OK);
+    Ok(())
+}
+
+#[tokio::test]
+async fn watch_from_a_future_resource_version_is_504_too_large() -> Result<()> {
+    let options = RegistryOptions {
+        cache: CacheOptions {
+            freshness_wait: Duration::from_millis(300),
+            ..CacheOptions::default()
+        },
+        ..RegistryOptions::default()
+    };
+    let api = api_with(options).await?;
+    let current = api.store.current_revision().await?;
+    let mut w = api
+        .watch(
+            &format!("{PODS}?watch=true&resourceVersion={}", current + 1000),
+            None,
+        )
+        .await?;
+    let ev = w.next().await?.context("error event")?;
+    assert_eq!(ev["type"], "ERROR", "{ev}");
+    assert_eq!(ev["object"]["code"], 504);
+    assert_eq!(ev["object"]["reason"], "Timeout");
+    assert_eq!(
+        ev["object"]["details"]["causes"][0]["reason"],
+        "ResourceVersionTooLarge"
+    );
+    assert!(w.next().await?.is_none());
+
+    // A revision the store reaches within the wait is served normally.
+    let api = Arc::new(api_with(RegistryOptions::default()).await?);
+    let next = api.store.current_revision().await? + 1;
+    let writer = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            api.create_pod("soon").await
+        })
+    };
+    let mut w = api
+        .watch(&format!("{PODS}?watch=true&resourceVersion={next}"), None)
+        .await?;
+    writer.await??;
+    api.create_pod("later").await?;
+    w.expect("ADDED", "later").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn continue_tokens_with_forged_resource_versions_are_rejected() -> Result<()> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let api = api().await?;
+    for n in ["a", "b", "c"] {
+        api.create_pod(n).await?;
+    }
+    let page1 = api.get(&format!("{PODS}?limit=1")).await?;
+    let token = page1.body["metadata"]["continue"]
+        .as_str()
+        .context("continue token")?;
+    let mut doc: Value = serde_json::from_slice(&b64.decode(token)?)?;
+    let current = api.store.current_revision().await?;
+    for rv in [0, -5, current + 1000] {
+        doc["rv"] = json!(rv);
+        let forged = b64.encode(doc.to_string());
+        let r = api
+            .get(&format!("{PODS}?limit=1&continue={forged}"))
+            .await?;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "rv {rv}: {}", r.body);
+    }
+    // A genuine token still works, until its revision is compacted away.
+    let r = api.get(&format!("{PODS}?limit=1&continue={token}")).await?;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    api.create_pod("d").await?;
+    let current = api.store.current_revision().await?;
+    api.store.compact(current).await?;
+    let r = api.get(&format!("{PODS}?limit=1&continue={token}")).await?;
+    assert_eq!(r.status, StatusCode::GONE, "{}", r.body);
+    assert_eq!(r.body["reason"], "Expired");
+    Ok(())
+}
+
+#[tokio::test]
+async fn negative_grace_period_on_a_bound_pod_is_one_second_not_a_force_delete() -> Result<()> {
+    let api = api().await?;
+    api.create_pod("bound").await?;
+    let b = api.json("POST", &format!("{PODS}/bound/binding"), &json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bound"}, "target": {"kind": "Node", "name": "n1"}})).await?;
+    assert_eq!(b.status, StatusCode::CREATED, "{}", b.body);
+    let r = api
+        .send(
+            "DELETE",
+            &format!("{PODS}/bound?gracePeriodSeconds=-1"),
+            None,
+            None,
+            Vec::new(),
+        )
+        .await?;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["metadata"]["deletionGracePeriodSeconds"], 1);
+    assert_eq!(
+        api.get(&format!("{PODS}/bound")).await?.status,
+        StatusCode::OK,
+        "the kubelet still gets to stop the pod"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn huge_grace_periods_are_refused_or_saturated_never_a_panic() -> Result<()> {
+    let api = api().await?;
+    let mut p = pod("forever");
+    p["spec"]["terminationGracePeriodSeconds"] = json!(i64::MAX);
+    let r = api.json("POST", PODS, &p).await?;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.body);
+    api.create_pod("bound").await?;
+    let b = api.json("POST", &format!("{PODS}/bound/binding"), &json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bound"}, "target": {"kind": "Node", "name": "n1"}})).await?;
+    assert_eq!(b.status, StatusCode::CREATED, "{}", b.body);
+    let r = api
+        .send(
+            "DELETE",
+            &format!("{PODS}/bound?gracePeriodSeconds={}", i64::MAX),
+            None,
+            None,
+            Vec::new(),
+        )
+        .await?;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    Ok(())
+}

@@ -611,29 +611,195 @@ async fn read_parts(path: &Path) -> io::Result<(Vec<u8>, Vec<u8>)> {
     ))
 }
 
+/// How much of a log file one read takes: requests hold at most about this
+/// much (plus one over-long line) in memory, whatever the file size.
+const READ_CHUNK: u64 = 64 * 1024;
+
+/// A log as one byte sequence: its rotated part, then the current file (as
+/// long as it was when the request started).
+struct LogFiles {
+    rotated: PathBuf,
+    rotated_len: u64,
+    current: PathBuf,
+    current_len: u64,
+}
+
+impl LogFiles {
+    async fn open(path: &Path) -> io::Result<LogFiles> {
+        let mut rotated = path.to_path_buf().into_os_string();
+        rotated.push(".1");
+        let rotated = PathBuf::from(rotated);
+        let len = |p: PathBuf| async move {
+            match tokio::fs::metadata(&p).await {
+                Ok(m) => Ok(m.len()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+                Err(e) => Err(e),
+            }
+        };
+        Ok(LogFiles {
+            rotated_len: len(rotated.clone()).await?,
+            rotated,
+            current: path.to_path_buf(),
+            current_len: len(path.to_path_buf()).await?,
+        })
+    }
+
+    fn len(&self) -> u64 {
+        self.rotated_len + self.current_len
+    }
+
+    /// Bytes `start..end` of the sequence (shorter if a file shrank).
+    async fn read(&self, start: u64, end: u64) -> io::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(usize::try_from(end.saturating_sub(start)).unwrap_or(0));
+        if start < self.rotated_len {
+            read_range(&self.rotated, start, end.min(self.rotated_len), &mut out).await?;
+        }
+        if end > self.rotated_len {
+            let from = start.saturating_sub(self.rotated_len);
+            read_range(&self.current, from, end - self.rotated_len, &mut out).await?;
+        }
+        Ok(out)
+    }
+}
+
+async fn read_range(path: &Path, start: u64, end: u64, out: &mut Vec<u8>) -> io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    if end <= start {
+        return Ok(());
+    }
+    let mut file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    file.seek(io::SeekFrom::Start(start)).await?;
+    file.take(end - start).read_to_end(out).await?;
+    Ok(())
+}
+
+/// How many complete `F` lines `data` holds (a line is complete when its
+/// newline is in `data`; the first one only when `from_start`).
+fn full_lines(data: &[u8], from_start: bool) -> usize {
+    let mut lines = data.split(|b| *b == b'\n');
+    if !from_start {
+        lines.next();
+    }
+    let mut n = 0;
+    let mut rest = lines.peekable();
+    while let Some(l) = rest.next() {
+        // The piece after the last newline is not a complete line.
+        if rest.peek().is_some() && parse_line(l).is_some_and(|l| l.full) {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The end of the last complete `F` line in `data` (0 when none): `P`
+/// fragments after it wait for the rest of their line.
+fn last_full_line_end(data: &[u8]) -> usize {
+    let mut end = data.len();
+    while let Some(nl) = data[..end].iter().rposition(|b| *b == b'\n') {
+        let start = data[..nl]
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        if parse_line(&data[start..nl]).is_none_or(|l| l.full) {
+            return nl + 1;
+        }
+        end = start;
+    }
+    0
+}
+
+/// The last complete lines of `files` (read backwards from the end, a chunk
+/// at a time, until more than `n` full lines are in hand), and where in the
+/// sequence they end.
+async fn read_tail(files: &LogFiles, n: u64) -> io::Result<(Vec<u8>, u64)> {
+    let want = usize::try_from(n).unwrap_or(usize::MAX);
+    let total = files.len();
+    let mut start = total;
+    let mut data: Vec<u8> = Vec::new();
+    let mut full = 0;
+    while start > 0 && full <= want {
+        let from = start.saturating_sub(READ_CHUNK);
+        let mut chunk = files.read(from, start).await?;
+        // Only the new chunk and the line it completes need counting.
+        let old_first = data
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(data.len(), |i| i + 1);
+        let fresh = chunk.len() + old_first;
+        chunk.extend_from_slice(&data);
+        data = chunk;
+        full += full_lines(&data[..fresh], false);
+        start = from;
+    }
+    if start > 0 {
+        // The first line is cut: drop it.
+        let cut = data
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(data.len(), |i| i + 1);
+        data.drain(..cut);
+        start += cut as u64;
+    }
+    let end = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    data.truncate(end);
+    Ok((data, start + end as u64))
+}
+
 /// Streams a log as rendered lines into `tx`: first what is there (after
 /// `tailLines`), then, when following a live attempt, each new line until
 /// the attempt ends. Stops early when the receiver goes away or the byte
-/// limit is reached.
+/// limit is reached. Only the tail is read for `tailLines`, and the rest is
+/// read a chunk at a time, so a request never holds a whole log in memory.
 pub async fn stream_log(
     source: LogSource,
     opts: LogOptions,
     tx: mpsc::Sender<Bytes>,
 ) -> io::Result<()> {
     let mut budget = opts.limit_bytes.unwrap_or(u64::MAX);
-    let (mut data, current) = read_parts(&source.path).await?;
+    let files = LogFiles::open(&source.path).await?;
+    let mut file_len = files.current_len;
+    // Where in the sequence the lines sent so far end.
+    let done = match opts.tail_lines {
+        Some(n) => {
+            let (data, end) = read_tail(&files, n).await?;
+            let mut queue: VecDeque<Vec<u8>> = tail(render_lines(&data, &opts), Some(n)).into();
+            if !send_lines(&tx, &mut queue, &mut budget).await {
+                return Ok(());
+            }
+            end
+        }
+        None => {
+            let total = files.len();
+            let mut pos = 0;
+            let mut carry: Vec<u8> = Vec::new();
+            let mut done = 0;
+            while pos < total {
+                let next = (pos + READ_CHUNK).min(total);
+                carry.extend_from_slice(&files.read(pos, next).await?);
+                pos = next;
+                // Whole lines only; `P` fragments wait for their line unless
+                // this is the end, or they pile up past a chunk.
+                let cut = if pos >= total || carry.len() as u64 > 2 * READ_CHUNK {
+                    carry.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1)
+                } else {
+                    last_full_line_end(&carry)
+                };
+                let mut queue: VecDeque<Vec<u8>> = render_lines(&carry[..cut], &opts).into();
+                if !send_lines(&tx, &mut queue, &mut budget).await {
+                    return Ok(());
+                }
+                carry.drain(..cut);
+                done = pos - carry.len() as u64;
+            }
+            done
+        }
+    };
     // Offsets below refer to the current file only; the rotated part is done.
-    let rotated_len = data.len() as u64;
-    let mut file_len = current.len() as u64;
-    data.extend_from_slice(&current);
-    // Only complete lines are rendered; a line is always written whole.
-    let mut consumed = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let mut queue: VecDeque<Vec<u8>> =
-        tail(render_lines(&data[..consumed], &opts), opts.tail_lines).into();
-    let mut offset = (consumed as u64).saturating_sub(rotated_len);
-    if !send_lines(&tx, &mut queue, &mut budget).await {
-        return Ok(());
-    }
+    let mut offset = done.saturating_sub(files.rotated_len);
     let (true, Some(mut progress)) = (opts.follow, source.progress) else {
         return Ok(());
     };
@@ -650,7 +816,7 @@ pub async fn stream_log(
         file_len = len;
         if len > offset {
             let bytes = read_from(&source.path, offset).await?;
-            consumed = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            let consumed = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
             offset += consumed as u64;
             let mut lines: VecDeque<Vec<u8>> = render_lines(&bytes[..consumed], &opts).into();
             if !send_lines(&tx, &mut lines, &mut budget).await {
@@ -819,6 +985,82 @@ mod tests {
         // Old lines are gone, the newest are kept in order.
         assert!(lines.len() < 200);
         assert_eq!(lines.last().map(|l| l.as_slice()), Some(&b"line 199\n"[..]));
+        Ok(())
+    }
+
+    async fn collect(path: &Path, opts: LogOptions) -> anyhow::Result<Vec<u8>> {
+        let (tx, mut rx) = mpsc::channel(16);
+        let reader = tokio::spawn(stream_log(
+            LogSource {
+                path: path.to_path_buf(),
+                progress: None,
+            },
+            opts,
+            tx,
+        ));
+        let mut got = Vec::new();
+        while let Some(b) = rx.recv().await {
+            got.extend_from_slice(&b);
+        }
+        reader.await??;
+        Ok(got)
+    }
+
+    /// A log file of `n` lines `line <i>`, the first half rotated, with a
+    /// line split into `P` fragments across the chunk size.
+    async fn big_log(dir: &Path, n: usize) -> anyhow::Result<PathBuf> {
+        let path = dir.join("0.log");
+        let line = |i: usize| format!("2026-01-01T00:00:00.000000000Z stdout F line {i}\n");
+        let rotated: String = (0..n / 2).map(line).collect();
+        let mut current: String = (n / 2..n - 1).map(line).collect();
+        let long = "x".repeat(READ_CHUNK as usize);
+        current.push_str(&format!("2026-01-01T00:00:00.000000000Z stdout P {long}\n"));
+        current.push_str(&format!(
+            "2026-01-01T00:00:00.000000000Z stdout F line {}\n",
+            n - 1
+        ));
+        tokio::fs::write(dir.join("0.log.1"), rotated).await?;
+        tokio::fs::write(&path, current).await?;
+        Ok(path)
+    }
+
+    #[tokio::test]
+    async fn tail_and_limit_read_only_what_they_need_and_match_a_full_read() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = big_log(dir.path(), 20_000).await?;
+        let everything: Vec<u8> =
+            render_lines(&read_all(&path).await?, &LogOptions::default()).concat();
+        assert_eq!(collect(&path, LogOptions::default()).await?, everything);
+        for n in [0u64, 1, 2, 3, 10_000, 19_999, 20_000, 50_000] {
+            let want: Vec<u8> = tail(
+                render_lines(&read_all(&path).await?, &LogOptions::default()),
+                Some(n),
+            )
+            .concat();
+            let got = collect(
+                &path,
+                LogOptions {
+                    tail_lines: Some(n),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            assert_eq!(got, want, "tailLines={n}");
+        }
+        let got = collect(
+            &path,
+            LogOptions {
+                limit_bytes: Some(100),
+                ..Default::default()
+            },
+        )
+        .await?;
+        assert_eq!(got, everything[..100]);
+        // A tail reads from the end: its window is about the tail, not the file.
+        let files = LogFiles::open(&path).await?;
+        let (window, end) = read_tail(&files, 2).await?;
+        assert!(window.len() < 3 * READ_CHUNK as usize, "{}", window.len());
+        assert_eq!(end, files.len());
         Ok(())
     }
 

@@ -5,9 +5,15 @@
 //! `/wasmkube/v1/blobs/<digest>`), with the kubelet's own credentials. Blobs
 //! are verified against their digest while they stream to disk and kept
 //! under `<data>/modules/` by digest, so each module is downloaded once per
-//! node.
+//! node. Concurrent pulls of one digest share one download (each download
+//! writes its own temporary file), and a file found in the cache is hashed
+//! once before this process first trusts it: a file left behind truncated
+//! or altered is fetched again, not run.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use futures::AsyncReadExt;
@@ -54,12 +60,99 @@ pub trait ModuleSource: Send + Sync + 'static {
 pub struct ModuleCache {
     client: kube::Client,
     dir: PathBuf,
+    /// One lock per digest: the pulls of a digest take turns, so the second
+    /// finds the first one's file instead of downloading it again.
+    pulls: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Digests whose cached file this process has hashed and found right.
+    verified: Arc<Mutex<HashSet<String>>>,
+}
+
+/// Distinguishes the temporary files of one process's downloads.
+static DOWNLOADS: AtomicU64 = AtomicU64::new(0);
+
+/// A temporary name next to `path` that no other download uses.
+fn temp_path(path: &Path) -> PathBuf {
+    let n = DOWNLOADS.fetch_add(1, Ordering::Relaxed);
+    path.with_extension(format!("part-{}-{n}", std::process::id()))
+}
+
+/// Whether the file at `path` hashes to `digest` (and is not oversized).
+async fn file_has_digest(path: &Path, digest: &str) -> std::io::Result<bool> {
+    use tokio::io::AsyncReadExt as _;
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size: u64 = 0;
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        if size > MAX_MODULE_BYTES as u64 {
+            return Ok(false);
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("sha256:{}", hex::encode(hasher.finalize())) == digest)
 }
 
 impl ModuleCache {
     /// A cache keeping modules under `dir`.
     pub fn new(client: kube::Client, dir: PathBuf) -> ModuleCache {
-        ModuleCache { client, dir }
+        ModuleCache {
+            client,
+            dir,
+            pulls: Arc::default(),
+            verified: Arc::default(),
+        }
+    }
+
+    fn pull_lock(&self, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
+        pulls.entry(digest.to_string()).or_default().clone()
+    }
+
+    fn is_verified(&self, digest: &str) -> bool {
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(digest)
+    }
+
+    fn mark_verified(&self, digest: &str) {
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(digest.to_string());
+    }
+
+    /// The cached file of `digest`, if there is one with the right bytes. A
+    /// file with the wrong bytes is removed (the caller downloads it again).
+    async fn cached(&self, digest: &str, started: Instant) -> Option<LocalModule> {
+        let path = self.path_of(digest);
+        let meta = tokio::fs::metadata(&path).await.ok()?;
+        if !self.is_verified(digest) {
+            match file_has_digest(&path, digest).await {
+                Ok(true) => self.mark_verified(digest),
+                Ok(false) => {
+                    tracing::warn!(path = %path.display(), digest, "cached module does not match its digest; fetching it again");
+                    let _ = tokio::fs::remove_file(&path).await;
+                    return None;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "reading a cached module failed");
+                    return None;
+                }
+            }
+        }
+        Some(LocalModule {
+            digest: digest.to_string(),
+            path,
+            size: meta.len(),
+            cached: true,
+            took: started.elapsed(),
+        })
     }
 
     async fn resolve(&self, image: &str) -> Result<ResolvedModule, PullError> {
@@ -96,7 +189,7 @@ impl ModuleCache {
         let mut body = Box::pin(body);
         let io_err = |e: std::io::Error| PullError::Failed(format!("downloading {digest}: {e}"));
         tokio::fs::create_dir_all(&self.dir).await.map_err(io_err)?;
-        let tmp = path.with_extension(format!("part-{}", std::process::id()));
+        let tmp = temp_path(path);
         let mut file = tokio::fs::File::create(&tmp).await.map_err(io_err)?;
         let mut hasher = Sha256::new();
         let mut size: u64 = 0;
@@ -153,29 +246,21 @@ impl ModuleSource for ModuleCache {
         if let Reference::Digest(d) = &reference.reference
             && is_valid_digest(d)
         {
-            let path = self.path_of(d);
-            if let Ok(meta) = tokio::fs::metadata(&path).await {
-                return Ok(LocalModule {
-                    digest: d.clone(),
-                    path,
-                    size: meta.len(),
-                    cached: true,
-                    took: started.elapsed(),
-                });
+            let lock = self.pull_lock(d);
+            let _turn = lock.lock().await;
+            if let Some(m) = self.cached(d, started).await {
+                return Ok(m);
             }
         }
         let resolved = self.resolve(image).await?;
-        let path = self.path_of(&resolved.digest);
-        if let Ok(meta) = tokio::fs::metadata(&path).await {
-            return Ok(LocalModule {
-                digest: resolved.digest,
-                path,
-                size: meta.len(),
-                cached: true,
-                took: started.elapsed(),
-            });
+        let lock = self.pull_lock(&resolved.digest);
+        let _turn = lock.lock().await;
+        if let Some(m) = self.cached(&resolved.digest, started).await {
+            return Ok(m);
         }
+        let path = self.path_of(&resolved.digest);
         let size = self.download(&resolved.digest, &path).await?;
+        self.mark_verified(&resolved.digest);
         Ok(LocalModule {
             digest: resolved.digest,
             path,
@@ -210,6 +295,39 @@ fn encode_query(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_downloads_never_share_a_temp_file() {
+        let path = Path::new("/m/sha256-ab.wasm");
+        let names: HashSet<PathBuf> = (0..100).map(|_| temp_path(path)).collect();
+        assert_eq!(names.len(), 100);
+        assert!(names.iter().all(|p| p.parent() == path.parent()));
+    }
+
+    #[tokio::test]
+    async fn a_truncated_cached_module_is_not_trusted() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let config = kube::Config::new("http://127.0.0.1:9".parse()?);
+        let cache = ModuleCache::new(kube::Client::try_from(config)?, dir.path().to_path_buf());
+        let bytes = b"\0asm\x01\0\0\0 the whole module";
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        let path = cache.path_of(&digest);
+        tokio::fs::write(&path, &bytes[..6]).await?;
+        assert!(cache.cached(&digest, Instant::now()).await.is_none());
+        assert!(
+            !path.exists(),
+            "the bad file is removed to be fetched again"
+        );
+        // Nor does a pull by digest run it: it goes back to the store
+        // (unreachable here).
+        tokio::fs::write(&path, &bytes[..6]).await?;
+        assert!(cache.fetch(&format!("m@{digest}")).await.is_err());
+
+        tokio::fs::write(&path, bytes).await?;
+        let m = cache.cached(&digest, Instant::now()).await;
+        assert_eq!(m.map(|m| m.size), Some(bytes.len() as u64));
+        Ok(())
+    }
 
     #[test]
     fn query_values_are_encoded() {

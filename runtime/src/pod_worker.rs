@@ -188,6 +188,26 @@ struct Running {
     stop: CancellationToken,
 }
 
+/// A worker that ends for any reason (returns, panics, is aborted) drops its
+/// slots: its guests must not outlive it with nobody left to stop them.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// The longest grace period honoured. The API accepts any non-negative
+/// int64 (`DELETE ?gracePeriodSeconds=`, older objects), so the deadline
+/// arithmetic saturates: ten years is "never" for a pod, and keeps `Instant`
+/// far from overflow.
+const MAX_GRACE: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// `now + seconds`, with negative seconds as 0 and huge ones as [`MAX_GRACE`].
+fn grace_deadline(now: Instant, seconds: i64) -> Instant {
+    let grace = Duration::from_secs(u64::try_from(seconds).unwrap_or(0)).min(MAX_GRACE);
+    now.checked_add(grace).unwrap_or(now)
+}
+
 #[derive(Default)]
 struct Slot {
     running: Option<Running>,
@@ -792,8 +812,7 @@ impl Worker {
                     .unwrap_or(30)
                     .max(0)
             };
-            self.grace_deadline =
-                Some(now + Duration::from_secs(u64::try_from(grace).unwrap_or(0)));
+            self.grace_deadline = Some(grace_deadline(now, grace));
             for i in 0..self.slots.len() {
                 self.slots[i].next_start = None;
                 self.slots[i].flip_at = None;
@@ -812,7 +831,7 @@ impl Worker {
         }
         // Grace may only shrink (a second delete with a shorter grace).
         if let Some(g) = self.pod.metadata.deletion_grace_period_seconds {
-            let d = now + Duration::from_secs(u64::try_from(g.max(0)).unwrap_or(0));
+            let d = grace_deadline(now, g);
             if self.grace_deadline.is_some_and(|cur| d < cur) {
                 self.grace_deadline = Some(d);
             }
@@ -1342,7 +1361,11 @@ mod tests {
 
     /// Runs by digest: `sha256:ok` prints and exits 0, `sha256:fail` exits
     /// 1, `sha256:spin` runs until stopped.
-    struct FakeSandbox;
+    #[derive(Default)]
+    struct FakeSandbox {
+        /// How many `sha256:spin` runs were stopped.
+        stopped: std::sync::atomic::AtomicUsize,
+    }
 
     #[async_trait::async_trait]
     impl Sandbox for FakeSandbox {
@@ -1366,6 +1389,8 @@ mod tests {
                 "sha256:fail" => Ok(ExitStatus::Exited(1)),
                 _ => {
                     run.stop.cancelled().await;
+                    self.stopped
+                        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     Ok(ExitStatus::Killed)
                 }
             }
@@ -1448,17 +1473,19 @@ mod tests {
         ctx: Arc<WorkerContext>,
         api: Arc<FakeApi>,
         events: Arc<FakeEvents>,
+        sandbox: Arc<FakeSandbox>,
     }
 
     fn harness() -> anyhow::Result<Harness> {
         let dir = tempfile::tempdir()?;
         let api = Arc::new(FakeApi::default());
         let events = Arc::new(FakeEvents::default());
+        let sandbox = Arc::new(FakeSandbox::default());
         let ctx = Arc::new(WorkerContext {
             node_name: "n1".into(),
             node_ip: "10.1.2.3".into(),
             pods_dir: dir.path().join("pods"),
-            sandbox: Arc::new(FakeSandbox),
+            sandbox: sandbox.clone(),
             modules: Arc::new(FakeModules),
             api: api.clone(),
             events: events.clone(),
@@ -1470,6 +1497,7 @@ mod tests {
             ctx,
             api,
             events,
+            sandbox,
         })
     }
 
@@ -1681,6 +1709,69 @@ mod tests {
             .unwrap_or_default();
         let t = container_state(&last).and_then(|st| st.terminated);
         assert_eq!(t.map(|t| t.exit_code), Some(137));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn huge_grace_period_does_not_kill_the_worker() -> anyhow::Result<()> {
+        let h = harness()?;
+        let mut p = pod("spin:v1", "Always");
+        if let Some(spec) = p.spec.as_mut() {
+            spec.termination_grace_period_seconds = Some(i64::MAX);
+        }
+        let (tx, rx) = watch::channel(Arc::new(p.clone()));
+        let task = tokio::spawn(run_pod(
+            h.ctx.clone(),
+            rx,
+            CancellationToken::new(),
+            CancellationToken::new(),
+        ));
+        h.wait_status(|s| s.phase.as_deref() == Some("Running"))
+            .await?;
+        p.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+        p.metadata.deletion_grace_period_seconds = Some(i64::MAX);
+        tx.send_replace(Arc::new(p.clone()));
+        // "Killing" is recorded in the same synchronous stretch as both
+        // deadline computations.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !h.events().contains(&"Killing".to_string()) {
+            anyhow::ensure!(Instant::now() < deadline, "no Killing event");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            !task.is_finished(),
+            "the worker died on a huge grace period"
+        );
+        // The worker keeps serving the pod: a shorter grace still ends it.
+        p.metadata.deletion_grace_period_seconds = Some(0);
+        tx.send_replace(Arc::new(p));
+        tokio::time::timeout(Duration::from_secs(20), task).await??;
+        assert_eq!(
+            h.sandbox.stopped.load(std::sync::atomic::Ordering::SeqCst),
+            1
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_dead_worker_stops_its_containers() -> anyhow::Result<()> {
+        let h = harness()?;
+        let (_tx, rx) = watch::channel(Arc::new(pod("spin:v1", "Always")));
+        let task = tokio::spawn(run_pod(
+            h.ctx.clone(),
+            rx,
+            CancellationToken::new(),
+            CancellationToken::new(),
+        ));
+        h.wait_status(|s| s.phase.as_deref() == Some("Running"))
+            .await?;
+        task.abort();
+        let _ = task.await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while h.sandbox.stopped.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            anyhow::ensure!(Instant::now() < deadline, "the guest outlived its worker");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         Ok(())
     }
 

@@ -14,21 +14,40 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::logs::{LogOptions, LogRegistry, LookupError, stream_log};
 
+/// How many log streams (following ones included) are served at once; each
+/// holds a file handle, a read buffer and a task.
+pub const MAX_LOG_STREAMS: usize = 64;
+
+#[derive(Clone)]
+struct AppState {
+    logs: Arc<LogRegistry>,
+    streams: Arc<Semaphore>,
+}
+
 /// The kubelet HTTP routes.
 pub fn app(logs: Arc<LogRegistry>) -> Router {
+    app_with(logs, MAX_LOG_STREAMS)
+}
+
+/// [`app`] serving at most `max_log_streams` log requests at once; more are
+/// answered 429 with a `Retry-After`.
+pub fn app_with(logs: Arc<LogRegistry>, max_log_streams: usize) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
-        .with_state(logs)
+        .with_state(AppState {
+            logs,
+            streams: Arc::new(Semaphore::new(max_log_streams)),
+        })
 }
 
 /// Serves `app` on `listener` until `shutdown`.
@@ -103,10 +122,21 @@ fn options(q: &HashMap<String, String>) -> Result<LogOptions, String> {
 }
 
 async fn container_logs(
-    State(logs): State<Arc<LogRegistry>>,
+    State(state): State<AppState>,
     Path((namespace, pod, container)): Path<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
+    let Ok(permit) = state.streams.clone().try_acquire_owned() else {
+        let mut r = status(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "too many concurrent log requests, please try again later".into(),
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return r;
+    };
+    let logs = &state.logs;
     let opts = match options(&q) {
         Ok(o) => o,
         Err(message) => return bad_request(message),
@@ -146,6 +176,8 @@ async fn container_logs(
     }
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     tokio::spawn(async move {
+        // Held until the stream ends (or its client goes away).
+        let _permit = permit;
         if let Err(e) = stream_log(source, opts, tx).await {
             tracing::warn!(error = %e, "reading a container log failed");
         }
@@ -245,6 +277,51 @@ mod tests {
         let (code, body) = get(app(registry), "/containerLogs/default/p/c?follow=true").await?;
         assert_eq!(code, StatusCode::OK);
         assert_eq!(body, "one\ntwo\nthree\n");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn concurrent_log_requests_are_capped_with_429() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let registry = Arc::new(LogRegistry::default());
+        let log = ContainerLog::create(&dir.path().join("0.log"), DEFAULT_MAX_LOG_BYTES).await?;
+        registry.set(
+            "default",
+            "p",
+            "u1",
+            "c",
+            ContainerLogs {
+                dir: dir.path().to_path_buf(),
+                current: Some(log.handle()),
+                previous: None,
+                waiting_reason: None,
+            },
+        );
+        let app = app_with(registry, 1);
+        // A follow of a running container holds its slot.
+        let first = app
+            .clone()
+            .oneshot(
+                axum::http::Request::get("/containerLogs/default/p/c?follow=true")
+                    .body(Body::empty())?,
+            )
+            .await?;
+        assert_eq!(first.status(), StatusCode::OK);
+        let (code, body) = get(app.clone(), "/containerLogs/default/p/c").await?;
+        assert_eq!(code, StatusCode::TOO_MANY_REQUESTS);
+        assert!(body.contains("TooManyRequests"), "{body}");
+        // The slot comes back when the stream ends.
+        drop(first);
+        log.finish().await?;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (code, _) = get(app.clone(), "/containerLogs/default/p/c").await?;
+            if code == StatusCode::OK {
+                break;
+            }
+            anyhow::ensure!(tokio::time::Instant::now() < deadline, "slot never freed");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         Ok(())
     }
 

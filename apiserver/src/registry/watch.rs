@@ -25,7 +25,7 @@ use super::request::{Output, Params};
 use super::{Registry, collection_prefix};
 use crate::error::{ApiError, Result};
 use crate::storage;
-use crate::watch_cache::{CacheMessage, CachedEvent, Change};
+use crate::watch_cache::{CacheMessage, CachedEvent, Change, wait_for_revision};
 
 /// Lines buffered towards one HTTP client before backpressure.
 const OUT_BUFFER: usize = 64;
@@ -189,12 +189,18 @@ pub(super) async fn watch(
 
     let cache = reg.cache(res).cloned();
     let mut backlog = Vec::new();
-    let source = match cache.as_ref().and_then(|c| c.subscribe(after)) {
-        Some(sub) => {
+    let fresh = if initial_events {
+        Ok(())
+    } else {
+        wait_for_revision(reg.store.as_ref(), after, reg.options.cache.freshness_wait).await
+    };
+    let source = match fresh.map(|()| cache.as_ref().and_then(|c| c.subscribe(after))) {
+        Err(e) => Err(e),
+        Ok(Some(sub)) => {
             backlog = sub.backlog;
             Ok(Source::Cache(sub.receiver))
         }
-        None => {
+        Ok(None) => {
             let prefix = collection_prefix(res, namespace);
             reg.store
                 .watch(&prefix, after)

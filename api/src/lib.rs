@@ -44,6 +44,7 @@ mod robustness {
         "Deployment",
         "ReplicaSet",
         "DaemonSet",
+        "Job",
         "Widget",
     ];
 

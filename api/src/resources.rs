@@ -283,6 +283,25 @@ const RESOURCES: &[ResourceInfo] = &[
         ],
     },
     ResourceInfo {
+        group: "batch",
+        version: "v1",
+        kind: "Job",
+        list_kind: "JobList",
+        plural: "jobs",
+        singular: "job",
+        short_names: &[],
+        namespaced: true,
+        verbs: FULL_VERBS,
+        categories: &["all"],
+        subresources: &[Subresource {
+            name: "status",
+            group: "batch",
+            version: "v1",
+            kind: "Job",
+            verbs: STATUS_VERBS,
+        }],
+    },
+    ResourceInfo {
         group: "coordination.k8s.io",
         version: "v1",
         kind: "Lease",
@@ -385,7 +404,19 @@ mod tests {
         let ds = by_plural("apps", "v1", "daemonsets").expect("daemonsets");
         assert_eq!(ds.short_names, &["ds"]);
         assert!(ds.subresource("scale").is_none());
-        assert!(by_plural("batch", "v1", "jobs").is_none());
+    }
+
+    #[test]
+    fn batch_jobs_are_served_like_kubernetes() {
+        let jobs = by_plural("batch", "v1", "jobs").expect("jobs");
+        assert_eq!(jobs.kind, "Job");
+        assert!(jobs.short_names.is_empty());
+        assert_eq!(jobs.categories, &["all"]);
+        assert_eq!(jobs.api_version(), "batch/v1");
+        assert_eq!(jobs.key_prefix(), "/registry/batch/jobs/");
+        assert!(jobs.subresource("status").is_some());
+        assert!(jobs.subresource("scale").is_none());
+        assert_eq!(by_kind("batch/v1", "Job"), Some(jobs));
     }
 
     #[test]

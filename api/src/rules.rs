@@ -39,6 +39,7 @@ pub fn defaults(kind: &str, obj: &mut Value) {
             }
         }
         "DaemonSet" => default_daemon_set(obj),
+        "Job" => default_job(obj),
         "Namespace" => {
             set_default(obj, &["status", "phase"], Value::from("Active"));
         }
@@ -228,6 +229,124 @@ fn default_daemon_set(obj: &mut Value) {
     default_template(spec);
 }
 
+/// Label of a Job's pods and selector naming the Job's uid.
+pub const JOB_CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
+/// The pre-1.27 spelling of [`JOB_CONTROLLER_UID_LABEL`], still set.
+pub const LEGACY_JOB_CONTROLLER_UID_LABEL: &str = "controller-uid";
+/// Label of a Job's pods naming the Job.
+pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+/// The pre-1.27 spelling of [`JOB_NAME_LABEL`], still set.
+pub const LEGACY_JOB_NAME_LABEL: &str = "job-name";
+
+/// batch/v1 `SetDefaults_Job`.
+fn default_job(obj: &mut Value) {
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let unset = |spec: &Map<String, Value>, key: &str| spec.get(key).is_none_or(Value::is_null);
+    // A non-parallel Job may leave both unset; only then is completions 1.
+    // A parallelism alone makes a work queue with no completion count.
+    if unset(spec, "completions") && unset(spec, "parallelism") {
+        spec.insert("completions".into(), Value::from(1));
+    }
+    default_key(spec, "parallelism", Value::from(1));
+    let backoff = if unset(spec, "backoffLimitPerIndex") {
+        6
+    } else {
+        i32::MAX
+    };
+    default_key(spec, "backoffLimit", Value::from(backoff));
+    default_enum(spec, "completionMode", "NonIndexed");
+    default_key(spec, "suspend", Value::from(false));
+    default_key(spec, "manualSelector", Value::from(false));
+    let replacement = if unset(spec, "podFailurePolicy") {
+        "TerminatingOrFailed"
+    } else {
+        "Failed"
+    };
+    default_enum(spec, "podReplacementPolicy", replacement);
+    default_template(spec);
+    job_labels_from_template(obj);
+}
+
+/// A Job without labels of its own takes its template's (`SetDefaults_Job`).
+fn job_labels_from_template(obj: &mut Value) {
+    let Some(labels) = obj
+        .pointer("/spec/template/metadata/labels")
+        .filter(|v| v.is_object())
+        .cloned()
+    else {
+        return;
+    };
+    let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let missing = match meta.get("labels") {
+        None | Some(Value::Null) => true,
+        Some(Value::Object(m)) => m.is_empty(),
+        Some(_) => false,
+    };
+    if missing {
+        meta.insert("labels".into(), labels);
+    }
+}
+
+/// Kubernetes' job strategy `generateSelector`: the pods get the Job's name
+/// and uid as labels (both spellings), and the selector picks the uid, so a
+/// Job's pods are only ever its own. Labels the user set are kept (a wrong
+/// value then fails validation).
+fn generate_job_selector(obj: &mut Value) {
+    let meta_str = |key: &str| {
+        obj.pointer(&format!("/metadata/{key}"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let (name, uid) = (meta_str("name"), meta_str("uid"));
+    let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if let Some(labels) = object_entry(spec, "template")
+        .and_then(|t| object_entry(t, "metadata"))
+        .and_then(|m| object_entry(m, "labels"))
+    {
+        for key in [LEGACY_JOB_NAME_LABEL, JOB_NAME_LABEL] {
+            labels
+                .entry(key)
+                .or_insert_with(|| Value::from(name.as_str()));
+        }
+        for key in [LEGACY_JOB_CONTROLLER_UID_LABEL, JOB_CONTROLLER_UID_LABEL] {
+            labels
+                .entry(key)
+                .or_insert_with(|| Value::from(uid.as_str()));
+        }
+    }
+    if let Some(match_labels) =
+        object_entry(spec, "selector").and_then(|s| object_entry(s, "matchLabels"))
+    {
+        match_labels
+            .entry(JOB_CONTROLLER_UID_LABEL)
+            .or_insert_with(|| Value::from(uid.as_str()));
+    }
+}
+
+/// What a kind's create strategy does once the server has named the object
+/// and given it its uid, before validation (Kubernetes' `PrepareForCreate`):
+/// a new Job starts with an empty status and, unless `manualSelector`, gets
+/// its selector and pod labels generated from its uid.
+pub fn prepare_create(kind: &str, obj: &mut Value) {
+    if kind != "Job" {
+        return;
+    }
+    if let Some(o) = obj.as_object_mut() {
+        o.insert("status".into(), Value::Object(Map::new()));
+    }
+    if obj.pointer("/spec/manualSelector").and_then(Value::as_bool) != Some(true) {
+        generate_job_selector(obj);
+    }
+    job_labels_from_template(obj);
+}
+
 /// Kubernetes pulls `:latest` (or untagged) images every time and others
 /// only when absent.
 pub fn default_pull_policy(image: &str) -> &'static str {
@@ -283,6 +402,7 @@ fn round_trip<T: DeserializeOwned + Serialize>(obj: &Value) -> Result<Value, Dec
 /// `None` when `kind` has no typed schema here.
 fn typed_round_trip(kind: &str, obj: &Value) -> Option<Result<Value, DecodeError>> {
     use k8s_openapi::api::apps::v1 as apps;
+    use k8s_openapi::api::batch::v1 as batch;
     use k8s_openapi::api::coordination::v1 as coordination;
     use k8s_openapi::api::core::v1 as core;
     let mut obj = obj.clone();
@@ -303,6 +423,7 @@ fn typed_round_trip(kind: &str, obj: &Value) -> Option<Result<Value, DecodeError
         "Deployment" => round_trip::<apps::Deployment>(&obj),
         "ReplicaSet" => round_trip::<apps::ReplicaSet>(&obj),
         "DaemonSet" => round_trip::<apps::DaemonSet>(&obj),
+        "Job" => round_trip::<batch::Job>(&obj),
         _ => return None,
     })
 }
@@ -333,6 +454,7 @@ pub fn validate(kind: &str, obj: &Value) -> Vec<FieldCause> {
         "Event" => validate_event(obj, &mut causes),
         "Lease" => validate_lease(obj, &mut causes),
         "Deployment" | "ReplicaSet" | "DaemonSet" => validate_workload(kind, obj, &mut causes),
+        "Job" => validate_job(obj, &mut causes),
         _ => {}
     }
     causes
@@ -490,6 +612,42 @@ fn validate_pod(pod: &Value, causes: &mut Vec<FieldCause>) {
             &Value::from(t),
             "must be greater than or equal to 0",
         ));
+    }
+    // Kubernetes only asks for a non-negative int64 here; beyond int32 (68
+    // years) no grace is meaningful, and the kubelet's deadline arithmetic
+    // must not be fed i64::MAX.
+    if let Some(t) = spec
+        .get("terminationGracePeriodSeconds")
+        .and_then(Value::as_i64)
+        && t > i64::from(i32::MAX)
+    {
+        causes.push(invalid(
+            "spec.terminationGracePeriodSeconds",
+            &Value::from(t),
+            "must be less than or equal to 2147483647",
+        ));
+    }
+    // restartCount is an int32 counter the kubelet reports; table rendering
+    // sums it.
+    for list in [
+        "initContainerStatuses",
+        "containerStatuses",
+        "ephemeralContainerStatuses",
+    ] {
+        let statuses = pod
+            .pointer(&format!("/status/{list}"))
+            .and_then(Value::as_array);
+        for (i, c) in statuses.into_iter().flatten().enumerate() {
+            if let Some(n) = c.get("restartCount").and_then(Value::as_i64)
+                && !(0..=i64::from(i32::MAX)).contains(&n)
+            {
+                causes.push(invalid(
+                    format!("status.{list}[{i}].restartCount"),
+                    &Value::from(n),
+                    "must be between 0 and 2147483647, inclusive",
+                ));
+            }
+        }
     }
 }
 
@@ -882,10 +1040,10 @@ fn workload_selector(
         }
         Ok(sel) if sel.is_empty() => {
             // Kubernetes says "deployment" for ReplicaSets too.
-            let what = if kind == "DaemonSet" {
-                "daemonset"
-            } else {
-                "deployment"
+            let what = match kind {
+                "DaemonSet" => "daemonset",
+                "Job" => "job",
+                _ => "deployment",
             };
             causes.push(invalid(
                 "spec.selector",
@@ -1050,6 +1208,46 @@ fn validate_workload(kind: &str, obj: &Value, causes: &mut Vec<FieldCause>) {
         _ => {}
     }
     let selector = workload_selector(kind, spec, causes);
+    let pod_spec = validate_pod_template(spec, selector.as_ref(), causes);
+    if let Some(p) = pod_spec.get("restartPolicy").filter(|v| !v.is_null())
+        && p.as_str() != Some("Always")
+    {
+        causes.push(not_supported(
+            "spec.template.spec.restartPolicy",
+            p,
+            &["Always"],
+        ));
+    }
+    if pod_spec
+        .get("activeDeadlineSeconds")
+        .is_some_and(|v| !v.is_null())
+    {
+        let v = &pod_spec["activeDeadlineSeconds"];
+        causes.push(if kind == "DaemonSet" {
+            invalid(
+                "spec.template.spec.activeDeadlineSeconds",
+                v,
+                "activeDeadlineSeconds must be nil for daemon set",
+            )
+        } else {
+            FieldCause::forbidden(
+                "spec.template.spec.activeDeadlineSeconds",
+                "Forbidden: activeDeadlineSeconds in ReplicaSet is not Supported",
+            )
+        });
+    }
+}
+
+/// The pod template at `spec.template` of a workload: its label syntax, the
+/// selector matching its labels, and the pod rules with paths under
+/// `spec.template.spec` — all but the restart policy, which each kind
+/// restricts its own way. Returns the template's pod spec.
+fn validate_pod_template(
+    spec: &Value,
+    selector: Option<&crate::selector::LabelSelector>,
+    causes: &mut Vec<FieldCause>,
+) -> Value {
+    let empty = Value::Object(Map::new());
     let template = spec
         .get("template")
         .filter(|t| t.is_object())
@@ -1098,33 +1296,65 @@ fn validate_workload(kind: &str, obj: &Value, causes: &mut Vec<FieldCause>) {
         c.field = format!("spec.template.{}", c.field);
         causes.push(c);
     }
-    let pod_spec = &pod["spec"];
-    if let Some(p) = pod_spec.get("restartPolicy").filter(|v| !v.is_null())
-        && p.as_str() != Some("Always")
-    {
-        causes.push(not_supported(
-            "spec.template.spec.restartPolicy",
-            p,
-            &["Always"],
-        ));
+    pod["spec"].clone()
+}
+
+const JOB_RESTART_POLICIES: &[&str] = &["OnFailure", "Never"];
+
+/// batch/v1 `ValidateJob`: counts, completion mode, the selector (generated
+/// from the uid unless `manualSelector`) and the pod template, whose pods
+/// must not restart `Always`.
+fn validate_job(obj: &Value, causes: &mut Vec<FieldCause>) {
+    let empty = Value::Object(Map::new());
+    let spec = obj.get("spec").filter(|s| s.is_object()).unwrap_or(&empty);
+    for key in [
+        "parallelism",
+        "completions",
+        "activeDeadlineSeconds",
+        "backoffLimit",
+        "ttlSecondsAfterFinished",
+    ] {
+        non_negative(spec, key, &format!("spec.{key}"), causes);
     }
-    if pod_spec
-        .get("activeDeadlineSeconds")
-        .is_some_and(|v| !v.is_null())
-    {
-        let v = &pod_spec["activeDeadlineSeconds"];
-        causes.push(if kind == "DaemonSet" {
-            invalid(
-                "spec.template.spec.activeDeadlineSeconds",
-                v,
-                "activeDeadlineSeconds must be nil for daemon set",
-            )
-        } else {
-            FieldCause::forbidden(
-                "spec.template.spec.activeDeadlineSeconds",
-                "Forbidden: activeDeadlineSeconds in ReplicaSet is not Supported",
-            )
-        });
+    match spec.get("completionMode") {
+        None | Some(Value::Null) => {}
+        Some(m) if m.as_str() == Some("NonIndexed") => {}
+        // Indexed Jobs are valid in Kubernetes, but this controller does not
+        // run them: refusing beats running them wrong.
+        Some(m) => causes.push(not_supported("spec.completionMode", m, &["NonIndexed"])),
+    }
+    let selector = workload_selector("Job", spec, causes);
+    let manual = spec.get("manualSelector").and_then(Value::as_bool) == Some(true);
+    let uid = obj
+        .pointer("/metadata/uid")
+        .and_then(Value::as_str)
+        .filter(|u| !u.is_empty());
+    if !manual && let (Some(uid), Some(sel)) = (uid, selector.as_ref()) {
+        let expected: std::collections::BTreeMap<String, String> = [
+            (JOB_CONTROLLER_UID_LABEL.to_string(), uid.to_string()),
+            (LEGACY_JOB_CONTROLLER_UID_LABEL.to_string(), uid.to_string()),
+        ]
+        .into();
+        if !sel.matches(&expected) {
+            causes.push(FieldCause::invalid(
+                "spec.selector",
+                format!(
+                    "Invalid value: {}: `selector` not auto-generated",
+                    go_selector(spec.get("selector").unwrap_or(&Value::Null))
+                ),
+            ));
+        }
+    }
+    let pod_spec = validate_pod_template(spec, selector.as_ref(), causes);
+    match pod_spec.get("restartPolicy") {
+        Some(p)
+            if p.as_str()
+                .is_some_and(|p| JOB_RESTART_POLICIES.contains(&p)) => {}
+        p => causes.push(not_supported(
+            "spec.template.spec.restartPolicy",
+            p.unwrap_or(&Value::from("")),
+            JOB_RESTART_POLICIES,
+        )),
     }
 }
 
@@ -1160,7 +1390,7 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<FieldCause> 
         "ConfigMap" | "Secret" => immutable_data_update(kind, old, new, &mut causes),
         // apps/v1 selectors are immutable: changing one would orphan the
         // pods the old one selected.
-        "Deployment" | "ReplicaSet" | "DaemonSet" => {
+        "Deployment" | "ReplicaSet" | "DaemonSet" | "Job" => {
             let o = normalized_selector(old.pointer("/spec/selector"));
             let n = normalized_selector(new.pointer("/spec/selector"));
             if o != n {
@@ -1169,10 +1399,31 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<FieldCause> 
                     format!("Invalid value: {}: field is immutable", go_selector(&n)),
                 ));
             }
+            if kind == "Job" {
+                job_spec_update(old, new, &mut causes);
+            }
         }
         _ => {}
     }
     causes
+}
+
+/// What a Job update may not change besides its selector: the template,
+/// completions and the completion mode (`ValidateJobSpecUpdate`).
+/// Parallelism, suspend, the deadline, the backoff limit and the TTL stay
+/// mutable.
+fn job_spec_update(old: &Value, new: &Value, causes: &mut Vec<FieldCause>) {
+    for key in ["completions", "completionMode", "template"] {
+        let pointer = format!("/spec/{key}");
+        let (o, n) = (old.pointer(&pointer), new.pointer(&pointer));
+        if o.filter(|v| !v.is_null()) != n.filter(|v| !v.is_null()) {
+            let shown = n.map(short).unwrap_or_else(|| "null".into());
+            causes.push(FieldCause::invalid(
+                format!("spec.{key}"),
+                format!("Invalid value: {shown}: field is immutable"),
+            ));
+        }
+    }
 }
 
 /// A label selector with empty maps and lists dropped, for the semantic
@@ -1345,10 +1596,10 @@ fn missing_keys(orig: &Value, round: &Value, path: &str, out: &mut Vec<String>) 
 }
 
 /// Whether objects of `kind` own dependents that the garbage collector
-/// tracks (Deployments own ReplicaSets, ReplicaSets own Pods), so that an
+/// tracks (Deployments own ReplicaSets, ReplicaSets, DaemonSets and Jobs own Pods), so that an
 /// Orphan or Foreground deletion of one needs the collector's finalizer.
 pub fn owns_dependents(kind: &str) -> bool {
-    matches!(kind, "Deployment" | "ReplicaSet")
+    matches!(kind, "Deployment" | "ReplicaSet" | "DaemonSet" | "Job")
 }
 
 /// Whether `kind` has a `status` subresource.
@@ -1640,6 +1891,31 @@ mod tests {
             1,
             "secret data must be base64"
         );
+    }
+
+    #[test]
+    fn grace_periods_and_restart_counts_beyond_int32_are_invalid() {
+        let mut p = defaulted_pod();
+        p["spec"]["terminationGracePeriodSeconds"] = json!(i64::MAX);
+        p["spec"]["activeDeadlineSeconds"] = json!(i64::MAX);
+        let fields: Vec<String> = validate("Pod", &p).into_iter().map(|c| c.field).collect();
+        assert!(
+            fields.contains(&"spec.terminationGracePeriodSeconds".to_string()),
+            "{fields:?}"
+        );
+        assert!(
+            fields.contains(&"spec.activeDeadlineSeconds".to_string()),
+            "{fields:?}"
+        );
+        let mut p = defaulted_pod();
+        p["status"] = json!({"containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": true, "restartCount": -1}]});
+        let fields: Vec<String> = validate("Pod", &p).into_iter().map(|c| c.field).collect();
+        assert_eq!(
+            fields,
+            vec!["status.containerStatuses[0].restartCount".to_string()]
+        );
+        p["status"]["containerStatuses"][0]["restartCount"] = json!(i64::MAX);
+        assert!(!validate("Pod", &p).is_empty());
     }
 
     #[test]
@@ -2102,6 +2378,191 @@ mod tests {
         annotated["metadata"]["annotations"] = json!({"kubernetes.io/change-cause": "x"});
         assert!(spec_changed("Deployment", &old, &annotated));
         assert!(!spec_changed("ReplicaSet", &old, &annotated));
+    }
+
+    fn job() -> Value {
+        json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "pi", "namespace": "default"},
+            "spec": {
+                "template": {
+                    "spec": {"restartPolicy": "Never", "containers": [{"name": "pi", "image": "hello:v1"}]},
+                },
+            },
+        })
+    }
+
+    /// A Job as the server stores it: defaulted, named, with uid and generated selector.
+    fn created_job() -> Value {
+        let mut j = job();
+        defaults("Job", &mut j);
+        j["metadata"]["uid"] = json!("u-1");
+        prepare_create("Job", &mut j);
+        j
+    }
+
+    #[test]
+    fn job_defaults_match_kubernetes() {
+        let j = created_job();
+        let spec = &j["spec"];
+        assert_eq!(spec["completions"], 1);
+        assert_eq!(spec["parallelism"], 1);
+        assert_eq!(spec["backoffLimit"], 6);
+        assert_eq!(spec["completionMode"], "NonIndexed");
+        assert_eq!(spec["suspend"], false);
+        assert_eq!(spec["manualSelector"], false);
+        assert_eq!(spec["podReplacementPolicy"], "TerminatingOrFailed");
+        assert_eq!(spec["template"]["spec"]["dnsPolicy"], "ClusterFirst");
+        assert_eq!(j["status"], json!({}));
+        assert_eq!(validate("Job", &j), vec![]);
+        assert_eq!(unknown_fields("Job", &j), Vec::<String>::new());
+        // Parallelism alone leaves completions unset (a work queue).
+        let mut queue = job();
+        queue["spec"]["parallelism"] = json!(3);
+        defaults("Job", &mut queue);
+        assert!(queue["spec"].get("completions").is_none());
+        assert_eq!(queue["spec"]["parallelism"], 3);
+        // Completions alone: parallelism 1.
+        let mut fixed = job();
+        fixed["spec"]["completions"] = json!(5);
+        defaults("Job", &mut fixed);
+        assert_eq!(
+            (&fixed["spec"]["completions"], &fixed["spec"]["parallelism"]),
+            (&json!(5), &json!(1))
+        );
+    }
+
+    #[test]
+    fn job_selector_and_labels_are_generated_from_the_uid() {
+        let j = created_job();
+        assert_eq!(
+            j["spec"]["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}})
+        );
+        let labels = json!({
+            "batch.kubernetes.io/controller-uid": "u-1",
+            "batch.kubernetes.io/job-name": "pi",
+            "controller-uid": "u-1",
+            "job-name": "pi",
+        });
+        assert_eq!(j["spec"]["template"]["metadata"]["labels"], labels);
+        assert_eq!(
+            j["metadata"]["labels"], labels,
+            "the Job takes its pods' labels"
+        );
+        // A user's own labels stay theirs.
+        let mut own = job();
+        own["metadata"]["labels"] = json!({"team": "a"});
+        own["metadata"]["uid"] = json!("u-2");
+        defaults("Job", &mut own);
+        prepare_create("Job", &mut own);
+        assert_eq!(own["metadata"]["labels"], json!({"team": "a"}));
+        // A selector naming another uid is rejected.
+        let mut wrong = job();
+        wrong["spec"]["selector"] =
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "other"}});
+        wrong["metadata"]["uid"] = json!("u-3");
+        defaults("Job", &mut wrong);
+        prepare_create("Job", &mut wrong);
+        let fields: Vec<String> = validate("Job", &wrong)
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert!(fields.contains(&"spec.selector".to_string()), "{fields:?}");
+        // manualSelector: the user's selector is used as is.
+        let mut manual = job();
+        manual["spec"]["manualSelector"] = json!(true);
+        manual["spec"]["selector"] = json!({"matchLabels": {"app": "pi"}});
+        manual["spec"]["template"]["metadata"] = json!({"labels": {"app": "pi"}});
+        manual["metadata"]["uid"] = json!("u-4");
+        defaults("Job", &mut manual);
+        prepare_create("Job", &mut manual);
+        assert_eq!(
+            manual["spec"]["selector"],
+            json!({"matchLabels": {"app": "pi"}})
+        );
+        assert_eq!(validate("Job", &manual), vec![]);
+    }
+
+    #[test]
+    fn job_pods_must_not_restart_always() {
+        let mut j = job();
+        j["spec"]["template"]["spec"]
+            .as_object_mut()
+            .map(|s| s.remove("restartPolicy"));
+        defaults("Job", &mut j);
+        j["metadata"]["uid"] = json!("u-1");
+        prepare_create("Job", &mut j);
+        let causes = validate("Job", &j);
+        assert_eq!(causes.len(), 1, "{causes:?}");
+        assert_eq!(causes[0].field, "spec.template.spec.restartPolicy");
+        assert_eq!(
+            causes[0].message,
+            "Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\""
+        );
+        let mut on_failure = created_job();
+        on_failure["spec"]["template"]["spec"]["restartPolicy"] = json!("OnFailure");
+        on_failure["spec"]["template"]["spec"]["activeDeadlineSeconds"] = json!(30);
+        assert_eq!(validate("Job", &on_failure), vec![]);
+    }
+
+    #[test]
+    fn job_counts_must_not_be_negative() {
+        let mut j = created_job();
+        j["spec"]["backoffLimit"] = json!(-1);
+        j["spec"]["parallelism"] = json!(-2);
+        j["spec"]["ttlSecondsAfterFinished"] = json!(-3);
+        j["spec"]["completionMode"] = json!("Sometimes");
+        let fields: Vec<String> = validate("Job", &j).into_iter().map(|c| c.field).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.parallelism",
+                "spec.backoffLimit",
+                "spec.ttlSecondsAfterFinished",
+                "spec.completionMode"
+            ]
+        );
+    }
+
+    #[test]
+    fn job_template_selector_and_completions_are_immutable() {
+        let old = created_job();
+        let mut new = old.clone();
+        new["spec"]["parallelism"] = json!(4);
+        new["spec"]["suspend"] = json!(true);
+        new["spec"]["activeDeadlineSeconds"] = json!(60);
+        new["spec"]["backoffLimit"] = json!(1);
+        new["spec"]["ttlSecondsAfterFinished"] = json!(10);
+        assert_eq!(validate_update("Job", &old, &new), vec![]);
+        new["spec"]["completions"] = json!(3);
+        new["spec"]["template"]["spec"]["containers"][0]["image"] = json!("hello:v2");
+        new["spec"]["selector"] = json!({"matchLabels": {"a": "b"}});
+        let fields: Vec<String> = validate_update("Job", &old, &new)
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert_eq!(
+            fields,
+            vec!["spec.selector", "spec.completions", "spec.template"]
+        );
+        assert_eq!(
+            validate_update("Job", &old, &{
+                let mut n = old.clone();
+                n["spec"]["completions"] = json!(3);
+                n
+            })[0]
+                .message,
+            "Invalid value: 3: field is immutable"
+        );
+    }
+
+    #[test]
+    fn jobs_own_pods_for_the_garbage_collector() {
+        assert!(owns_dependents("Job"));
+        assert!(has_status_subresource("Job"));
+        assert!(!owns_dependents("Pod"));
     }
 
     #[test]

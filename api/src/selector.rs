@@ -737,6 +737,7 @@ const EVENT_FIELDS: &[&str] = &[
 ];
 const SECRET_FIELDS: &[&str] = &["metadata.name", "metadata.namespace", "type"];
 const REPLICASET_FIELDS: &[&str] = &["metadata.name", "metadata.namespace", "status.replicas"];
+const JOB_FIELDS: &[&str] = &["metadata.name", "metadata.namespace", "status.successful"];
 
 /// The field labels `kind` supports in field selectors.
 pub fn supported_fields(kind: &str) -> &'static [&'static str] {
@@ -747,6 +748,7 @@ pub fn supported_fields(kind: &str) -> &'static [&'static str] {
         "Event" => EVENT_FIELDS,
         "Secret" => SECRET_FIELDS,
         "ReplicaSet" => REPLICASET_FIELDS,
+        "Job" => JOB_FIELDS,
         _ => COMMON_FIELDS,
     }
 }
@@ -778,6 +780,12 @@ pub fn field_value(kind: &str, obj: &Value, field: &str) -> Option<String> {
         // An int32 that Kubernetes selects by its decimal text; absent is 0.
         ("ReplicaSet", "status.replicas") => obj
             .pointer("/status/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            .to_string(),
+        // Kubernetes' `JobToSelectableFields`: the succeeded count.
+        ("Job", "status.successful") => obj
+            .pointer("/status/succeeded")
             .and_then(Value::as_i64)
             .unwrap_or(0)
             .to_string(),
@@ -1012,6 +1020,10 @@ mod tests {
                 .validate_for("Deployment")
                 .is_err()
         );
+        let job = json!({"metadata": {"name": "pi"}, "status": {"succeeded": 5}});
+        assert!(fparse("status.successful=5").matches("Job", &job));
+        assert!(fparse("status.successful=0").matches("Job", &json!({})));
+        assert_eq!(fparse("status.successful=1").validate_for("Job"), Ok(()));
     }
 
     #[test]

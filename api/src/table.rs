@@ -348,10 +348,34 @@ pub fn columns(kind: &str) -> Vec<Value> {
             c.extend(template_cols(SELECTOR_DESC_DAEMONSET));
             c
         }
+        "Job" => {
+            let mut c = vec![
+                name_col(),
+                col("Status", "string", "", 0, "Status of the job."),
+                col(
+                    "Completions",
+                    "string",
+                    "",
+                    0,
+                    "The number of pods which reached phase Succeeded. The value increases monotonically for a given spec. However, it may decrease in reaction to scale down of elastic indexed jobs.",
+                ),
+                col(
+                    "Duration",
+                    "string",
+                    "",
+                    0,
+                    "Time required to complete the job.",
+                ),
+                age_col(),
+            ];
+            c.extend(template_cols(SELECTOR_DESC_JOB));
+            c
+        }
         _ => vec![name_col(), age_col()],
     }
 }
 
+const SELECTOR_DESC_JOB: &str = "A label query over pods that should match the pod count. Normally, the system sets this field for you. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors";
 const SELECTOR_DESC_DEPLOYMENT: &str = "Label selector for pods. Existing ReplicaSets whose pods are selected by this will be the ones affected by this deployment. It must match the pod template's labels.";
 const SELECTOR_DESC_REPLICASET: &str = "Selector is a label query over pods that should match the replica count. Label keys and values that must match in order to be controlled by this replica set. It must match the pod template's labels. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors";
 const SELECTOR_DESC_DAEMONSET: &str = "A label query over pods that are managed by the daemon set. Must match in order to be controlled. It must match the pod template's labels. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/labels/#label-selectors";
@@ -460,6 +484,63 @@ fn workload_cells(kind: &str, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         ],
     };
     cells.extend(template_cells(obj));
+    cells
+}
+
+/// kubectl's `printJob`: STATUS from the conditions (Complete and Failed
+/// first, then Terminating, Suspended…), COMPLETIONS as `succeeded/completions`
+/// (`succeeded/1 of <parallelism>` for a work queue without completions),
+/// DURATION from start to completion (or to now while it runs).
+fn job_cells(obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
+    let conditions = arr(obj, "/status/conditions");
+    let status = if condition_true(conditions, "Complete") {
+        "Complete"
+    } else if condition_true(conditions, "Failed") {
+        "Failed"
+    } else if obj
+        .pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
+    {
+        "Terminating"
+    } else if condition_true(conditions, "Suspended") {
+        "Suspended"
+    } else if condition_true(conditions, "FailureTarget") {
+        "FailureTarget"
+    } else if condition_true(conditions, "SuccessCriteriaMet") {
+        "SuccessCriteriaMet"
+    } else {
+        "Running"
+    };
+    let succeeded = int(obj, "/status/succeeded");
+    let completions = match obj.pointer("/spec/completions").and_then(Value::as_i64) {
+        Some(c) => format!("{succeeded}/{c}"),
+        None => match int(obj, "/spec/parallelism") {
+            p if p > 1 => format!("{succeeded}/1 of {p}"),
+            _ => format!("{succeeded}/1"),
+        },
+    };
+    let start = parse_time(s(obj, "/status/startTime"));
+    let end = parse_time(s(obj, "/status/completionTime")).unwrap_or(now);
+    let duration = start
+        .map(|start| {
+            let secs = (end.as_second() - start.as_second()).max(0);
+            human_duration(Duration::from_secs(secs.unsigned_abs()))
+        })
+        .unwrap_or_default();
+    let mut cells = vec![
+        Value::from(s(obj, "/metadata/name")),
+        Value::from(status),
+        Value::from(completions),
+        Value::from(duration),
+        Value::from(age(obj, now)),
+    ];
+    let [names, images, selector] = template_cells(obj);
+    let selector = if obj.pointer("/spec/selector").is_none_or(Value::is_null) {
+        Value::from("<none>")
+    } else {
+        selector
+    };
+    cells.extend([names, images, selector]);
     cells
 }
 
@@ -583,6 +664,7 @@ pub fn cells(kind: &str, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
             ]
         }
         "Deployment" | "ReplicaSet" | "DaemonSet" => workload_cells(kind, obj, now),
+        "Job" => job_cells(obj, now),
         _ => vec![name, Value::from(age(obj, now))],
     }
 }
@@ -663,11 +745,11 @@ fn pod_cells(pod: &Value, now: jiff::Timestamp) -> Vec<Value> {
     let mut initializing = false;
     for (i, c) in init_statuses.iter().enumerate() {
         let count = int(c, "/restartCount");
-        restarts += count;
+        restarts = restarts.saturating_add(count);
         last_restart = later(last_restart, finished_at(c));
         let name = s(c, "/name");
         if restartable_init(name) {
-            restartable_init_restarts += count;
+            restartable_init_restarts = restartable_init_restarts.saturating_add(count);
             last_restartable_init_restart = later(last_restartable_init_restart, finished_at(c));
         }
         let terminated = c.pointer("/state/terminated").filter(|t| t.is_object());
@@ -698,7 +780,7 @@ fn pod_cells(pod: &Value, now: jiff::Timestamp) -> Vec<Value> {
         let mut has_running = false;
         let mut error_reason = String::new();
         for c in arr(pod, "/status/containerStatuses").iter().rev() {
-            restarts += int(c, "/restartCount");
+            restarts = restarts.saturating_add(int(c, "/restartCount"));
             last_restart = later(last_restart, finished_at(c));
             let waiting_reason = s(c, "/state/waiting/reason");
             let terminated = c.pointer("/state/terminated").filter(|t| t.is_object());
@@ -1129,6 +1211,16 @@ mod tests {
     }
 
     #[test]
+    fn restart_count_sum_saturates_instead_of_overflowing() {
+        let p = pod(json!({"phase": "Running",
+            "initContainerStatuses": [{"name": "i", "restartCount": i64::MAX, "state": {"terminated": {"exitCode": 0}}}],
+            "containerStatuses": [
+                {"name": "a", "ready": true, "restartCount": i64::MAX, "state": {"running": {}}},
+                {"name": "b", "ready": true, "restartCount": i64::MAX, "state": {"running": {}}}]}));
+        assert_eq!(cells("Pod", &p, now())[3], i64::MAX.to_string());
+    }
+
+    #[test]
     fn scheduling_gated_pods_say_so() {
         let p = pod(
             json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}]}),
@@ -1229,6 +1321,7 @@ mod tests {
             "Deployment",
             "ReplicaSet",
             "DaemonSet",
+            "Job",
         ] {
             assert_eq!(
                 columns(kind).len(),
@@ -1386,5 +1479,72 @@ mod tests {
         assert_eq!(row["object"]["metadata"]["labels"]["app"], "web");
         let t = table("Pod", &[p], json!({}), false, now());
         assert_eq!(t["columnDefinitions"], json!([]));
+    }
+
+    fn job() -> Value {
+        json!({
+            "metadata": {"name": "pi", "namespace": "default", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {
+                "completions": 5,
+                "parallelism": 2,
+                "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "u1"}},
+                "template": {"metadata": {"labels": {"batch.kubernetes.io/controller-uid": "u1"}},
+                    "spec": {"containers": [{"name": "pi", "image": "hello:v1"}]}},
+            },
+            "status": {"succeeded": 3, "active": 2, "startTime": "2026-01-01T00:01:00Z"},
+        })
+    }
+
+    #[test]
+    fn job_row_has_kubectl_columns() {
+        let names: Vec<Value> = columns("Job").iter().map(|c| c["name"].clone()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "Name",
+                "Status",
+                "Completions",
+                "Duration",
+                "Age",
+                "Containers",
+                "Images",
+                "Selector"
+            ]
+        );
+        assert_eq!(
+            cells("Job", &job(), now()),
+            vec![
+                json!("pi"),
+                json!("Running"),
+                json!("3/5"),
+                json!("9m"),
+                json!("10m"),
+                json!("pi"),
+                json!("hello:v1"),
+                json!("batch.kubernetes.io/controller-uid=u1"),
+            ]
+        );
+        let mut done = job();
+        done["status"]["completionTime"] = json!("2026-01-01T00:01:42Z");
+        done["status"]["succeeded"] = json!(5);
+        done["status"]["conditions"] = json!([
+            {"type": "SuccessCriteriaMet", "status": "True"},
+            {"type": "Complete", "status": "True"},
+        ]);
+        let row = cells("Job", &done, now());
+        assert_eq!(row[1..4], [json!("Complete"), json!("5/5"), json!("42s")]);
+        let mut failed = job();
+        failed["status"]["conditions"] =
+            json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]);
+        assert_eq!(cells("Job", &failed, now())[1], "Failed");
+        let mut suspended = job();
+        suspended["status"] = json!({"conditions": [{"type": "Suspended", "status": "True"}]});
+        let row = cells("Job", &suspended, now());
+        assert_eq!(row[1..4], [json!("Suspended"), json!("0/5"), json!("")]);
+        let mut queue = job();
+        queue["spec"]
+            .as_object_mut()
+            .map(|s| s.remove("completions"));
+        assert_eq!(cells("Job", &queue, now())[2], "3/1 of 2");
     }
 }

@@ -18,7 +18,8 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Client;
@@ -95,8 +96,17 @@ impl Dependent {
         meta.owner_references
             .iter()
             .flatten()
-            .filter(|r| r.kind == self.owner_kind())
-            .map(|r| self.owner_key(ns, &r.name))
+            .filter_map(|r| {
+                if r.kind == self.owner_kind() {
+                    Some(self.owner_key(ns, &r.name))
+                } else if self == Dependent::Pod && r.kind == "Job" {
+                    Some(job_owner_key(ns, &r.name))
+                } else if self == Dependent::Pod && r.kind == "DaemonSet" {
+                    Some(daemonset_owner_key(ns, &r.name))
+                } else {
+                    None
+                }
+            })
             .collect()
     }
 
@@ -122,6 +132,26 @@ impl Dependent {
         let (ns, name) = rest.split_once('/')?;
         Some((kind, ns, name))
     }
+}
+
+/// The owner-side key of a Job (whose dependents are pods):
+/// `owner/jobs/<namespace>/<name>`.
+pub fn job_owner_key(namespace: &str, job: &str) -> String {
+    format!("owner/jobs/{namespace}/{job}")
+}
+
+fn parse_job_owner(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix("owner/jobs/")?.split_once('/')
+}
+
+/// The owner-side key of a DaemonSet (whose dependents are pods):
+/// `owner/daemonsets/<namespace>/<name>`.
+pub fn daemonset_owner_key(namespace: &str, daemonset: &str) -> String {
+    format!("owner/daemonsets/{namespace}/{daemonset}")
+}
+
+fn parse_daemonset_owner(key: &str) -> Option<(&str, &str)> {
+    key.strip_prefix("owner/daemonsets/")?.split_once('/')
 }
 
 /// Whether an owner still exists, as far as one source knows.
@@ -204,6 +234,8 @@ impl GarbageCollector {
                 .deployments
                 .get(&ObjectRef::new(&r.name).within(ns))
                 .map(|o| uid(&o.metadata)),
+            // Not cached here: confirmed with a live read.
+            ("apps/v1", "DaemonSet") | ("batch/v1", "Job") => None,
             _ => return Owner::Present,
         };
         match found {
@@ -219,6 +251,14 @@ impl GarbageCollector {
                 .await?
                 .and_then(|o| o.metadata.uid),
             "Deployment" => Api::<Deployment>::namespaced(self.client.clone(), ns)
+                .get_opt(&r.name)
+                .await?
+                .and_then(|o| o.metadata.uid),
+            "DaemonSet" => Api::<DaemonSet>::namespaced(self.client.clone(), ns)
+                .get_opt(&r.name)
+                .await?
+                .and_then(|o| o.metadata.uid),
+            "Job" => Api::<Job>::namespaced(self.client.clone(), ns)
                 .get_opt(&r.name)
                 .await?
                 .and_then(|o| o.metadata.uid),
@@ -272,6 +312,26 @@ impl Reconciler for GarbageCollector {
     }
 
     async fn reconcile(&mut self, key: &str) -> Result<Action, Error> {
+        if let Some((ns, name)) = parse_job_owner(key) {
+            return self
+                .reconcile_job_owner(ns, name)
+                .await
+                .map_err(|source| Error::Api {
+                    what: "finalizing",
+                    key: key.to_string(),
+                    source,
+                });
+        }
+        if let Some((ns, name)) = parse_daemonset_owner(key) {
+            return self
+                .reconcile_daemonset_owner(ns, name)
+                .await
+                .map_err(|source| Error::Api {
+                    what: "finalizing",
+                    key: key.to_string(),
+                    source,
+                });
+        }
         if let Some((dependents, ns, name)) = Dependent::parse_owner(key) {
             return self
                 .reconcile_owner(dependents, ns, name)
@@ -317,10 +377,12 @@ impl Reconciler for GarbageCollector {
         if !should_delete(&owners) {
             return Ok(Action::AwaitChange);
         }
+        // The cached dependent may predate our own write stripping the
+        // reference (an orphaning owner): delete only the version judged.
         let dp = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: meta.uid.clone(),
-                resource_version: None,
+                resource_version: meta.resource_version.clone(),
             }),
             ..DeleteParams::background()
         };
@@ -450,6 +512,64 @@ where
 }
 
 impl GarbageCollector {
+    /// Orphan or foreground work for a Job being deleted (read live: Jobs
+    /// are not cached here).
+    async fn reconcile_job_owner(&self, ns: &str, name: &str) -> Result<Action, kube::Error> {
+        let jobs = Api::<Job>::namespaced(self.client.clone(), ns);
+        let Some(job) = jobs
+            .get_opt(name)
+            .await?
+            .filter(|j| owner_needs_work(&j.metadata))
+        else {
+            return Ok(Action::AwaitChange);
+        };
+        let uid = job.metadata.uid.clone().unwrap_or_default();
+        let deps: Vec<Pod> = self
+            .pods
+            .state()
+            .iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+            .filter(|p| refers_to(&p.metadata, &uid))
+            .map(|p| (**p).clone())
+            .collect();
+        finalize_owner(
+            jobs,
+            &job,
+            Api::<Pod>::namespaced(self.client.clone(), ns),
+            deps,
+        )
+        .await
+    }
+
+    /// Orphan or foreground work for a DaemonSet being deleted (read live,
+    /// like Jobs).
+    async fn reconcile_daemonset_owner(&self, ns: &str, name: &str) -> Result<Action, kube::Error> {
+        let api = Api::<DaemonSet>::namespaced(self.client.clone(), ns);
+        let Some(ds) = api
+            .get_opt(name)
+            .await?
+            .filter(|d| owner_needs_work(&d.metadata))
+        else {
+            return Ok(Action::AwaitChange);
+        };
+        let uid = ds.metadata.uid.clone().unwrap_or_default();
+        let deps: Vec<Pod> = self
+            .pods
+            .state()
+            .iter()
+            .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
+            .filter(|p| refers_to(&p.metadata, &uid))
+            .map(|p| (**p).clone())
+            .collect();
+        finalize_owner(
+            api,
+            &ds,
+            Api::<Pod>::namespaced(self.client.clone(), ns),
+            deps,
+        )
+        .await
+    }
+
     async fn reconcile_owner(
         &self,
         dependents: Dependent,
@@ -544,6 +664,20 @@ mod tests {
             Some((Dependent::Pod, "prod", "web-1"))
         );
         assert_eq!(Dependent::parse(&owner), None);
+        let job = job_owner_key("prod", "pi");
+        assert_eq!(parse_job_owner(&job), Some(("prod", "pi")));
+        assert_eq!(Dependent::parse_owner(&job), None);
+        let pod = ObjectMeta {
+            namespace: Some("prod".into()),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "batch/v1".into(),
+                kind: "Job".into(),
+                name: "pi".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        assert_eq!(Dependent::Pod.owner_keys(&pod), vec![job]);
     }
 
     #[test]

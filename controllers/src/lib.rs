@@ -6,15 +6,19 @@
 //! through the API with resourceVersion preconditions (a conflict is a
 //! requeue). [`framework`] holds that loop; each controller is a module.
 //! Controllers now: [`node_lifecycle`] (nodes whose kubelet went silent
-//! become `Unknown` and tainted unreachable), [`replicaset`] (pods per
-//! ReplicaSet), [`deployment`] (rollouts through ReplicaSets) and
+//! become `Unknown` and tainted unreachable, their pods evicted),
+//! [`replicaset`] (pods per ReplicaSet), [`deployment`] (rollouts through
+//! ReplicaSets), [`daemonset`] (one pod per eligible node), [`job`]
+//! (pods run to completion) and
 //! [`garbage_collector`] (dependents of deleted owners). [`ownership`] holds
 //! the adoption rules they share, [`events`] the Event recorder.
 
+pub mod daemonset;
 pub mod deployment;
 pub mod events;
 pub mod framework;
 pub mod garbage_collector;
+pub mod job;
 pub mod node_lifecycle;
 pub mod ownership;
 pub mod replicaset;
@@ -23,7 +27,8 @@ use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
@@ -51,6 +56,10 @@ pub struct ControllersConfig {
     pub lease_namespace: String,
     /// Every key is reconciled at least this often.
     pub resync_period: Duration,
+    /// How long pods stay on a not-ready or unreachable node when they
+    /// carry no toleration of their own (Kubernetes'
+    /// `--default-not-ready-toleration-seconds`, 300 s).
+    pub pod_eviction_timeout: Duration,
 }
 
 impl Default for ControllersConfig {
@@ -59,6 +68,7 @@ impl Default for ControllersConfig {
             node_monitor_grace_period: Duration::from_secs(40),
             lease_namespace: "kube-node-lease".to_string(),
             resync_period: Duration::from_secs(300),
+            pod_eviction_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -82,6 +92,14 @@ pub async fn run(
         (
             "deployment",
             tokio::spawn(run_deployment(client.clone(), resync, shutdown.clone())),
+        ),
+        (
+            "daemonset",
+            tokio::spawn(run_daemonset(client.clone(), resync, shutdown.clone())),
+        ),
+        (
+            "job",
+            tokio::spawn(run_job(client.clone(), resync, shutdown.clone())),
         ),
         (
             "garbage-collector",
@@ -211,11 +229,76 @@ async fn run_deployment(client: Client, resync: Duration, shutdown: Cancellation
     .await;
 }
 
+async fn run_daemonset(client: Client, resync: Duration, shutdown: CancellationToken) {
+    let (ds_store, ds_events) = cache::<DaemonSet>(&client);
+    let (pod_store, pod_events) = cache::<Pod>(&client);
+    let (node_store, node_events) = cache::<Node>(&client);
+    let ds_keys = ds_events
+        .map(|(ds, _)| vec![ownership::key_of(&ds.metadata)])
+        .boxed();
+    let pod_keys = {
+        let ds_store = ds_store.clone();
+        pod_events
+            .map(move |(pod, _)| daemonset::keys_for_pod(&pod, &ds_store))
+            .boxed()
+    };
+    // Any node change may change where every DaemonSet runs.
+    let node_keys = {
+        let ds_store = ds_store.clone();
+        node_events
+            .map(move |_| {
+                ds_store
+                    .state()
+                    .iter()
+                    .map(|ds| ownership::key_of(&ds.metadata))
+                    .collect()
+            })
+            .boxed()
+    };
+    let ready = all_ready(vec![
+        ready_of(&ds_store),
+        ready_of(&pod_store),
+        ready_of(&node_store),
+    ]);
+    let reconciler = daemonset::DaemonSetController::new(client, ds_store, pod_store, node_store);
+    framework::run(
+        "daemonset",
+        reconciler,
+        keys(vec![ds_keys, pod_keys, node_keys]),
+        ready,
+        resync,
+        shutdown,
+    )
+    .await;
+}
+
+async fn run_job(client: Client, resync: Duration, shutdown: CancellationToken) {
+    let (job_store, job_events) = cache::<Job>(&client);
+    let (pod_store, pod_events) = cache::<Pod>(&client);
+    let job_keys = job_events
+        .map(|(job, _)| vec![ownership::key_of(&job.metadata)])
+        .boxed();
+    let pod_keys = pod_events.map(|(pod, _)| job::keys_for_pod(&pod)).boxed();
+    let ready = all_ready(vec![ready_of(&job_store), ready_of(&pod_store)]);
+    let reconciler = job::JobController::new(client, job_store, pod_store);
+    framework::run(
+        "job",
+        reconciler,
+        keys(vec![job_keys, pod_keys]),
+        ready,
+        resync,
+        shutdown,
+    )
+    .await;
+}
+
 async fn run_garbage_collector(client: Client, resync: Duration, shutdown: CancellationToken) {
     use garbage_collector::{Dependent, dependents_of, owner_needs_work};
     let (pod_store, pod_events) = cache::<Pod>(&client);
     let (rs_store, rs_events) = cache::<ReplicaSet>(&client);
     let (d_store, d_events) = cache::<Deployment>(&client);
+    let (job_store, job_events) = cache::<Job>(&client);
+    let (ds_store, ds_events) = cache::<DaemonSet>(&client);
     let owned = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
         m.owner_references.as_ref().is_some_and(|r| !r.is_empty())
     };
@@ -273,7 +356,50 @@ async fn run_garbage_collector(client: Client, resync: Duration, shutdown: Cance
             })
             .boxed()
     };
+    // Jobs own pods: a vanished Job's pods go, one being deleted with a
+    // propagation finalizer needs owner-side work.
+    let job_keys = {
+        let pods = pod_store.clone();
+        job_events
+            .map(move |(job, deleted)| {
+                let meta = &job.metadata;
+                if deleted {
+                    let uid = meta.uid.clone().unwrap_or_default();
+                    dependents_of(&pods.state(), Dependent::Pod, &uid)
+                } else if owner_needs_work(meta) {
+                    vec![garbage_collector::job_owner_key(
+                        meta.namespace.as_deref().unwrap_or("default"),
+                        meta.name.as_deref().unwrap_or(""),
+                    )]
+                } else {
+                    Vec::new()
+                }
+            })
+            .boxed()
+    };
+    // DaemonSets own pods too, the same way.
+    let ds_keys = {
+        let pods = pod_store.clone();
+        ds_events
+            .map(move |(ds, deleted)| {
+                let meta = &ds.metadata;
+                if deleted {
+                    let uid = meta.uid.clone().unwrap_or_default();
+                    dependents_of(&pods.state(), Dependent::Pod, &uid)
+                } else if owner_needs_work(meta) {
+                    vec![garbage_collector::daemonset_owner_key(
+                        meta.namespace.as_deref().unwrap_or("default"),
+                        meta.name.as_deref().unwrap_or(""),
+                    )]
+                } else {
+                    Vec::new()
+                }
+            })
+            .boxed()
+    };
     let ready = all_ready(vec![
+        ready_of(&ds_store),
+        ready_of(&job_store),
         ready_of(&pod_store),
         ready_of(&rs_store),
         ready_of(&d_store),
@@ -282,7 +408,7 @@ async fn run_garbage_collector(client: Client, resync: Duration, shutdown: Cance
     framework::run(
         "garbage-collector",
         reconciler,
-        keys(vec![pod_keys, rs_keys, d_keys]),
+        keys(vec![pod_keys, rs_keys, d_keys, job_keys, ds_keys]),
         ready,
         resync,
         shutdown,
@@ -296,7 +422,11 @@ async fn run_node_lifecycle(
     shutdown: CancellationToken,
 ) {
     let nodes_api: Api<Node> = Api::all(client.clone());
-    let leases_api: Api<Lease> = Api::namespaced(client, &config.lease_namespace);
+    let leases_api: Api<Lease> = Api::namespaced(client.clone(), &config.lease_namespace);
+    let (pod_store, pod_events) = cache::<Pod>(&client);
+    // Evictions are per node: a pod event concerns the node it is bound to.
+    let pod_keys =
+        pod_events.flat_map(|(pod, _)| futures::stream::iter(node_lifecycle::keys_for_pod(&pod)));
     let (node_store, node_writer) = reflector::store::<Node>();
     let (lease_store, lease_writer) = reflector::store::<Lease>();
     let node_keys = reflector::reflector(
@@ -314,21 +444,27 @@ async fn run_node_lifecycle(
     .default_backoff()
     .touched_objects()
     .filter_map(|r| async move { key_or_log(r, "lease") });
-    let triggers = futures::stream::select(node_keys, lease_keys);
+    let triggers =
+        futures::stream::select(futures::stream::select(node_keys, lease_keys), pod_keys);
     let ready = {
-        let (nodes, leases) = (node_store.clone(), lease_store.clone());
+        let (nodes, leases, pods) = (node_store.clone(), lease_store.clone(), pod_store.clone());
         async move {
             // Err only means the writer is gone, i.e. we are shutting down.
             let _ = nodes.wait_until_ready().await;
             let _ = leases.wait_until_ready().await;
+            let _ = pods.wait_until_ready().await;
         }
     };
     let reconciler = node_lifecycle::NodeLifecycle::new(
-        nodes_api,
+        client,
         node_store,
         lease_store,
+        pod_store,
         &config.lease_namespace,
-        config.node_monitor_grace_period,
+        node_lifecycle::Timing {
+            grace: config.node_monitor_grace_period,
+            pod_eviction_timeout: config.pod_eviction_timeout,
+        },
     );
     framework::run(
         "node-lifecycle",

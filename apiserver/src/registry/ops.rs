@@ -150,7 +150,28 @@ fn patch_error(e: patch::PatchError) -> ApiError {
     }
 }
 
+fn too_deep_cause() -> FieldCause {
+    FieldCause::invalid(
+        "<root>",
+        format!(
+            "the object is nested more than {} levels deep",
+            patch::MAX_DEPTH
+        ),
+    )
+}
+
+/// Encodes an object for `store.put`. Every write goes through here, so this
+/// is where objects too deep to be decoded again (serde_json stops at 128
+/// levels) are refused whatever path built them (JSON, patches, protobuf):
+/// stored, they would make every read of the kind fail.
 fn encode(obj: &Value) -> Result<Bytes> {
+    if patch::deeper_than(obj, patch::MAX_DEPTH) {
+        return Err(ApiError(status::failure(
+            422,
+            "Invalid",
+            too_deep_cause().message,
+        )));
+    }
     serde_json::to_vec(&object::without_resource_version(obj))
         .map(Bytes::from)
         .map_err(|e| ApiError::internal(format!("encoding object: {e}")))
@@ -259,6 +280,10 @@ fn check_unknown(
 
 /// Metadata and per-kind validation of a full object.
 fn validate(res: &ResourceInfo, obj: &Value) -> Vec<FieldCause> {
+    // Checked first: the per-kind rules walk the object.
+    if patch::deeper_than(obj, patch::MAX_DEPTH) {
+        return vec![too_deep_cause()];
+    }
     let meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
     let mut causes = names::validate_object_meta(&meta, res.namespaced, res.kind);
     for c in rules::validate(res.kind, obj) {
@@ -337,6 +362,7 @@ impl Registry {
                         "continue key is not valid for this list",
                     ));
                 }
+                self.check_continue_revision(res, rev).await?;
                 (Some(k), Some(rev))
             }
             None => (None, None),
@@ -371,6 +397,38 @@ impl Registry {
             }
             start_after = last_key;
         }
+    }
+
+    /// The revision of a `continue` token is echoed as the list's
+    /// resourceVersion, which clients watch from: it must be one this store
+    /// has had (400 otherwise, as Kubernetes answers a token it cannot have
+    /// issued) and still has history for (410, as etcd's compaction makes
+    /// Kubernetes answer).
+    async fn check_continue_revision(&self, res: &ResourceInfo, rev: i64) -> Result<()> {
+        let current = self
+            .store
+            .current_revision()
+            .await
+            .map_err(storage_err(res, ""))?;
+        if rev > current {
+            return Err(ApiError::bad_request(
+                "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+            ));
+        }
+        let compacted = self
+            .store
+            .compacted_revision()
+            .await
+            .map_err(storage_err(res, ""))?;
+        if rev < compacted {
+            return Err(ApiError(status::failure(
+                410,
+                "Expired",
+                "The provided continue parameter is too old to display a consistent list result. \
+                 You can start a new list without the continue parameter.",
+            )));
+        }
+        Ok(())
     }
 
     /// Creates an object (POST, apply-create, bootstrap).
@@ -416,7 +474,11 @@ impl Registry {
             self.check_namespace_open(ns).await?;
         }
         let attempts = if fixed_name { 1 } else { 5 };
+        let uid = uuid::Uuid::new_v4().to_string();
         for attempt in 0..attempts {
+            // Each attempt starts afresh: the create strategy below may derive
+            // fields from the name (a Job's `job-name` label).
+            let mut obj = obj.clone();
             if !fixed_name && let Some(g) = &generate {
                 object::set_meta(
                     &mut obj,
@@ -424,16 +486,15 @@ impl Registry {
                     Value::String(format!("{g}{}", random_suffix())),
                 );
             }
+            object::set_meta(&mut obj, "uid", Value::String(uid.clone()));
+            // Named and with its uid: what the kind's create strategy needs
+            // (a Job's selector is generated from its uid).
+            rules::prepare_create(res.kind, &mut obj);
             let name = object::name(&obj).to_string();
             let causes = validate(res, &obj);
             if !causes.is_empty() {
                 return Err(invalid(res, &name, causes));
             }
-            object::set_meta(
-                &mut obj,
-                "uid",
-                Value::String(uuid::Uuid::new_v4().to_string()),
-            );
             object::set_meta(&mut obj, "creationTimestamp", Value::String(object::now()));
             if opts.dry_run {
                 return Ok(obj);
@@ -590,11 +651,9 @@ impl Registry {
             object::set_resource_version(&mut new, rev);
             return Ok(new);
         }
-        let bytes = serde_json::to_vec(&stripped)
-            .map_err(|e| ApiError::internal(format!("encoding object: {e}")))?;
         match self
             .store
-            .put(&k, Bytes::from(bytes), Precondition::ModRevision(rev))
+            .put(&k, encode(&stripped)?, Precondition::ModRevision(rev))
             .await
         {
             Ok(kv) => {
@@ -1069,7 +1128,10 @@ fn graceful_period(res: &ResourceInfo, obj: &Value, requested: Option<i64>) -> O
                 .and_then(Value::as_i64)
         })
         .unwrap_or(30);
-    Some(g.max(0))
+    // Kubernetes' pod strategy (`CheckGracefulDelete`): a negative grace
+    // period means "as soon as possible", i.e. 1 s, never a force delete
+    // that skips the kubelet.
+    Some(if g < 0 { 1 } else { g })
 }
 
 /// A pod whose graceful deletion is still pending (its kubelet has not
@@ -1095,6 +1157,11 @@ fn decode_continue(token: &str) -> Result<(String, i64)> {
     let doc: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let key = doc.get("start").and_then(Value::as_str).ok_or_else(bad)?;
     let rev = doc.get("rv").and_then(Value::as_i64).ok_or_else(bad)?;
+    if rev <= 0 {
+        return Err(ApiError::bad_request(
+            "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)",
+        ));
+    }
     Ok((key.to_string(), rev))
 }
 

@@ -4,7 +4,7 @@
 //! Everything here is a function of the objects passed in, so the cache, the
 //! queue and the API calls stay in `lib.rs` and this file is tested alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, Pod, Taint, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
@@ -18,6 +18,10 @@ const DEFAULT_MILLI_CPU_REQUEST: i64 = 100;
 const DEFAULT_MEMORY_REQUEST: i64 = 200 * 1024 * 1024;
 /// Best score a node can get from one scoring plugin.
 const MAX_NODE_SCORE: i64 = 100;
+/// Weight of the owner-spreading score: larger than the best resource
+/// [`score`] (200), so for a pod with a controller owner spreading decides
+/// and the resource score only breaks ties between equally spread nodes.
+const SPREAD_WEIGHT: i64 = 2 * MAX_NODE_SCORE + 1;
 
 /// CPU and memory amounts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -124,6 +128,9 @@ pub struct NodeInfo<'a> {
     pub score_requested: Resources,
     /// Number of pods bound to it.
     pub pod_count: i64,
+    /// Live (not terminating) pods on it per controller owner uid, for
+    /// spreading the replicas of one owner.
+    pub owner_counts: HashMap<String, i64>,
 }
 
 impl<'a> NodeInfo<'a> {
@@ -134,6 +141,7 @@ impl<'a> NodeInfo<'a> {
             requested: Resources::default(),
             score_requested: Resources::default(),
             pod_count: 0,
+            owner_counts: HashMap::new(),
         }
     }
 
@@ -142,6 +150,18 @@ impl<'a> NodeInfo<'a> {
         self.requested.add(pod_requests(pod));
         self.score_requested.add(pod_score_requests(pod));
         self.pod_count += 1;
+        // A terminating replica is on its way out (e.g. drained or scaled
+        // down); like Kubernetes' spreading, it does not count.
+        if pod.metadata.deletion_timestamp.is_none()
+            && let Some(uid) = controller_uid(pod)
+        {
+            *self.owner_counts.entry(uid.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Live pods of the controller `uid` on this node.
+    pub fn owner_count(&self, uid: &str) -> i64 {
+        self.owner_counts.get(uid).copied().unwrap_or(0)
     }
 
     fn name(&self) -> &str {
@@ -153,6 +173,31 @@ impl<'a> NodeInfo<'a> {
         resource_amount(status.allocatable.as_ref(), name)
             .or_else(|| resource_amount(status.capacity.as_ref(), name))
     }
+}
+
+/// The uid of the pod's controller owner (the ownerReference with
+/// `controller: true`), if any.
+pub fn controller_uid(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .owner_references
+        .as_deref()?
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.as_str())
+        .filter(|u| !u.is_empty())
+}
+
+/// Kubernetes' default spreading (SelectorSpread / the default
+/// PodTopologySpread over `kubernetes.io/hostname`), 0..=100: a node with
+/// `count` pods of the owner scores `100 * (max - count) / max`, where
+/// `max` is the largest count among the feasible nodes; all nodes score 100
+/// when none has any.
+pub fn spread_score(count: i64, max_count: i64) -> i64 {
+    if max_count <= 0 {
+        return MAX_NODE_SCORE;
+    }
+    let count = count.clamp(0, max_count);
+    MAX_NODE_SCORE.saturating_mul(max_count - count) / max_count
 }
 
 /// Does this pod count against its node's capacity? Finished pods do not.
@@ -390,21 +435,45 @@ pub enum Placement {
     Unschedulable(String),
 }
 
-/// Filters and scores every node and picks one. Ties go to a node chosen by
-/// `tie_seed` (e.g. a hash of the pod's uid) so equal nodes share a burst.
+/// Filters and scores every node and picks one. For a pod with a controller
+/// owner, the feasible nodes with the fewest live pods of that owner win
+/// ([`spread_score`], weighted above the resource [`score`], which then
+/// breaks ties); other pods go by the resource score alone. Remaining ties go
+/// to a node chosen by `tie_seed` (e.g. a hash of the pod's uid) so equal
+/// nodes share a burst.
 pub fn select_node(pod: &Pod, nodes: &[NodeInfo<'_>], tie_seed: u64) -> Placement {
-    let mut best: Vec<&NodeInfo<'_>> = Vec::new();
-    let mut best_score = i64::MIN;
+    let mut feasible: Vec<&NodeInfo<'_>> = Vec::new();
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     for info in nodes {
         let unfit = filter(pod, info);
-        if !unfit.is_empty() {
-            for r in unfit {
-                *reasons.entry(r.to_string()).or_default() += 1;
-            }
+        if unfit.is_empty() {
+            feasible.push(info);
             continue;
         }
-        let s = score(pod, info);
+        for r in unfit {
+            *reasons.entry(r.to_string()).or_default() += 1;
+        }
+    }
+    if feasible.is_empty() {
+        return Placement::Unschedulable(failure_message(nodes.len(), &reasons));
+    }
+    let owner = controller_uid(pod);
+    let max_count = owner
+        .map(|uid| {
+            feasible
+                .iter()
+                .map(|i| i.owner_count(uid))
+                .max()
+                .unwrap_or(0)
+        })
+        .unwrap_or(0);
+    let mut best: Vec<&NodeInfo<'_>> = Vec::new();
+    let mut best_score = i64::MIN;
+    for info in feasible {
+        let spread = owner.map_or(0, |uid| spread_score(info.owner_count(uid), max_count));
+        let s = spread
+            .saturating_mul(SPREAD_WEIGHT)
+            .saturating_add(score(pod, info));
         if s > best_score {
             best_score = s;
             best.clear();
@@ -412,9 +481,6 @@ pub fn select_node(pod: &Pod, nodes: &[NodeInfo<'_>], tie_seed: u64) -> Placemen
         if s == best_score {
             best.push(info);
         }
-    }
-    if best.is_empty() {
-        return Placement::Unschedulable(failure_message(nodes.len(), &reasons));
     }
     best.sort_by(|a, b| a.name().cmp(b.name()));
     let idx = usize::try_from(tie_seed % best.len() as u64).unwrap_or(0);
@@ -827,5 +893,124 @@ mod tests {
             ..Default::default()
         });
         assert!(!occupies_node(&p));
+    }
+
+    fn owned(mut p: Pod, uid: &str, name: &str) -> Pod {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        p.metadata.name = Some(name.into());
+        p.metadata.owner_references = Some(vec![OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: "web-abc".into(),
+            uid: uid.into(),
+            controller: Some(true),
+            ..Default::default()
+        }]);
+        p
+    }
+
+    /// Schedules `replicas` pods of owner `uid` one after another, each
+    /// accounted on its node before the next (as the scheduler's assumed
+    /// pods are), and returns how many landed on each node.
+    fn place_replicas(
+        infos: &mut [NodeInfo<'_>],
+        uid: &str,
+        replicas: u64,
+        template: &Pod,
+    ) -> BTreeMap<String, usize> {
+        let mut placed = BTreeMap::new();
+        for i in 0..replicas {
+            let p = owned(template.clone(), uid, &format!("web-{i}"));
+            let Placement::Node(name) = select_node(&p, infos, i.wrapping_mul(7919)) else {
+                panic!("replica {i} did not fit");
+            };
+            *placed.entry(name.clone()).or_default() += 1;
+            let Some(info) = infos.iter_mut().find(|n| n.name() == name) else {
+                panic!("unknown node {name}");
+            };
+            info.add_pod(&p);
+        }
+        placed
+    }
+
+    #[test]
+    fn spread_score_prefers_fewer_replicas() {
+        assert_eq!(spread_score(0, 0), 100);
+        assert_eq!(spread_score(0, 2), 100);
+        assert_eq!(spread_score(1, 2), 50);
+        assert_eq!(spread_score(2, 2), 0);
+        assert_eq!(spread_score(5, 2), 0);
+    }
+
+    #[test]
+    fn replicas_of_one_owner_spread_evenly() {
+        // "big" would win every time on free resources alone.
+        let big = node("big", "16", "64Gi", "110");
+        let small1 = node("small1", "2", "2Gi", "110");
+        let small2 = node("small2", "2", "2Gi", "110");
+        let mut infos = [
+            NodeInfo::new(&big),
+            NodeInfo::new(&small1),
+            NodeInfo::new(&small2),
+        ];
+        // Another owner's pods do not count against spreading.
+        for i in 0..3 {
+            let other = owned(pod(Some("100m"), None), "other-uid", &format!("o{i}"));
+            infos[1].add_pod(&other);
+        }
+        let placed = place_replicas(&mut infos, "web-uid", 6, &pod(Some("100m"), Some("64Mi")));
+        assert_eq!(
+            placed,
+            BTreeMap::from([
+                ("big".to_string(), 2),
+                ("small1".to_string(), 2),
+                ("small2".to_string(), 2),
+            ])
+        );
+        // Without an owner the resource score alone decides.
+        let lone = pod(Some("100m"), Some("64Mi"));
+        assert_eq!(select_node(&lone, &infos, 0), Placement::Node("big".into()));
+    }
+
+    #[test]
+    fn spreading_never_picks_a_node_that_does_not_fit() {
+        let a = node("a", "2", "2Gi", "110");
+        let b = node("b", "2", "2Gi", "110");
+        let full = node("full", "2", "2Gi", "1");
+        let mut infos = [NodeInfo::new(&a), NodeInfo::new(&b), NodeInfo::new(&full)];
+        // "full" holds no replica of the owner, so spreading alone would pick it.
+        infos[2].add_pod(&pod(None, None));
+        let placed = place_replicas(&mut infos, "web-uid", 6, &pod(None, None));
+        assert_eq!(
+            placed,
+            BTreeMap::from([("a".to_string(), 3), ("b".to_string(), 3)])
+        );
+        // Nor one that is cordoned.
+        let mut cordoned = node("cordoned", "8", "8Gi", "110");
+        cordoned.spec = Some(NodeSpec {
+            unschedulable: Some(true),
+            ..Default::default()
+        });
+        let mut infos = [NodeInfo::new(&a), NodeInfo::new(&cordoned)];
+        let placed = place_replicas(&mut infos, "web-uid", 2, &pod(None, None));
+        assert_eq!(placed, BTreeMap::from([("a".to_string(), 2)]));
+    }
+
+    #[test]
+    fn terminating_replicas_do_not_count_for_spreading() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let a = node("a", "2", "2Gi", "110");
+        let b = node("b", "2", "2Gi", "110");
+        let mut infos = [NodeInfo::new(&a), NodeInfo::new(&b)];
+        let mut leaving = owned(pod(None, None), "web-uid", "old");
+        leaving.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+        infos[0].add_pod(&leaving);
+        infos[1].add_pod(&owned(pod(None, None), "web-uid", "live"));
+        assert_eq!(infos[0].owner_count("web-uid"), 0);
+        assert_eq!(infos[1].owner_count("web-uid"), 1);
+        let p = owned(pod(None, None), "web-uid", "new");
+        for seed in 0..4 {
+            assert_eq!(select_node(&p, &infos, seed), Placement::Node("a".into()));
+        }
     }
 }

@@ -4,7 +4,8 @@
 //! watches Pods and Nodes into local caches, keeps a de-duplicated queue of
 //! pods without a node, filters the nodes a pod fits on (readiness, cordon,
 //! taints, node selector and affinity, pod count, CPU and memory), scores the
-//! rest (least-allocated plus balanced), and writes the decision through the
+//! rest (spreading the replicas of one controller owner over nodes first,
+//! then least-allocated plus balanced), and writes the decision through the
 //! `pods/binding` subresource. Pods it has just bound are *assumed* on their
 //! node until the watch shows the binding, so a burst of pods does not
 //! overcommit a node the cache still shows as empty. When nothing fits it

@@ -442,27 +442,9 @@ pub fn plan(
 /// Keys of the DaemonSets a pod event concerns: its controller if that is a
 /// DaemonSet, else every DaemonSet whose selector matches (adoption).
 pub fn keys_for_pod(pod: &Pod, daemonsets: &Store<DaemonSet>) -> Vec<String> {
-    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    if let Some(r) = ownership::controller_of(&pod.metadata) {
-        return if r.kind == "DaemonSet" {
-            vec![format!("{ns}/{}", r.name)]
-        } else {
-            Vec::new()
-        };
-    }
-    let labels = pod.metadata.labels.clone().unwrap_or_default();
-    daemonsets
-        .state()
-        .iter()
-        .filter(|ds| ds.metadata.namespace.as_deref() == Some(ns))
-        .filter(|ds| {
-            ds.spec
-                .as_ref()
-                .and_then(|s| LabelSelector::from_k8s(&s.selector).ok())
-                .is_some_and(|sel| !sel.is_empty() && sel.matches(&labels))
-        })
-        .map(|ds| ownership::key_of(&ds.metadata))
-        .collect()
+    ownership::owner_keys_for(&pod.metadata, "DaemonSet", daemonsets, |o: &DaemonSet| {
+        o.spec.as_ref().map(|s| &s.selector)
+    })
 }
 
 /// The DaemonSet reconciler (key = `namespace/name`).

@@ -807,27 +807,9 @@ impl DeploymentController {
 /// Keys of the Deployments a ReplicaSet event concerns: its controller if
 /// that is a Deployment, else every Deployment whose selector matches.
 pub fn keys_for_replicaset(rs: &ReplicaSet, deployments: &Store<Deployment>) -> Vec<String> {
-    let ns = rs.metadata.namespace.as_deref().unwrap_or("default");
-    if let Some(r) = ownership::controller_of(&rs.metadata) {
-        return if r.kind == "Deployment" {
-            vec![format!("{ns}/{}", r.name)]
-        } else {
-            Vec::new()
-        };
-    }
-    let labels = rs.metadata.labels.clone().unwrap_or_default();
-    deployments
-        .state()
-        .iter()
-        .filter(|d| d.metadata.namespace.as_deref() == Some(ns))
-        .filter(|d| {
-            d.spec
-                .as_ref()
-                .and_then(|s| LabelSelector::from_k8s(&s.selector).ok())
-                .is_some_and(|sel| !sel.is_empty() && sel.matches(&labels))
-        })
-        .map(|d| ownership::key_of(&d.metadata))
-        .collect()
+    ownership::owner_keys_for(&rs.metadata, "Deployment", deployments, |o: &Deployment| {
+        o.spec.as_ref().map(|s| &s.selector)
+    })
 }
 
 /// One reconcile's working state.

@@ -8,7 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector as K8sLabelSelector, ObjectMeta, OwnerReference,
+};
+use kube::Resource;
+use kube::runtime::reflector::Store;
 use wasmkube_api::selector::LabelSelector;
 
 /// The controller reference of an object, if any.
@@ -116,6 +120,41 @@ pub fn is_conflict_or_gone(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 409 || s.code == 404)
 }
 
+/// Keys (`namespace/name`) of the owners of kind `owner_kind` that an event
+/// about a dependent concerns: its controller if that is an `owner_kind`,
+/// else every owner in its namespace whose selector matches its labels
+/// (a candidate for adoption). `selector` reads an owner's label selector.
+pub fn owner_keys_for<K>(
+    dependent: &ObjectMeta,
+    owner_kind: &str,
+    owners: &Store<K>,
+    selector: impl Fn(&K) -> Option<&K8sLabelSelector>,
+) -> Vec<String>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let ns = dependent.namespace.as_deref().unwrap_or("default");
+    if let Some(r) = controller_of(dependent) {
+        return if r.kind == owner_kind {
+            vec![format!("{ns}/{}", r.name)]
+        } else {
+            Vec::new()
+        };
+    }
+    let labels = dependent.labels.clone().unwrap_or_default();
+    owners
+        .state()
+        .iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(ns))
+        .filter(|o| {
+            selector(o)
+                .and_then(|s| LabelSelector::from_k8s(s).ok())
+                .is_some_and(|sel| !sel.is_empty() && sel.matches(&labels))
+        })
+        .map(|o| key_of(o.meta()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +221,60 @@ mod tests {
         let m = with_owner(&with_owner(&ObjectMeta::default(), r.clone()), r);
         assert_eq!(m.owner_references.as_ref().map(Vec::len), Some(1));
         assert_eq!(without_owner(&m, "u").owner_references, None);
+    }
+
+    #[test]
+    fn events_of_a_dependent_reach_its_controller_or_matching_owners() {
+        use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
+        use kube::runtime::watcher::Event;
+        let rs = |name: &str, ns: &str, app: &str| ReplicaSet {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(ns.into()),
+                ..Default::default()
+            },
+            spec: Some(ReplicaSetSpec {
+                selector: K8sLabelSelector {
+                    match_labels: Some([("app".to_string(), app.to_string())].into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let (store, mut writer) = kube::runtime::reflector::store::<ReplicaSet>();
+        for r in [
+            rs("web", "default", "web"),
+            rs("api", "default", "api"),
+            rs("web", "other", "web"),
+        ] {
+            writer.apply_watcher_event(&Event::Apply(r));
+        }
+        fn selector(o: &ReplicaSet) -> Option<&K8sLabelSelector> {
+            o.spec.as_ref().map(|s| &s.selector)
+        }
+        let mut orphan = meta(&[("app", "web")], None);
+        orphan.namespace = Some("default".into());
+        assert_eq!(
+            owner_keys_for(&orphan, "ReplicaSet", &store, selector),
+            vec!["default/web".to_string()],
+            "an orphan concerns the owners in its namespace whose selector matches"
+        );
+        // A pod controlled by ReplicaSet `api` concerns that one only, even
+        // though its labels would match `web` too.
+        let mut owned = meta(&[("app", "web")], Some("uid-1"));
+        owned.namespace = Some("default".into());
+        if let Some(r) = owned.owner_references.as_mut().and_then(|o| o.first_mut()) {
+            r.kind = "ReplicaSet".into();
+            r.name = "api".into();
+        }
+        assert_eq!(
+            owner_keys_for(&owned, "ReplicaSet", &store, selector),
+            vec!["default/api".to_string()]
+        );
+        assert!(
+            owner_keys_for(&owned, "Deployment", &store, |_: &ReplicaSet| None).is_empty(),
+            "a dependent controlled by another kind concerns no owner of this kind"
+        );
     }
 }

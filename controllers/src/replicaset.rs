@@ -288,27 +288,12 @@ impl ReplicaSetController {
 /// Keys of the ReplicaSets a pod event concerns: its controller if that is
 /// a ReplicaSet, else every ReplicaSet whose selector matches (adoption).
 pub fn keys_for_pod(pod: &Pod, replicasets: &Store<ReplicaSet>) -> Vec<String> {
-    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    if let Some(r) = ownership::controller_of(&pod.metadata) {
-        return if r.kind == "ReplicaSet" {
-            vec![format!("{ns}/{}", r.name)]
-        } else {
-            Vec::new()
-        };
-    }
-    let labels = pod.metadata.labels.clone().unwrap_or_default();
-    replicasets
-        .state()
-        .iter()
-        .filter(|rs| rs.metadata.namespace.as_deref() == Some(ns))
-        .filter(|rs| {
-            rs.spec
-                .as_ref()
-                .and_then(|s| LabelSelector::from_k8s(&s.selector).ok())
-                .is_some_and(|sel| !sel.is_empty() && sel.matches(&labels))
-        })
-        .map(|rs| ownership::key_of(&rs.metadata))
-        .collect()
+    ownership::owner_keys_for(
+        &pod.metadata,
+        "ReplicaSet",
+        replicasets,
+        |o: &ReplicaSet| o.spec.as_ref().map(|s| &s.selector),
+    )
 }
 
 impl Reconciler for ReplicaSetController {

@@ -18,6 +18,7 @@ pub mod names;
 pub mod patch;
 pub mod resources;
 pub mod rules;
+pub mod scheduling;
 pub mod selector;
 pub mod status;
 pub mod table;

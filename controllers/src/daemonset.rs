@@ -16,7 +16,7 @@
 //! remembered as expectations (shared with the ReplicaSet controller) so a
 //! lagging pod cache never makes a node get two pods.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -98,60 +98,8 @@ pub fn with_daemon_tolerations(tolerations: &[Toleration]) -> Vec<Toleration> {
     all
 }
 
-fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = req.values.as_deref().unwrap_or(&[]);
-    match req.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => match (value.map(str::parse::<i64>), values) {
-            (Some(Ok(v)), [bound]) => match bound.parse::<i64>() {
-                Ok(b) if req.operator == "Gt" => v > b,
-                Ok(b) => v < b,
-                Err(_) => false,
-            },
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
-/// The template's `nodeSelector` and required node affinity against `node`
-/// (any term; within a term every expression and field requirement).
-pub fn matches_node(spec: &PodSpec, node: &Node) -> bool {
-    let empty = BTreeMap::new();
-    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
-    if let Some(selector) = spec.node_selector.as_ref()
-        && !selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-    {
-        return false;
-    }
-    let Some(required) = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| {
-            na.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-    else {
-        return true;
-    };
-    let name = node.metadata.name.as_deref();
-    required.node_selector_terms.iter().any(|term| {
-        let exprs = term.match_expressions.as_deref().unwrap_or(&[]);
-        let fields = term.match_fields.as_deref().unwrap_or(&[]);
-        // An empty term matches nothing (Kubernetes semantics).
-        (!exprs.is_empty() || !fields.is_empty())
-            && exprs
-                .iter()
-                .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
-            && fields
-                .iter()
-                .all(|r| requirement_matches(r, if r.key == "metadata.name" { name } else { None }))
-    })
-}
+/// The template's `nodeSelector` and required node affinity against `node`.
+pub use wasmkube_api::scheduling::matches_node;
 
 /// Whether a node should get a daemon pod, and whether one already there
 /// may stay (Kubernetes' `NodeShouldRunDaemonPod`).

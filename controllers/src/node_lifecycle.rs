@@ -251,27 +251,7 @@ pub fn decide(node: &Node, health: Health, now: jiff::Timestamp) -> Changes {
 }
 
 /// Kubernetes' `Toleration.ToleratesTaint`.
-pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = toleration.effect.as_deref()
-        && !effect.is_empty()
-        && effect != taint.effect
-    {
-        return false;
-    }
-    let key = toleration.key.as_deref().unwrap_or("");
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match toleration.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        // An empty key with Equal is invalid in the API; it matches nothing.
-        "Equal" | "" => {
-            !key.is_empty()
-                && toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-        }
-        _ => false,
-    }
-}
+pub use wasmkube_api::scheduling::tolerates;
 
 /// The pod's tolerations plus what Kubernetes' `DefaultTolerationSeconds`
 /// admission would have given it: not-ready and unreachable `NoExecute`

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, Pod, Taint, Toleration};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as K8sQuantity;
 
 use crate::quantity::{cpu_millis, units};
@@ -256,92 +256,16 @@ fn is_ready(node: &Node) -> bool {
         .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
-/// Kubernetes' `Toleration.ToleratesTaint`.
-pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = toleration.effect.as_deref()
-        && !effect.is_empty()
-        && effect != taint.effect
-    {
-        return false;
-    }
-    let key = toleration.key.as_deref().unwrap_or("");
-    let operator = toleration.operator.as_deref().unwrap_or("Equal");
-    if !key.is_empty() && key != taint.key {
-        return false;
-    }
-    match operator {
-        "Exists" => true,
-        // An empty key with Equal is invalid in the API; it matches nothing.
-        "Equal" | "" => {
-            !key.is_empty()
-                && toleration.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
-        }
-        _ => false,
-    }
-}
-
-fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let values = req.values.as_deref().unwrap_or(&[]);
-    match req.operator.as_str() {
-        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
-        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
-        "Exists" => value.is_some(),
-        "DoesNotExist" => value.is_none(),
-        "Gt" | "Lt" => {
-            let (Some(v), [bound]) = (value, values) else {
-                return false;
-            };
-            match (v.parse::<i64>(), bound.parse::<i64>()) {
-                (Ok(v), Ok(b)) if req.operator == "Gt" => v > b,
-                (Ok(v), Ok(b)) => v < b,
-                _ => false,
-            }
-        }
-        _ => false,
-    }
-}
+/// Kubernetes' `Toleration.ToleratesTaint` (shared with the controllers).
+pub use wasmkube_api::scheduling::tolerates;
 
 /// nodeSelector (every pair must match the node's labels) and
 /// requiredDuringSchedulingIgnoredDuringExecution (any term; within a term
 /// every expression and field requirement).
 pub fn matches_node_affinity(pod: &Pod, node: &Node) -> bool {
-    let empty = BTreeMap::new();
-    let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
-    let Some(spec) = pod.spec.as_ref() else {
-        return true;
-    };
-    if let Some(selector) = spec.node_selector.as_ref()
-        && !selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-    {
-        return false;
-    }
-    let required = spec
-        .affinity
+    pod.spec
         .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| {
-            na.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    let Some(required) = required else {
-        return true;
-    };
-    let node_name = node.metadata.name.as_deref().unwrap_or("");
-    required.node_selector_terms.iter().any(|term| {
-        let exprs = term.match_expressions.as_deref().unwrap_or(&[]);
-        let fields = term.match_fields.as_deref().unwrap_or(&[]);
-        // An empty term matches no objects (Kubernetes semantics).
-        if exprs.is_empty() && fields.is_empty() {
-            return false;
-        }
-        exprs
-            .iter()
-            .all(|r| requirement_matches(r, labels.get(&r.key).map(String::as_str)))
-            && fields.iter().all(|r| {
-                let v = (r.key == "metadata.name").then_some(node_name);
-                requirement_matches(r, v)
-            })
-    })
+        .is_none_or(|spec| wasmkube_api::scheduling::matches_node(spec, node))
 }
 
 /// Every reason `node` cannot take `pod`; empty means it fits.
@@ -505,6 +429,7 @@ mod tests {
         Affinity, Container, NodeAffinity, NodeCondition, NodeSelector, NodeSelectorTerm, NodeSpec,
         NodeStatus, PodSpec, PodStatus, ResourceRequirements,
     };
+    use k8s_openapi::api::core::v1::{NodeSelectorRequirement, Taint, Toleration};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
     fn q(s: &str) -> K8sQuantity {
@@ -801,20 +726,6 @@ mod tests {
         assert!(matches_node_affinity(&absent, &n));
         let empty_term = with_terms(vec![term(vec![], vec![])]);
         assert!(!matches_node_affinity(&empty_term, &n));
-    }
-
-    #[test]
-    fn gt_lt_compare_integers() {
-        let r = |op: &str, v: &str| NodeSelectorRequirement {
-            key: "k".into(),
-            operator: op.into(),
-            values: Some(vec![v.into()]),
-        };
-        assert!(requirement_matches(&r("Gt", "5"), Some("6")));
-        assert!(!requirement_matches(&r("Gt", "5"), Some("5")));
-        assert!(requirement_matches(&r("Lt", "5"), Some("-1")));
-        assert!(!requirement_matches(&r("Lt", "x"), Some("1")));
-        assert!(!requirement_matches(&r("Gt", "1"), None));
     }
 
     #[test]

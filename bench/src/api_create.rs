@@ -1,0 +1,220 @@
+//! `api-create`: ConfigMap creates over HTTPS by N concurrent clients against
+//! an in-process API server on the embedded store and on a real etcd, beside
+//! raw etcd puts of the same size at the same concurrency.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio_util::sync::CancellationToken;
+use wasmkube_apiserver::storage::etcd::EtcdOptions;
+use wasmkube_apiserver::{Config, StoreBackend, start};
+
+use crate::etcd::Etcd;
+use crate::load::{Outcome, closed_loop};
+use crate::report::{Row, status};
+use crate::stats::{ms, summarize};
+
+pub struct Params {
+    pub clients: usize,
+    pub creates: usize,
+    pub etcd_binary: String,
+}
+
+/// Target of issue #10: API on etcd at ≥ 50% of raw etcd put throughput.
+const TARGET_RATIO: f64 = 0.5;
+/// Target of issue #10: p99 of mutating requests ≤ 50 ms.
+const TARGET_P99: Duration = Duration::from_millis(50);
+
+fn configmap(i: usize) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": { "name": format!("bench-{i}"), "labels": { "bench": "api-create" } },
+        "data": { "payload": "x".repeat(256) },
+    })
+}
+
+/// Creates through the API of an in-process server on `store`.
+async fn api_creates(store: StoreBackend, p: &Params) -> Result<Outcome> {
+    let dir = tempfile::Builder::new()
+        .prefix("wasmkube-bench-api-")
+        .tempdir()?;
+    let shutdown = CancellationToken::new();
+    let running = start(
+        Config {
+            data_dir: dir.path().to_path_buf(),
+            bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            port: 0,
+            store,
+            ..Config::default()
+        },
+        shutdown.clone(),
+    )
+    .await
+    .context("starting the API server in-process")?;
+    let url = format!("{}/api/v1/namespaces/default/configmaps", running.url);
+    let ca = reqwest::Certificate::from_pem(running.ca_pem.as_bytes())?;
+    let token = running.admin_token.clone();
+    let client = || {
+        reqwest::Client::builder()
+            .use_rustls_tls()
+            .add_root_certificate(ca.clone())
+            .timeout(Duration::from_secs(60))
+            .build()
+    };
+    // Warm-up: connections, TLS, the namespace's first write.
+    let warm = client()?;
+    for i in 0..20 {
+        post(&warm, &url, &token, &configmap(1_000_000_000 + i)).await?;
+    }
+    let mut clients = Vec::with_capacity(p.clients);
+    for _ in 0..p.clients {
+        clients.push(client()?);
+    }
+    let outcome = closed_loop(p.clients, p.creates, |w| {
+        let c = clients[w].clone();
+        let url = url.clone();
+        let token = token.clone();
+        move |i| {
+            let c = c.clone();
+            let url = url.clone();
+            let token = token.clone();
+            async move { post(&c, &url, &token, &configmap(i)).await }
+        }
+    })
+    .await;
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(30), running.done).await;
+    outcome
+}
+
+async fn post(c: &reqwest::Client, url: &str, token: &str, body: &serde_json::Value) -> Result<()> {
+    let resp = c.post(url).bearer_auth(token).json(body).send().await?;
+    let code = resp.status();
+    if code.as_u16() != 201 {
+        bail!(
+            "create answered {code}: {}",
+            resp.text().await.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// Raw etcd puts of a value the size of a stored ConfigMap, one shared
+/// client (one gRPC channel, as the API server uses), same concurrency.
+async fn raw_puts(endpoint: &str, p: &Params) -> Result<Outcome> {
+    let client = etcd_client::Client::connect([endpoint], None).await?;
+    let value = serde_json::to_vec(&configmap(0))?;
+    let mut kv = client.kv_client();
+    for i in 0..20 {
+        kv.put(format!("/bench-raw/warm-{i}"), value.clone(), None)
+            .await?;
+    }
+    closed_loop(p.clients, p.creates, |_| {
+        let kv = client.kv_client();
+        let value = value.clone();
+        move |i| {
+            let mut kv = kv.clone();
+            let value = value.clone();
+            async move {
+                kv.put(format!("/bench-raw/cm-{i}"), value, None).await?;
+                Ok(())
+            }
+        }
+    })
+    .await
+}
+
+fn check(name: &str, o: &Outcome) -> Result<()> {
+    if o.latencies.is_empty() {
+        bail!(
+            "{name}: every operation failed; first error: {}",
+            o.first_error.as_deref().unwrap_or("none")
+        );
+    }
+    Ok(())
+}
+
+fn errors(o: &Outcome) -> String {
+    if o.errors == 0 {
+        String::new()
+    } else {
+        format!(
+            " ({} errors: {})",
+            o.errors,
+            o.first_error.as_deref().unwrap_or("")
+        )
+    }
+}
+
+pub async fn run(p: &Params, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<()> {
+    let scenario = format!("api-create (c={}, n={})", p.clients, p.creates);
+    eprintln!("api-create: embedded store…");
+    let mut embedded = api_creates(StoreBackend::Embedded, p).await?;
+    check("API on the embedded store", &embedded)?;
+
+    eprintln!("api-create: starting etcd…");
+    let etcd = Etcd::start(&p.etcd_binary).await?;
+    eprintln!("api-create: raw etcd puts…");
+    let mut raw = raw_puts(&etcd.client_url, p).await?;
+    check("raw etcd puts", &raw)?;
+    eprintln!("api-create: API on etcd…");
+    let mut on_etcd = api_creates(
+        StoreBackend::Etcd(EtcdOptions {
+            endpoints: vec![etcd.client_url.clone()],
+            prefix: "/wasmkube-bench".to_string(),
+            ..EtcdOptions::default()
+        }),
+        p,
+    )
+    .await?;
+    check("API on etcd", &on_etcd)?;
+    drop(etcd);
+
+    let (e, r, a) = (
+        summarize(&mut embedded.latencies),
+        summarize(&mut raw.latencies),
+        summarize(&mut on_etcd.latencies),
+    );
+    let ratio = on_etcd.throughput() / raw.throughput();
+    let p99_row = |store: &str, s: crate::stats::Summary, reference: String, o: &Outcome| Row {
+        scenario: scenario.clone(),
+        metric: format!("{store}: create latency p50 / p99"),
+        value: format!("{} / {}{}", ms(s.p50), ms(s.p99), errors(o)),
+        reference,
+        ratio: String::new(),
+        target: format!("p99 ≤ {}", ms(TARGET_P99)),
+        status: status(s.p99 <= TARGET_P99),
+    };
+    rows.push(Row {
+        scenario: scenario.clone(),
+        metric: "embedded: creates/s".into(),
+        value: format!("{:.0}/s", embedded.throughput()),
+        reference: format!("raw etcd puts {:.0}/s", raw.throughput()),
+        ratio: format!("{:.0}%", 100.0 * embedded.throughput() / raw.throughput()),
+        target: "—".into(),
+        status: "—".into(),
+    });
+    rows.push(p99_row("embedded", e, String::new(), &embedded));
+    rows.push(Row {
+        scenario: scenario.clone(),
+        metric: "etcd: creates/s".into(),
+        value: format!("{:.0}/s", on_etcd.throughput()),
+        reference: format!("raw etcd puts {:.0}/s", raw.throughput()),
+        ratio: format!("{:.0}%", 100.0 * ratio),
+        target: "≥ 50% of raw".into(),
+        status: status(ratio >= TARGET_RATIO),
+    });
+    rows.push(p99_row(
+        "etcd",
+        a,
+        format!("raw put p50 / p99 {} / {}", ms(r.p50), ms(r.p99)),
+        &on_etcd,
+    ));
+    notes.push(format!(
+        "api-create: {} concurrent HTTPS clients (one connection pool each) create {} ConfigMaps (~0.4 KB) as admin against an in-process server; the raw reference is {} etcd-client puts of the same JSON at the same concurrency over one gRPC channel, on the same single-member etcd (data dir on the run's temp dir), before the API run.",
+        p.clients, p.creates, p.creates
+    ));
+    Ok(())
+}

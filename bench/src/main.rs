@@ -1,0 +1,139 @@
+//! The wasmkube benchmark harness (issue #10): each scenario measures wasmkube
+//! beside a reference taken in the same run, prints a table and writes
+//! `BENCHMARKS.md` at the repository root. Timings live here and in that
+//! report only — never as assertions in `cargo test`.
+
+mod api_create;
+mod etcd;
+mod load;
+mod pod_startup;
+mod report;
+mod stats;
+mod watch_fanout;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use clap::Parser;
+
+const SCENARIOS: [&str; 3] = ["api-create", "pod-startup", "watch-fanout"];
+
+/// Benchmarks wasmkube against references measured in the same run.
+#[derive(Debug, Parser)]
+#[command(name = "wasmkube-bench")]
+struct Args {
+    /// Small sizes that finish in a few minutes on 2 cores.
+    #[arg(long)]
+    quick: bool,
+    /// Comma-separated scenarios to run (default: all).
+    #[arg(long, value_delimiter = ',', default_values_t = SCENARIOS.map(String::from))]
+    scenario: Vec<String>,
+    /// Concurrent clients of api-create (default: 16 quick, 64 full).
+    #[arg(long)]
+    clients: Option<usize>,
+    /// Creates per store in api-create (default: 2,000 quick, 20,000 full).
+    #[arg(long)]
+    creates: Option<usize>,
+    /// Pods created in pod-startup (default: 100 quick, 1,000 full).
+    #[arg(long)]
+    pods: Option<usize>,
+    /// Pod creation rate per second in pod-startup (default: 50 quick, 100 full).
+    #[arg(long)]
+    pod_rate: Option<f64>,
+    /// Watchers in watch-fanout (default: 100 quick, 1,000 full).
+    #[arg(long)]
+    watchers: Option<usize>,
+    /// The etcd server binary.
+    #[arg(long, default_value = "/usr/bin/etcd")]
+    etcd: String,
+    /// Do not run `cargo build` for the wasmkube binary and the wasm samples;
+    /// use what is already in target/.
+    #[arg(long)]
+    no_build: bool,
+    /// Where to write the report (default: BENCHMARKS.md at the repo root).
+    #[arg(long)]
+    output: Option<PathBuf>,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    for s in &args.scenario {
+        if !SCENARIOS.contains(&s.as_str()) {
+            bail!("unknown scenario {s:?}; known: {}", SCENARIOS.join(", "));
+        }
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let repo = repo_root();
+    let quick = args.quick;
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    let mut failures = Vec::new();
+
+    for s in &args.scenario {
+        eprintln!("== {s}");
+        let result = match s.as_str() {
+            "api-create" => {
+                let p = api_create::Params {
+                    clients: args.clients.unwrap_or(if quick { 16 } else { 64 }),
+                    creates: args.creates.unwrap_or(if quick { 2_000 } else { 20_000 }),
+                    etcd_binary: args.etcd.clone(),
+                };
+                api_create::run(&p, &mut rows, &mut notes).await
+            }
+            "pod-startup" => {
+                let p = pod_startup::Params {
+                    repo: repo.clone(),
+                    pods: args.pods.unwrap_or(if quick { 100 } else { 1_000 }),
+                    rate: args.pod_rate.unwrap_or(if quick { 50.0 } else { 100.0 }),
+                    build: !args.no_build,
+                };
+                pod_startup::run(&p, &mut rows, &mut notes).await
+            }
+            "watch-fanout" => {
+                let p = watch_fanout::Params {
+                    watchers: args.watchers.unwrap_or(if quick { 100 } else { 1_000 }),
+                    events: if quick { 50 } else { 200 },
+                    rate: if quick { 10.0 } else { 20.0 },
+                };
+                watch_fanout::run(&p, &mut rows, &mut notes).await
+            }
+            _ => unreachable!("checked above"),
+        };
+        if let Err(e) = result {
+            eprintln!("{s} failed: {e:#}");
+            failures.push(format!("scenario {s} failed: {e:#}"));
+        }
+    }
+    notes.extend(failures.iter().cloned());
+    notes.push(
+        "Figures measured while other work shares the machine (builds, tests) are indicative only; compare a figure with its reference from the same run, not across runs.".to_string(),
+    );
+
+    let command = std::env::args().skip(1).collect::<Vec<_>>().join(" ");
+    let command = format!("cargo run --release -p wasmkube-bench -- {command}");
+    let mode = if quick { "quick" } else { "full" };
+    let table = report::table(&rows);
+    println!("\n{table}");
+    let md = report::Report {
+        command: command.trim_end_matches(" -- ").trim(),
+        mode,
+        rows: &rows,
+        notes: &notes,
+    }
+    .markdown(&repo);
+    let out = args.output.unwrap_or_else(|| repo.join("BENCHMARKS.md"));
+    std::fs::write(&out, md)?;
+    eprintln!("wrote {}", out.display());
+    if !failures.is_empty() {
+        bail!("{} scenario(s) failed", failures.len());
+    }
+    Ok(())
+}

@@ -314,7 +314,7 @@ impl Reconciler for GarbageCollector {
     async fn reconcile(&mut self, key: &str) -> Result<Action, Error> {
         if let Some((ns, name)) = parse_job_owner(key) {
             return self
-                .reconcile_job_owner(ns, name)
+                .reconcile_live_pod_owner::<Job>(ns, name)
                 .await
                 .map_err(|source| Error::Api {
                     what: "finalizing",
@@ -324,7 +324,7 @@ impl Reconciler for GarbageCollector {
         }
         if let Some((ns, name)) = parse_daemonset_owner(key) {
             return self
-                .reconcile_daemonset_owner(ns, name)
+                .reconcile_live_pod_owner::<DaemonSet>(ns, name)
                 .await
                 .map_err(|source| Error::Api {
                     what: "finalizing",
@@ -512,47 +512,25 @@ where
 }
 
 impl GarbageCollector {
-    /// Orphan or foreground work for a Job being deleted (read live: Jobs
-    /// are not cached here).
-    async fn reconcile_job_owner(&self, ns: &str, name: &str) -> Result<Action, kube::Error> {
-        let jobs = Api::<Job>::namespaced(self.client.clone(), ns);
-        let Some(job) = jobs
+    /// Orphan or foreground work for a pod owner of kind `O` being deleted
+    /// (Jobs, DaemonSets), read live: these owners are not cached here.
+    async fn reconcile_live_pod_owner<O>(&self, ns: &str, name: &str) -> Result<Action, kube::Error>
+    where
+        O: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api = Api::<O>::namespaced(self.client.clone(), ns);
+        let Some(owner) = api
             .get_opt(name)
             .await?
-            .filter(|j| owner_needs_work(&j.metadata))
+            .filter(|o| owner_needs_work(o.meta()))
         else {
             return Ok(Action::AwaitChange);
         };
-        let uid = job.metadata.uid.clone().unwrap_or_default();
-        let deps: Vec<Pod> = self
-            .pods
-            .state()
-            .iter()
-            .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
-            .filter(|p| refers_to(&p.metadata, &uid))
-            .map(|p| (**p).clone())
-            .collect();
-        finalize_owner(
-            jobs,
-            &job,
-            Api::<Pod>::namespaced(self.client.clone(), ns),
-            deps,
-        )
-        .await
-    }
-
-    /// Orphan or foreground work for a DaemonSet being deleted (read live,
-    /// like Jobs).
-    async fn reconcile_daemonset_owner(&self, ns: &str, name: &str) -> Result<Action, kube::Error> {
-        let api = Api::<DaemonSet>::namespaced(self.client.clone(), ns);
-        let Some(ds) = api
-            .get_opt(name)
-            .await?
-            .filter(|d| owner_needs_work(&d.metadata))
-        else {
-            return Ok(Action::AwaitChange);
-        };
-        let uid = ds.metadata.uid.clone().unwrap_or_default();
+        let uid = owner.meta().uid.clone().unwrap_or_default();
         let deps: Vec<Pod> = self
             .pods
             .state()
@@ -563,7 +541,7 @@ impl GarbageCollector {
             .collect();
         finalize_owner(
             api,
-            &ds,
+            &owner,
             Api::<Pod>::namespaced(self.client.clone(), ns),
             deps,
         )

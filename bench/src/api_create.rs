@@ -103,6 +103,11 @@ async fn post(c: &reqwest::Client, url: &str, token: &str, body: &serde_json::Va
 
 /// Raw etcd puts of a value the size of a stored ConfigMap, one shared
 /// client (one gRPC channel, as the API server uses), same concurrency.
+///
+/// This is the reference measurement, not a cluster component: it runs
+/// against an etcd of its own (started like the one under the API server,
+/// and stopped before that one starts), so nothing but the API server ever
+/// touches the cluster's store.
 async fn raw_puts(endpoint: &str, p: &Params) -> Result<Outcome> {
     let client = etcd_client::Client::connect([endpoint], None).await?;
     let value = serde_json::to_vec(&configmap(0))?;
@@ -154,12 +159,13 @@ pub async fn run(p: &Params, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Re
     let mut embedded = api_creates(StoreBackend::Embedded, p).await?;
     check("API on the embedded store", &embedded)?;
 
-    eprintln!("api-create: starting etcd…");
-    let etcd = Etcd::start(&p.etcd_binary).await?;
-    eprintln!("api-create: raw etcd puts…");
-    let mut raw = raw_puts(&etcd.client_url, p).await?;
+    eprintln!("api-create: raw etcd puts on a reference etcd…");
+    let reference = Etcd::start(&p.etcd_binary).await?;
+    let mut raw = raw_puts(&reference.client_url, p).await?;
     check("raw etcd puts", &raw)?;
-    eprintln!("api-create: API on etcd…");
+    drop(reference);
+    eprintln!("api-create: API on a fresh etcd…");
+    let etcd = Etcd::start(&p.etcd_binary).await?;
     let mut on_etcd = api_creates(
         StoreBackend::Etcd(EtcdOptions {
             endpoints: vec![etcd.client_url.clone()],
@@ -213,7 +219,7 @@ pub async fn run(p: &Params, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Re
         &on_etcd,
     ));
     notes.push(format!(
-        "api-create: {} concurrent HTTPS clients (one connection pool each) create {} ConfigMaps (~0.4 KB) as admin against an in-process server; the raw reference is {} etcd-client puts of the same JSON at the same concurrency over one gRPC channel, on the same single-member etcd (data dir on the run's temp dir), before the API run.",
+        "api-create: {} concurrent HTTPS clients (one connection pool each) create {} ConfigMaps (~0.4 KB) as admin against an in-process server; the raw reference is {} etcd-client puts of the same JSON at the same concurrency over one gRPC channel, on a separate, identically started single-member etcd (data dir on the run's temp dir), stopped before the API's own fresh etcd starts — nothing but the API server touches the cluster's store.",
         p.clients, p.creates, p.creates
     ));
     Ok(())

@@ -188,13 +188,7 @@ pub fn dependents_of<K: kube::Resource>(
 ) -> Vec<String> {
     items
         .iter()
-        .filter(|o| {
-            o.meta()
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|r| r.uid == owner_uid)
-        })
+        .filter(|o| refers_to(o.meta(), owner_uid))
         .map(|o| kind.key(o.meta()))
         .collect()
 }
@@ -205,6 +199,20 @@ pub struct GarbageCollector {
     pods: Store<Pod>,
     replicasets: Store<ReplicaSet>,
     deployments: Store<Deployment>,
+}
+
+/// The cached objects in `ns` that name `owner_uid` among their owners.
+fn cached_dependents<D>(cache: &Store<D>, ns: &str, owner_uid: &str) -> Vec<D>
+where
+    D: kube::Resource<DynamicType = ()> + Clone + 'static,
+{
+    cache
+        .state()
+        .iter()
+        .filter(|d| d.meta().namespace.as_deref() == Some(ns))
+        .filter(|d| refers_to(d.meta(), owner_uid))
+        .map(|d| (**d).clone())
+        .collect()
 }
 
 impl GarbageCollector {
@@ -531,14 +539,7 @@ impl GarbageCollector {
             return Ok(Action::AwaitChange);
         };
         let uid = owner.meta().uid.clone().unwrap_or_default();
-        let deps: Vec<Pod> = self
-            .pods
-            .state()
-            .iter()
-            .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
-            .filter(|p| refers_to(&p.metadata, &uid))
-            .map(|p| (**p).clone())
-            .collect();
+        let deps: Vec<Pod> = cached_dependents(&self.pods, ns, &uid);
         finalize_owner(
             api,
             &owner,
@@ -564,14 +565,7 @@ impl GarbageCollector {
                     return Ok(Action::AwaitChange);
                 };
                 let uid = rs.metadata.uid.clone().unwrap_or_default();
-                let deps: Vec<Pod> = self
-                    .pods
-                    .state()
-                    .iter()
-                    .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
-                    .filter(|p| refers_to(&p.metadata, &uid))
-                    .map(|p| (**p).clone())
-                    .collect();
+                let deps: Vec<Pod> = cached_dependents(&self.pods, ns, &uid);
                 finalize_owner(
                     Api::<ReplicaSet>::namespaced(self.client.clone(), ns),
                     rs.as_ref(),
@@ -589,14 +583,7 @@ impl GarbageCollector {
                     return Ok(Action::AwaitChange);
                 };
                 let uid = d.metadata.uid.clone().unwrap_or_default();
-                let deps: Vec<ReplicaSet> = self
-                    .replicasets
-                    .state()
-                    .iter()
-                    .filter(|r| r.metadata.namespace.as_deref() == Some(ns))
-                    .filter(|r| refers_to(&r.metadata, &uid))
-                    .map(|r| (**r).clone())
-                    .collect();
+                let deps: Vec<ReplicaSet> = cached_dependents(&self.replicasets, ns, &uid);
                 finalize_owner(
                     Api::<Deployment>::namespaced(self.client.clone(), ns),
                     d.as_ref(),

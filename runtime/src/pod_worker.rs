@@ -671,6 +671,7 @@ impl Worker {
             stdout: log.stdout(),
             stderr: log.stderr(),
             stop: stop.clone(),
+            usage: Arc::default(),
         };
         let handle = log.handle();
         let sandbox = self.ctx.sandbox.clone();

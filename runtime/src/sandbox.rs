@@ -66,6 +66,16 @@ pub struct Preopen {
     pub read_only: bool,
 }
 
+/// What one running container uses, kept current by the sandbox and read by
+/// the kubelet's stats endpoints (`/stats/summary`, the metrics API).
+#[derive(Debug, Default)]
+pub struct Usage {
+    /// CPU time the guest has consumed, in nanoseconds (monotonic).
+    pub cpu_nanos: std::sync::atomic::AtomicU64,
+    /// The instance's current linear memory plus tables, in bytes.
+    pub memory_bytes: std::sync::atomic::AtomicU64,
+}
+
 /// Everything needed to run one container attempt.
 pub struct ContainerRun {
     /// `wasm://…`, for tracing.
@@ -90,6 +100,8 @@ pub struct ContainerRun {
     pub stderr: LogStream,
     /// Cancelled to interrupt the instance.
     pub stop: CancellationToken,
+    /// Updated by the sandbox while the instance runs.
+    pub usage: Arc<Usage>,
 }
 
 /// A container runtime: compiles modules and runs WASI commands.
@@ -532,6 +544,7 @@ mod tests {
                     stdout: log.stdout(),
                     stderr: log.stderr(),
                     stop,
+                    usage: Arc::default(),
                 })
                 .await?;
             log.finish().await?;
@@ -769,6 +782,7 @@ mod tests {
                 stdout: log.stdout(),
                 stderr: log.stderr(),
                 stop: stop.clone(),
+                usage: Arc::default(),
             };
             runs.push((stop, tokio::spawn(async move { sandbox.run(run).await })));
             logs.push((path, log.handle()));

@@ -31,6 +31,8 @@ struct Latency {
 struct Metrics {
     requests: BTreeMap<(&'static str, u16), u64>,
     latency: BTreeMap<&'static str, Latency>,
+    /// Lists answered by a watch cache, by (group, resource).
+    cache_lists: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 static METRICS: Mutex<Option<Metrics>> = Mutex::new(None);
@@ -87,6 +89,15 @@ pub fn record(verb: &'static str, code: u16, elapsed: Duration) {
     l.count += 1;
 }
 
+/// Record one list answered from a resource's watch cache instead of the store.
+pub fn record_cache_list(group: &'static str, resource: &'static str) {
+    let Ok(mut guard) = METRICS.lock() else {
+        return;
+    };
+    let m = guard.get_or_insert_with(Metrics::default);
+    *m.cache_lists.entry((group, resource)).or_insert(0) += 1;
+}
+
 /// The current metrics in the Prometheus text exposition format.
 pub fn render() -> String {
     let mut out = String::new();
@@ -130,6 +141,22 @@ pub fn render() -> String {
                 "apiserver_request_duration_seconds_count{{verb=\"{verb}\"}} {}",
                 l.count
             );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP apiserver_cache_list_total Lists served from the watch cache, by resource."
+    );
+    let _ = writeln!(out, "# TYPE apiserver_cache_list_total counter");
+    if let Some(m) = snapshot.as_ref().and_then(|g| g.as_ref()) {
+        for ((group, resource), n) in &m.cache_lists {
+            // Kubernetes' spelling of a resource: `pods`, `deployments.apps`.
+            let name = if group.is_empty() {
+                (*resource).to_string()
+            } else {
+                format!("{resource}.{group}")
+            };
+            let _ = writeln!(out, "apiserver_cache_list_total{{resource=\"{name}\"}} {n}");
         }
     }
     drop(snapshot);

@@ -136,20 +136,23 @@ where
 {
     let api: Api<K> = Api::all(client.clone());
     let (store, writer) = reflector::store::<K>();
-    let stream = reflector::reflector(writer, watcher::watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .filter_map(|r| async move {
-            match r {
-                Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => Some((o, false)),
-                Ok(watcher::Event::Delete(o)) => Some((o, true)),
-                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
-                Err(e) => {
-                    tracing::warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying");
-                    None
-                }
+    let stream = reflector::reflector(
+        writer,
+        watcher::watcher(api, watcher::Config::default().any_semantic()),
+    )
+    .default_backoff()
+    .filter_map(|r| async move {
+        match r {
+            Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => Some((o, false)),
+            Ok(watcher::Event::Delete(o)) => Some((o, true)),
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, kind = %K::kind(&()), "watch failed; retrying");
+                None
             }
-        })
-        .boxed();
+        }
+    })
+    .boxed();
     (store, stream)
 }
 
@@ -431,7 +434,7 @@ async fn run_node_lifecycle(
     let (lease_store, lease_writer) = reflector::store::<Lease>();
     let node_keys = reflector::reflector(
         node_writer,
-        watcher::watcher(nodes_api.clone(), watcher::Config::default()),
+        watcher::watcher(nodes_api.clone(), watcher::Config::default().any_semantic()),
     )
     .default_backoff()
     .touched_objects()
@@ -439,7 +442,7 @@ async fn run_node_lifecycle(
     // A Lease is named after its node.
     let lease_keys = reflector::reflector(
         lease_writer,
-        watcher::watcher(leases_api, watcher::Config::default()),
+        watcher::watcher(leases_api, watcher::Config::default().any_semantic()),
     )
     .default_backoff()
     .touched_objects()

@@ -120,12 +120,18 @@ pub async fn run(
     let (node_store, node_writer) = reflector::store::<Node>();
     let pod_events = reflector::reflector(
         pod_writer,
-        watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+        watcher::watcher(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        ),
     )
     .default_backoff();
     let node_events = reflector::reflector(
         node_writer,
-        watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+        watcher::watcher(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default().any_semantic(),
+        ),
     )
     .default_backoff();
     let mut pod_events = std::pin::pin!(pod_events);

@@ -14,11 +14,13 @@ use wasmkube_api::resources::ResourceInfo;
 use wasmkube_api::{status, table};
 
 use super::Registry;
+use super::list::Listed;
 use super::object;
 use super::ops::{DeleteOptions, Part, WriteOptions};
 use super::request::{self, BodyType, Output, Params, Target, method_not_allowed, not_found_path};
 use super::scale::ScaleChange;
 use crate::error::{ApiError, Result};
+use crate::watch_cache::CachedObject;
 
 /// The router of every resource path below the discovery roots.
 pub fn routes(registry: Arc<Registry>) -> Router {
@@ -343,17 +345,50 @@ async fn list(
     output: Output,
 ) -> Result<Response> {
     let filter = params.filter(res, ns)?;
-    params.revision()?;
-    let (items, rev, cont) = reg
-        .list(
-            res,
-            ns,
-            &filter,
-            params.limit,
-            params.continue_token.as_deref(),
-        )
-        .await?;
-    Ok(list_response(res, items, rev, cont, output))
+    Ok(match reg.list_request(res, ns, &filter, params).await? {
+        Listed::Stored {
+            items,
+            revision,
+            cont,
+        } => list_response(res, items, revision, cont, output),
+        Listed::Cached { items, revision } => cached_list_response(res, &items, revision, output),
+    })
+}
+
+/// A list from the watch cache. As JSON it is the objects' cached bytes
+/// spliced into the list envelope (nothing re-serialized); other shapes are
+/// built from the shared objects like a store list.
+fn cached_list_response(
+    res: &ResourceInfo,
+    items: &[CachedObject],
+    revision: i64,
+    output: Output,
+) -> Response {
+    if output != Output::Json {
+        let values = items.iter().map(|o| o.object.as_ref().clone()).collect();
+        return list_response(res, values, revision, None, output);
+    }
+    let envelope = json!({
+        "kind": res.list_kind,
+        "apiVersion": res.api_version(),
+        "metadata": { "resourceVersion": revision.to_string() },
+    });
+    let mut body = match serde_json::to_vec(&envelope) {
+        Ok(b) => b,
+        Err(e) => return ApiError::internal(format!("encoding response: {e}")).into_response(),
+    };
+    // Reopen the envelope's object to append `items`.
+    body.pop();
+    body.reserve(items.iter().map(|o| o.json.len() + 1).sum::<usize>() + 16);
+    body.extend_from_slice(b",\"items\":[");
+    for (i, o) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&o.json);
+    }
+    body.extend_from_slice(b"]}");
+    bytes_response(StatusCode::OK, body, &[])
 }
 
 fn list_response(
@@ -416,10 +451,14 @@ fn object_response(
 }
 
 fn json_response(code: StatusCode, body: &Value, warnings: &[String]) -> Response {
-    let bytes = match serde_json::to_vec(body) {
-        Ok(b) => b,
-        Err(e) => return ApiError::internal(format!("encoding response: {e}")).into_response(),
-    };
+    match serde_json::to_vec(body) {
+        Ok(bytes) => bytes_response(code, bytes, warnings),
+        Err(e) => ApiError::internal(format!("encoding response: {e}")).into_response(),
+    }
+}
+
+/// An already serialized JSON body.
+fn bytes_response(code: StatusCode, bytes: Vec<u8>, warnings: &[String]) -> Response {
     let mut resp = (code, bytes).into_response();
     let h = resp.headers_mut();
     h.insert(

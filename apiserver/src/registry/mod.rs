@@ -6,9 +6,11 @@
 //! applies the Kubernetes API machinery around it: paths, verbs, optimistic
 //! concurrency on `resourceVersion` (= the store's `mod_revision`, never
 //! stored in the object itself), graceful deletion and finalizers, watch
-//! through the [`crate::watch_cache`], and content negotiation.
+//! through the [`crate::watch_cache`], lists from it or from the store by
+//! their `resourceVersion` (see `list`), and content negotiation.
 
 mod handlers;
+mod list;
 pub mod object;
 mod ops;
 pub mod request;
@@ -138,6 +140,14 @@ impl Registry {
 
     fn cache(&self, res: &ResourceInfo) -> Option<&Arc<WatchCache>> {
         self.caches.get(&(res.group, res.plural))
+    }
+
+    /// Records a successful write of `res` at `revision`: this server's
+    /// later lists from the cache wait until the cache has applied it.
+    fn wrote(&self, res: &ResourceInfo, revision: i64) {
+        if let Some(cache) = self.cache(res) {
+            cache.note_write(revision);
+        }
     }
 }
 

@@ -506,6 +506,7 @@ impl Registry {
                 .await
             {
                 Ok(kv) => {
+                    self.wrote(res, kv.mod_revision);
                     object::set_resource_version(&mut obj, kv.mod_revision);
                     return Ok(obj);
                 }
@@ -639,6 +640,7 @@ impl Registry {
             }
             return match self.store.delete(&k, Precondition::ModRevision(rev)).await {
                 Ok((_, del_rev)) => {
+                    self.wrote(res, del_rev);
                     object::set_resource_version(&mut new, del_rev);
                     self.after_removal(res, namespace).await;
                     Ok(new)
@@ -657,6 +659,7 @@ impl Registry {
             .await
         {
             Ok(kv) => {
+                self.wrote(res, kv.mod_revision);
                 object::set_resource_version(&mut new, kv.mod_revision);
                 Ok(new)
             }
@@ -891,6 +894,7 @@ impl Registry {
                     .await
                 {
                     Ok(kv) => {
+                        self.wrote(res, kv.mod_revision);
                         object::set_resource_version(&mut obj, kv.mod_revision);
                         if is_core(res, "Namespace") {
                             self.spawn_namespace_cleanup(name.to_string());
@@ -901,7 +905,8 @@ impl Registry {
                     Err(e) => return Err(storage_err(res, name)(e)),
                 },
                 None => match self.store.delete(&k, Precondition::ModRevision(rev)).await {
-                    Ok(_) => {
+                    Ok((_, del_rev)) => {
+                        self.wrote(res, del_rev);
                         self.after_removal(res, namespace).await;
                         return Ok(current);
                     }
@@ -1009,12 +1014,13 @@ impl Registry {
         {
             return;
         }
-        if let Err(e) = self
+        match self
             .store
             .delete(&key(ns_res, None, ns), Precondition::ModRevision(rev))
             .await
         {
-            tracing::debug!(namespace = ns, error = %e, "finalizing namespace");
+            Ok((_, del_rev)) => self.wrote(ns_res, del_rev),
+            Err(e) => tracing::debug!(namespace = ns, error = %e, "finalizing namespace"),
         }
     }
 
@@ -1088,7 +1094,10 @@ impl Registry {
                 )
                 .await
             {
-                Ok(_) => return Ok(()),
+                Ok(kv) => {
+                    self.wrote(res, kv.mod_revision);
+                    return Ok(());
+                }
                 Err(storage::Error::Conflict { .. }) => continue,
                 Err(e) => return Err(storage_err(res, name)(e)),
             }

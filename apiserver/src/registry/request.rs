@@ -6,7 +6,7 @@ use axum::http::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::Value;
 use wasmkube_api::resources::{self, ResourceInfo};
 use wasmkube_api::selector::{FieldSelector, LabelSelector};
-use wasmkube_api::status;
+use wasmkube_api::status::{self, FieldCause};
 
 use super::object::Filter;
 use crate::error::{ApiError, Result};
@@ -160,6 +160,7 @@ pub struct Params {
     pub limit: Option<usize>,
     pub continue_token: Option<String>,
     pub resource_version: Option<String>,
+    pub resource_version_match: Option<String>,
     pub watch: bool,
     pub timeout_seconds: Option<u64>,
     pub allow_watch_bookmarks: bool,
@@ -198,6 +199,7 @@ impl Params {
                 }
                 "continue" => p.continue_token = Some(v).filter(|s| !s.is_empty()),
                 "resourceVersion" => p.resource_version = Some(v),
+                "resourceVersionMatch" => p.resource_version_match = Some(v),
                 "watch" => p.watch = parse_bool(&v),
                 "timeoutSeconds" => {
                     p.timeout_seconds = Some(v.parse().map_err(|_| {
@@ -273,6 +275,88 @@ impl Params {
                 .map(Some)
                 .ok_or_else(|| ApiError::bad_request(format!("invalid resource version: {s}"))),
         }
+    }
+}
+
+/// Where a list is answered from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListFrom {
+    /// The store, at its current revision, honouring `limit` and `continue`.
+    Store,
+    /// The resource's watch cache, at a revision not older than this one
+    /// (0: any), whole (`limit` is ignored).
+    Cache { not_older_than: i64 },
+}
+
+impl Params {
+    /// Chooses the source of a list as Kubernetes' cacher does
+    /// (`shouldDelegateList`): `resourceVersion=""` (a consistent read), a
+    /// `continue` token, `resourceVersionMatch=Exact`, and a `limit` with any
+    /// `resourceVersion` but "0" go to the store; `resourceVersion=0`, and
+    /// `resourceVersion=N` with `NotOlderThan` (or no match) and no `limit`,
+    /// are served by the cache. Like Kubernetes, a cached list ignores
+    /// `limit`: clients asking for "any" state get all of it in one answer
+    /// (no `continue`), without paging through the store.
+    pub fn list_from(&self) -> Result<ListFrom> {
+        self.validate_list()?;
+        let revision = self.revision()?;
+        let rv = self.resource_version.as_deref().unwrap_or("");
+        let exact = self.resource_version_match.as_deref() == Some("Exact");
+        if self.continue_token.is_some() || rv.is_empty() || exact {
+            return Ok(ListFrom::Store);
+        }
+        Ok(match revision {
+            // "0"
+            None => ListFrom::Cache { not_older_than: 0 },
+            Some(_) if self.limit.is_some() => ListFrom::Store,
+            Some(n) => ListFrom::Cache { not_older_than: n },
+        })
+    }
+
+    /// Kubernetes' `ValidateListOptions` for `resourceVersionMatch`: 422
+    /// Invalid `ListOptions` on a value it does not know or a combination it
+    /// forbids.
+    fn validate_list(&self) -> Result<()> {
+        let Some(rvm) = self.resource_version_match.as_deref() else {
+            return Ok(());
+        };
+        let field = "resourceVersionMatch";
+        let cause = match rvm {
+            "" => return Ok(()),
+            "Exact" | "NotOlderThan" => {
+                let rv = self.resource_version.as_deref().unwrap_or("");
+                if rv.is_empty() {
+                    FieldCause::forbidden(
+                        field,
+                        "Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided",
+                    )
+                } else if self.continue_token.is_some() {
+                    FieldCause::forbidden(
+                        field,
+                        "Forbidden: resourceVersionMatch is forbidden when continue is provided",
+                    )
+                } else if rvm == "Exact" && rv == "0" {
+                    FieldCause::forbidden(
+                        field,
+                        "Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                    )
+                } else {
+                    return Ok(());
+                }
+            }
+            other => FieldCause::unsupported(
+                field,
+                format!(
+                    "Unsupported value: {other:?}: supported values: \"Exact\", \"NotOlderThan\", \"\""
+                ),
+            ),
+        };
+        Err(super::ops::invalid_kind(
+            "meta.k8s.io",
+            "ListOptions",
+            "",
+            vec![cause],
+        ))
     }
 }
 

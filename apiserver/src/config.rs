@@ -30,6 +30,9 @@ pub struct Config {
     pub max_request_bytes: usize,
     /// Largest wasm module accepted by the module store (413 beyond).
     pub max_module_bytes: usize,
+    /// When the module store's garbage collector runs, and how long a
+    /// freshly pushed module is safe from it.
+    pub module_gc: crate::modules::gc::GcOptions,
     /// How often the embedded store drops old revision history.
     pub compaction_interval: Duration,
     /// How many revisions of history the compactor keeps for watchers that
@@ -70,6 +73,7 @@ impl Default for Config {
             ],
             max_request_bytes: 3 * 1024 * 1024,
             max_module_bytes: wasmkube_api::wasm::MAX_MODULE_BYTES,
+            module_gc: crate::modules::gc::GcOptions::default(),
             compaction_interval: Duration::from_secs(300),
             compaction_keep_revisions: 10_000,
             max_connections: 1024,

@@ -1,11 +1,15 @@
 //! The cluster's module store: wasm modules pushed over HTTPS, kept
-//! content-addressed in the Store (`/wasmkube/blobs/sha256:<hex>` holds the
-//! bytes once per digest, `/wasmkube/modules/<name>/<tag>` the tag's
-//! `ModuleInfo`). Kubelets resolve `name:tag` images here and fetch blobs by
-//! digest, verifying what they receive.
+//! content-addressed in the Store (the bytes once per digest, in chunks any
+//! backend accepts: see [`blobs`]; `/wasmkube/modules/<name>/<tag>` holds the
+//! tag's `ModuleInfo`). Kubelets resolve `name:tag` images here and fetch
+//! blobs by digest, verifying what they receive. Blobs nothing references
+//! any more are removed by the collector in [`gc`].
 //!
-//! Uploads are validated before anything is stored, so a failed push changes
-//! nothing.
+//! Uploads are hashed as they arrive and validated before anything is
+//! stored, so a failed push changes nothing.
+
+pub mod blobs;
+pub mod gc;
 
 use std::sync::Arc;
 
@@ -14,7 +18,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::get;
+use futures::TryStreamExt;
 use http_body_util::BodyExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Status, StatusCause, StatusDetails};
 use serde::Deserialize;
@@ -28,8 +33,7 @@ use crate::AppState;
 use crate::error::ApiError;
 use crate::storage::{self, Precondition, Store};
 
-const BLOBS: &str = "/wasmkube/blobs/";
-const TAGS: &str = "/wasmkube/modules/";
+pub(crate) const TAGS: &str = "/wasmkube/modules/";
 /// The `details.kind` of module errors.
 const KIND: &str = "modules";
 /// Uploads buffered at once: each may hold up to `max_module_bytes` in
@@ -44,7 +48,10 @@ fn upload_permits() -> &'static tokio::sync::Semaphore {
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/wasmkube/v1/modules", get(list))
-        .route("/wasmkube/v1/modules/{name}/{tag}", put(push))
+        .route(
+            "/wasmkube/v1/modules/{name}/{tag}",
+            get(get_tag).put(push).delete(remove),
+        )
         .route("/wasmkube/v1/resolve", get(resolve))
         .route("/wasmkube/v1/blobs/{digest}", get(blob))
 }
@@ -52,10 +59,6 @@ pub fn routes() -> Router<AppState> {
 /// Whether `path` is a module upload (which gets the module size limit).
 pub fn is_upload_path(path: &str) -> bool {
     path.starts_with("/wasmkube/v1/modules/")
-}
-
-fn blob_key(digest: &str) -> String {
-    format!("{BLOBS}{digest}")
 }
 
 fn tag_key(name: &str, tag: &str) -> String {
@@ -108,10 +111,11 @@ fn storage_error(err: storage::Error, what: &str) -> ApiError {
 }
 
 /// Read the whole body, refusing more than `limit` bytes with 413 (also when
-/// an outer layer already cut it off).
-async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+/// an outer layer already cut it off), and hash it on the way in.
+async fn read_limited(body: Body, limit: usize) -> Result<(Vec<u8>, String), ApiError> {
     let mut body = body;
     let mut buf: Vec<u8> = Vec::new();
+    let mut hasher = Sha256::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
             let inner = e.into_inner();
@@ -130,16 +134,27 @@ async fn read_limited(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
             if buf.len() + data.len() > limit {
                 return Err(ApiError(status::too_large(limit)));
             }
+            hasher.update(&data);
             buf.extend_from_slice(&data);
         }
     }
-    Ok(buf)
+    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+    Ok((buf, digest))
 }
 
-/// `PUT /wasmkube/v1/modules/{name}/{tag}`: validate, store blob and tag, 201.
+#[derive(Debug, Deserialize)]
+struct PushQuery {
+    /// The digest the client computed; a body hashing to anything else was
+    /// damaged on the way and is refused.
+    digest: Option<String>,
+}
+
+/// `PUT /wasmkube/v1/modules/{name}/{tag}[?digest=sha256:…]`: validate,
+/// store blob and tag, 201.
 async fn push(
     State(state): State<AppState>,
     Path((name, tag)): Path<(String, String)>,
+    Query(query): Query<PushQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -161,22 +176,35 @@ async fn push(
             "a tag must match [A-Za-z0-9_][A-Za-z0-9._-]{0,127}",
         ));
     }
+    if let Some(d) = &query.digest
+        && !wasm::is_valid_digest(d)
+    {
+        return Err(ApiError::bad_request(format!(
+            "invalid digest {d:?}: expected sha256:<64 hex digits>"
+        )));
+    }
     let _permit = upload_permits()
         .acquire()
         .await
         .map_err(|_| ApiError(status::unavailable("the module store is shutting down")))?;
     let limit = state.limits.module;
-    let bytes = read_limited(body, limit).await?;
+    let (bytes, digest) = read_limited(body, limit).await?;
+    if let Some(declared) = &query.digest
+        && declared != &digest
+    {
+        return Err(ApiError::bad_request(format!(
+            "digest mismatch: the upload of \"{what}\" declared {declared} but its body hashes to {digest}"
+        )));
+    }
     let size = bytes.len() as u64;
 
-    // Hashing and validating up to 64 MiB is CPU work: keep it off the runtime.
-    let (digest, verdict, bytes) = tokio::task::spawn_blocking(move || {
-        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    // Validating up to 64 MiB is CPU work: keep it off the runtime.
+    let (verdict, bytes) = tokio::task::spawn_blocking(move || {
         let verdict = wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
             .validate_all(&bytes)
             .map(|_| ())
             .map_err(|e| validation_message(&e));
-        (digest, verdict, bytes)
+        (verdict, bytes)
     })
     .await
     .map_err(|e| ApiError::internal(format!("validating the module: {e}")))?;
@@ -185,21 +213,14 @@ async fn push(
     }
 
     let store = state.store.clone();
-    let key = blob_key(&digest);
-    let exists = store
-        .get(&key)
-        .await
-        .map_err(|e| storage_error(e, &what))?
-        .is_some();
-    if !exists {
-        match store
-            .put(&key, Bytes::from(bytes), Precondition::MustNotExist)
-            .await
-        {
-            Ok(_) | Err(storage::Error::AlreadyExists { .. }) => {}
-            Err(e) => return Err(storage_error(e, &what)),
-        }
-    }
+    blobs::put_blob(
+        store.as_ref(),
+        &digest,
+        Bytes::from(bytes),
+        jiff::Timestamp::now(),
+    )
+    .await
+    .map_err(|e| blob_error(e, &what))?;
 
     // Re-pushing the same bytes under a tag keeps its creation time.
     let tkey = tag_key(&name, &tag);
@@ -224,6 +245,58 @@ async fn push(
         .map_err(|e| storage_error(e, &what))?;
     tracing::info!(module = %what, digest = %info.digest, size, "module pushed");
     Ok((StatusCode::CREATED, axum::Json(info)).into_response())
+}
+
+fn blob_error(err: blobs::BlobError, what: &str) -> ApiError {
+    match err {
+        blobs::BlobError::Storage(e) => storage_error(e, what),
+        e @ (blobs::BlobError::Abandoned { .. } | blobs::BlobError::Contended { .. }) => {
+            ApiError(status::unavailable(e.to_string()))
+        }
+        e => ApiError::internal(e.to_string()),
+    }
+}
+
+/// `GET /wasmkube/v1/modules/{name}/{tag}`: the tag's `ModuleInfo`.
+async fn get_tag(
+    State(state): State<AppState>,
+    Path((name, tag)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let what = format!("{name}:{tag}");
+    let info = read_info(state.store.as_ref(), &tag_key(&name, &tag))
+        .await
+        .map_err(|e| storage_error(e, &what))?
+        .ok_or_else(|| not_found(&what))?;
+    Ok(axum::Json(info).into_response())
+}
+
+/// `DELETE /wasmkube/v1/modules/{name}/{tag}`: removes the tag and answers
+/// its last `ModuleInfo`. The blob goes once nothing else references it
+/// (see [`gc`]); pods already running it keep it.
+async fn remove(
+    State(state): State<AppState>,
+    Path((name, tag)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let what = format!("{name}:{tag}");
+    let kv = match state
+        .store
+        .delete(&tag_key(&name, &tag), Precondition::None)
+        .await
+    {
+        Ok((kv, _)) => kv,
+        Err(storage::Error::NotFound { .. }) => return Err(not_found(&what)),
+        Err(e) => return Err(storage_error(e, &what)),
+    };
+    gc::trigger();
+    let info = serde_json::from_slice::<ModuleInfo>(&kv.value).unwrap_or(ModuleInfo {
+        name,
+        tag,
+        digest: String::new(),
+        size: 0,
+        created: String::new(),
+    });
+    tracing::info!(module = %what, digest = %info.digest, "module tag deleted");
+    Ok(axum::Json(info).into_response())
 }
 
 fn now_rfc3339() -> String {
@@ -312,14 +385,13 @@ pub async fn resolve_image(store: &dyn Store, image: &str) -> Result<ResolvedMod
                     size: info.size,
                 });
             }
-            let kv = store
-                .get(&blob_key(digest))
+            let blob = blobs::stat(store, digest)
                 .await
-                .map_err(|e| storage_error(e, &what))?
+                .map_err(|e| blob_error(e, &what))?
                 .ok_or_else(|| not_found(&what))?;
             Ok(ResolvedModule {
                 digest: digest.clone(),
-                size: kv.value.len() as u64,
+                size: blob.size(),
             })
         }
     }
@@ -336,13 +408,20 @@ async fn blob(
         )));
     }
     let store: Arc<dyn Store> = state.store.clone();
-    let kv = store
-        .get(&blob_key(&digest))
+    let reader = blobs::open(store, &digest)
         .await
-        .map_err(|e| storage_error(e, &digest))?
+        .map_err(|e| blob_error(e, &digest))?
         .ok_or_else(|| not_found(&digest))?;
-    let mut resp = (StatusCode::OK, Body::from(kv.value)).into_response();
+    let size = reader.size;
+    let what = digest.clone();
+    let stream = reader.into_stream().inspect_err(move |e| {
+        tracing::error!(digest = %what, error = %e, "module store: serving a blob failed");
+    });
+    let mut resp = (StatusCode::OK, Body::from_stream(stream)).into_response();
     let h = resp.headers_mut();
+    // The length is known up front: a client can show progress, and a body
+    // cut short by a failing chunk is detected as truncated.
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/wasm"),

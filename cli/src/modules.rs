@@ -1,4 +1,4 @@
-//! `wasmkube push` and `wasmkube modules`: the module store over HTTPS.
+//! `wasmkube push` and `wasmkube modules [ls|rm]`: the module store over HTTPS.
 
 use std::path::Path;
 use std::time::Duration;
@@ -45,10 +45,14 @@ pub async fn push(client: &kube::Client, file: &Path, reference: &str) -> anyhow
         .with_context(|| format!("reading {}", file.display()))?;
     let local_digest = digest_of(&bytes);
     let size = bytes.len();
-    let request = http::Request::put(format!("{MODULE_API}/modules/{name}/{tag}"))
-        .header(http::header::CONTENT_TYPE, "application/wasm")
-        .body(bytes)
-        .context("building the request")?;
+    // The server hashes the body as it arrives and refuses it unless it is
+    // what was read here.
+    let request = http::Request::put(format!(
+        "{MODULE_API}/modules/{name}/{tag}?digest={local_digest}"
+    ))
+    .header(http::header::CONTENT_TYPE, "application/wasm")
+    .body(bytes)
+    .context("building the request")?;
     let body = client.request_text(request).await.map_err(api_error)?;
     let info: ModuleInfo = serde_json::from_str(&body)
         .with_context(|| format!("unexpected answer from the server: {body}"))?;
@@ -62,6 +66,110 @@ pub async fn push(client: &kube::Client, file: &Path, reference: &str) -> anyhow
         "pushed {}:{} {} ({size} bytes)",
         info.name, info.tag, info.digest
     ))
+}
+
+/// `wasmkube modules`: list the cluster's module store (the default) or
+/// remove tags from it.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ModulesArgs {
+    #[command(subcommand)]
+    command: Option<ModulesCommand>,
+
+    #[command(flatten)]
+    client: crate::ClientArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum ModulesCommand {
+    /// List every NAME:TAG with its digest, size and age (the default).
+    #[command(visible_alias = "list")]
+    Ls {
+        #[command(flatten)]
+        client: crate::ClientArgs,
+    },
+    /// Remove tags. A module's bytes are deleted by the server's garbage
+    /// collector once no tag, pod or pod template references its digest
+    /// (and not before a grace period after its last push).
+    #[command(
+        visible_alias = "delete",
+        after_long_help = "Example:\n  wasmkube modules rm hello:v1 hello:v2"
+    )]
+    Rm {
+        /// The tags to remove, e.g. `hello:v1`.
+        #[arg(value_name = "NAME:TAG", required = true)]
+        references: Vec<String>,
+
+        #[command(flatten)]
+        client: crate::ClientArgs,
+    },
+}
+
+/// Runs `wasmkube modules …`; flags given after the subcommand win over
+/// those given before it.
+pub(crate) async fn run(args: ModulesArgs) -> anyhow::Result<()> {
+    let pick = |sub: crate::ClientArgs| crate::ClientArgs {
+        kubeconfig: sub.kubeconfig.or_else(|| args.client.kubeconfig.clone()),
+        context: sub.context.or_else(|| args.client.context.clone()),
+    };
+    let (client_args, remove) = match args.command {
+        None => (
+            pick(crate::ClientArgs {
+                kubeconfig: None,
+                context: None,
+            }),
+            None,
+        ),
+        Some(ModulesCommand::Ls { client }) => (pick(client), None),
+        Some(ModulesCommand::Rm { references, client }) => (pick(client), Some(references)),
+    };
+    let client = crate::kubeconfig::client(
+        client_args.kubeconfig.as_deref(),
+        client_args.context.as_deref(),
+    )
+    .await?;
+    let Some(references) = remove else {
+        let table = list(&client).await?;
+        if table.is_empty() {
+            eprintln!("No modules found.");
+        }
+        print!("{table}");
+        return Ok(());
+    };
+    // Like kubectl delete: every name is tried, failures are reported at the end.
+    let mut failed = 0usize;
+    for reference in &references {
+        match remove_tag(&client, reference).await {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {} tags could not be removed", references.len());
+    }
+    Ok(())
+}
+
+/// Deletes the tag `reference` (NAME:TAG); returns the line to print.
+pub async fn remove_tag(client: &kube::Client, reference: &str) -> anyhow::Result<String> {
+    let (name, tag) = parse_reference(reference)?;
+    let request = http::Request::delete(format!("{MODULE_API}/modules/{name}/{tag}"))
+        .body(Vec::new())
+        .context("building the request")?;
+    let body = client.request_text(request).await.map_err(api_error)?;
+    let info: ModuleInfo = serde_json::from_str(&body)
+        .with_context(|| format!("unexpected answer from the server: {body}"))?;
+    Ok(format!(
+        "module \"{name}:{tag}\" deleted ({})",
+        short_digest(&info.digest)
+    ))
+}
+
+/// Like `docker images`: the algorithm and 12 hex digits identify a digest.
+fn short_digest(digest: &str) -> String {
+    digest.chars().take("sha256:".len() + 12).collect()
 }
 
 #[derive(serde::Deserialize)]
@@ -121,8 +229,7 @@ pub fn render_table(items: &[ModuleInfo], now: jiff::Timestamp) -> String {
             .and_then(|t| Duration::try_from(now.duration_since(t)).ok())
             .map(wasmkube_api::table::human_duration)
             .unwrap_or_else(|| "<unknown>".to_string());
-        // Like `docker images`: the algorithm and 12 hex digits identify it.
-        let digest: String = m.digest.chars().take("sha256:".len() + 12).collect();
+        let digest = short_digest(&m.digest);
         rows.push([
             m.name.clone(),
             m.tag.clone(),
@@ -164,6 +271,39 @@ mod tests {
         assert!(parse_reference(":v1").is_err());
         assert!(parse_reference("hello:").is_err());
         assert!(parse_reference("localhost:5000/hello:v1").is_err());
+    }
+
+    fn modules_args(args: &[&str]) -> anyhow::Result<ModulesArgs> {
+        use clap::Parser as _;
+        match crate::Cli::try_parse_from(args)?.command {
+            crate::Command::Modules(m) => Ok(m),
+            other => bail!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn modules_lists_by_default_and_removes_tags() -> anyhow::Result<()> {
+        let m = modules_args(&["wasmkube", "modules", "--kubeconfig", "/k"])?;
+        assert!(m.command.is_none());
+        assert_eq!(m.client.kubeconfig, Some(std::path::PathBuf::from("/k")));
+        let m = modules_args(&["wasmkube", "modules", "ls"])?;
+        assert!(matches!(m.command, Some(ModulesCommand::Ls { .. })));
+        let m = modules_args(&[
+            "wasmkube",
+            "modules",
+            "rm",
+            "a:v1",
+            "b:v2",
+            "--context",
+            "c",
+        ])?;
+        let Some(ModulesCommand::Rm { references, client }) = m.command else {
+            bail!("not rm");
+        };
+        assert_eq!(references, ["a:v1", "b:v2"]);
+        assert_eq!(client.context.as_deref(), Some("c"));
+        assert!(modules_args(&["wasmkube", "modules", "rm"]).is_err());
+        Ok(())
     }
 
     #[test]

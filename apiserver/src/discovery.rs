@@ -55,13 +55,20 @@ impl GroupVersion {
 }
 
 /// Every served group/version, in the order resources are listed (which is
-/// also the preference order of a group's versions).
+/// also the preference order of a group's versions), then the metrics API,
+/// which is served without storage.
 pub fn group_versions() -> &'static [GroupVersion] {
     static GVS: OnceLock<Vec<GroupVersion>> = OnceLock::new();
-    GVS.get_or_init(|| group_versions_of(resources::all()))
+    GVS.get_or_init(|| {
+        group_versions_of(
+            resources::all()
+                .iter()
+                .chain(crate::metrics_api::RESOURCES.iter()),
+        )
+    })
 }
 
-fn group_versions_of(all: &'static [ResourceInfo]) -> Vec<GroupVersion> {
+fn group_versions_of(all: impl IntoIterator<Item = &'static ResourceInfo>) -> Vec<GroupVersion> {
     let mut out: Vec<GroupVersion> = Vec::new();
     for r in all {
         match out

@@ -23,6 +23,7 @@ pub mod health;
 pub mod limits;
 pub mod logs;
 pub mod metrics;
+pub mod metrics_api;
 pub mod modules;
 pub mod openapi;
 pub mod pki;
@@ -120,6 +121,7 @@ pub fn app(state: AppState) -> Router {
     let own = Router::new()
         .merge(health::routes())
         .merge(metrics::routes())
+        .merge(metrics_api::routes())
         .merge(discovery::routes())
         .merge(openapi::routes())
         .merge(modules::routes())
@@ -193,6 +195,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         },
         background.clone(),
     );
+    // Every API server collects: the collector needs no leader (see modules::gc).
+    let module_gc =
+        modules::gc::spawn_collector(store.clone(), config.module_gc, background.clone());
     let registry_options = registry::RegistryOptions {
         max_body_bytes: config.max_request_bytes,
         ..registry::RegistryOptions::default()
@@ -267,6 +272,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         background.cancel();
         if let Err(e) = compactor.await {
             tracing::warn!(error = %e, "compactor task failed");
+        }
+        if let Err(e) = module_gc.await {
+            tracing::warn!(error = %e, "module garbage collector task failed");
         }
         // The registry's watch tasks hold the store until they notice the
         // cancellation; wait (bounded) for the last reference so a restart on

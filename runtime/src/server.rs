@@ -1,5 +1,7 @@
 //! The kubelet's HTTP server: `/containerLogs/{ns}/{pod}/{container}` (the
-//! apiserver proxies `pods/log` here) and `/healthz`.
+//! apiserver proxies `pods/log` here), `/stats/summary` (the Summary API the
+//! apiserver's `metrics.k8s.io` reads), `/metrics/resource` (the kubelet's
+//! Prometheus resource metrics) and `/healthz`.
 //!
 //! Errors are Kubernetes `Status` objects with the code the apiserver
 //! passes through unchanged.
@@ -19,6 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::logs::{LogOptions, LogRegistry, LookupError, stream_log};
+use crate::stats::StatsRegistry;
 
 /// How many log streams (following ones included) are served at once; each
 /// holds a file handle, a read buffer and a task.
@@ -27,25 +30,33 @@ pub const MAX_LOG_STREAMS: usize = 64;
 #[derive(Clone)]
 struct AppState {
     logs: Arc<LogRegistry>,
+    stats: Arc<StatsRegistry>,
     streams: Arc<Semaphore>,
 }
 
 /// The kubelet HTTP routes.
-pub fn app(logs: Arc<LogRegistry>) -> Router {
-    app_with(logs, MAX_LOG_STREAMS)
+pub fn app(logs: Arc<LogRegistry>, stats: Arc<StatsRegistry>) -> Router {
+    app_with(logs, stats, MAX_LOG_STREAMS)
 }
 
 /// [`app`] serving at most `max_log_streams` log requests at once; more are
 /// answered 429 with a `Retry-After`.
-pub fn app_with(logs: Arc<LogRegistry>, max_log_streams: usize) -> Router {
+pub fn app_with(
+    logs: Arc<LogRegistry>,
+    stats: Arc<StatsRegistry>,
+    max_log_streams: usize,
+) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             get(container_logs),
         )
+        .route("/stats/summary", get(stats_summary))
+        .route("/metrics/resource", get(resource_metrics))
         .with_state(AppState {
             logs,
+            stats,
             streams: Arc::new(Semaphore::new(max_log_streams)),
         })
 }
@@ -54,9 +65,10 @@ pub fn app_with(logs: Arc<LogRegistry>, max_log_streams: usize) -> Router {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     logs: Arc<LogRegistry>,
+    stats: Arc<StatsRegistry>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(logs))
+    axum::serve(listener, app(logs, stats))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
@@ -119,6 +131,31 @@ fn options(q: &HashMap<String, String>) -> Result<LogOptions, String> {
         timestamps: flag(q, "timestamps"),
         since,
     })
+}
+
+/// The summary as of now (the host read first, then the registry).
+async fn summary_now(stats: &StatsRegistry) -> (crate::stats::Summary, jiff::Timestamp) {
+    let host = crate::stats::read_host().await;
+    let now = jiff::Timestamp::now();
+    let summary = stats.summary(&host, tokio::time::Instant::now(), now);
+    (summary, now)
+}
+
+async fn stats_summary(State(state): State<AppState>) -> Response {
+    let (summary, _) = summary_now(&state.stats).await;
+    axum::Json(summary).into_response()
+}
+
+async fn resource_metrics(State(state): State<AppState>) -> Response {
+    let (summary, now) = summary_now(&state.stats).await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::stats::resource_metrics(&summary, now.as_millisecond()),
+    )
+        .into_response()
 }
 
 async fn container_logs(
@@ -204,6 +241,13 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tower::ServiceExt;
 
+    fn stats() -> Arc<StatsRegistry> {
+        Arc::new(StatsRegistry::new(
+            "n1",
+            crate::stats::StatsOptions::default(),
+        ))
+    }
+
     async fn get(app: Router, uri: &str) -> anyhow::Result<(StatusCode, String)> {
         let resp = app
             .oneshot(axum::http::Request::get(uri).body(Body::empty())?)
@@ -217,7 +261,7 @@ mod tests {
     async fn logs_errors_and_content() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
         let registry = Arc::new(LogRegistry::default());
-        let (code, _) = get(app(registry.clone()), "/containerLogs/default/p/c").await?;
+        let (code, _) = get(app(registry.clone(), stats()), "/containerLogs/default/p/c").await?;
         assert_eq!(code, StatusCode::NOT_FOUND);
         registry.set(
             "default",
@@ -231,7 +275,8 @@ mod tests {
                 waiting_reason: Some("ContainerCreating".into()),
             },
         );
-        let (code, body) = get(app(registry.clone()), "/containerLogs/default/p/c").await?;
+        let (code, body) =
+            get(app(registry.clone(), stats()), "/containerLogs/default/p/c").await?;
         assert_eq!(code, StatusCode::BAD_REQUEST);
         assert!(
             body.contains(
@@ -240,7 +285,7 @@ mod tests {
             "{body}"
         );
         let (code, body) = get(
-            app(registry.clone()),
+            app(registry.clone(), stats()),
             "/containerLogs/default/p/c?previous=true",
         )
         .await?;
@@ -267,14 +312,18 @@ mod tests {
         );
         log.finish().await?;
         let (code, body) = get(
-            app(registry.clone()),
+            app(registry.clone(), stats()),
             "/containerLogs/default/p/c?tailLines=2",
         )
         .await?;
         assert_eq!(code, StatusCode::OK);
         assert_eq!(body, "two\nthree\n");
         // Following a finished container ends at EOF.
-        let (code, body) = get(app(registry), "/containerLogs/default/p/c?follow=true").await?;
+        let (code, body) = get(
+            app(registry, stats()),
+            "/containerLogs/default/p/c?follow=true",
+        )
+        .await?;
         assert_eq!(code, StatusCode::OK);
         assert_eq!(body, "one\ntwo\nthree\n");
         Ok(())
@@ -297,7 +346,7 @@ mod tests {
                 waiting_reason: None,
             },
         );
-        let app = app_with(registry, 1);
+        let app = app_with(registry, stats(), 1);
         // A follow of a running container holds its slot.
         let first = app
             .clone()
@@ -326,8 +375,72 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stats_endpoints_report_registered_pods() -> anyhow::Result<()> {
+        let stats = stats();
+        let pod = stats.add_pod(
+            crate::stats::PodReference {
+                name: "web".into(),
+                namespace: "default".into(),
+                uid: "u1".into(),
+            },
+            jiff::Timestamp::now(),
+        );
+        let run = pod.start_container("app", Some(64 << 20));
+        run.usage()
+            .memory_bytes
+            .store(3 << 16, std::sync::atomic::Ordering::Relaxed);
+        run.usage()
+            .cpu_nanos
+            .store(2_000_000, std::sync::atomic::Ordering::Relaxed);
+        let logs = Arc::new(LogRegistry::default());
+        let (code, body) = get(app(logs.clone(), stats.clone()), "/stats/summary").await?;
+        assert_eq!(code, StatusCode::OK, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body)?;
+        assert_eq!(v["node"]["nodeName"], "n1");
+        assert_eq!(
+            v["pods"][0]["podRef"],
+            serde_json::json!({"name": "web", "namespace": "default", "uid": "u1"})
+        );
+        let c = &v["pods"][0]["containers"][0];
+        assert_eq!(c["name"], "app");
+        assert_eq!(c["memory"]["workingSetBytes"], 3 << 16);
+        assert_eq!(c["cpu"]["usageCoreNanoSeconds"], 2_000_000);
+        assert_eq!(v["pods"][0]["memory"]["workingSetBytes"], 3 << 16);
+        if cfg!(target_os = "linux") {
+            assert!(
+                v["node"]["memory"]["workingSetBytes"].as_u64() > Some(0),
+                "{v}"
+            );
+            assert!(
+                v["node"]["cpu"]["usageCoreNanoSeconds"].as_u64() > Some(0),
+                "{v}"
+            );
+        }
+
+        let resp = app(logs, stats)
+            .oneshot(axum::http::Request::get("/metrics/resource").body(Body::empty())?)
+            .await?;
+        assert_eq!(
+            resp.headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        let text = String::from_utf8(resp.into_body().collect().await?.to_bytes().to_vec())?;
+        assert!(
+            text.lines().any(|l| l.starts_with(
+                "container_memory_working_set_bytes{container=\"app\",namespace=\"default\",pod=\"web\"} 196608 "
+            )),
+            "{text}"
+        );
+        drop(run);
+        drop(pod);
+        Ok(())
+    }
+
+    #[tokio::test]
     async fn healthz() -> anyhow::Result<()> {
-        let (code, body) = get(app(Arc::new(LogRegistry::default())), "/healthz").await?;
+        let (code, body) = get(app(Arc::new(LogRegistry::default()), stats()), "/healthz").await?;
         assert_eq!((code, body.as_str()), (StatusCode::OK, "ok"));
         Ok(())
     }

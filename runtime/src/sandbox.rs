@@ -4,24 +4,41 @@
 //! to its exit. That keeps pod lifecycle logic testable with a fake and puts
 //! every wasmtime decision in this one module: one [`Engine`] per kubelet
 //! with the pooling allocator and epoch interruption, one epoch ticker per
-//! engine, an `InstancePre` per module digest, and a fresh `Store` per
+//! engine, a prepared instance per module digest, compiled code kept on
+//! disk across restarts ([`crate::compile_cache`]), and a fresh `Store` per
 //! container that always carries a memory limiter and an epoch deadline.
+//!
+//! A container's binary is either a core module, run as a WASI preview 1
+//! command (`_start`), or a component, run as a WASI 0.2 command
+//! (`wasi:cli/run`); both get the same argv, environment, preopened
+//! volumes, log streams, limits and stop token. A binary that cannot run is
+//! refused at prepare time with a message saying why ([`diagnose`]).
 
-use std::collections::HashMap;
+mod diagnose;
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use sha2::{Digest as _, Sha256};
 use tokio_util::sync::CancellationToken;
+use wasmtime::component::{Component, Linker as ComponentLinker, ResourceTable};
 use wasmtime::{
-    Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
+    Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module,
     PoolingAllocationConfig, ResourceLimiter, Store, Trap, UpdateDeadline,
 };
 use wasmtime_wasi::p1::{self, WasiP1Ctx};
-use wasmtime_wasi::{FsPerms, I32Exit, WasiCtxBuilder};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::compile_cache::{self, Artifact, CompileCache};
 use crate::logs::LogStream;
+use diagnose::Kind;
 
 /// The largest linear memory any instance may have (the wasm32 maximum).
 pub const MAX_INSTANCE_MEMORY: u64 = 4 << 30;
@@ -29,11 +46,18 @@ pub const MAX_INSTANCE_MEMORY: u64 = 4 << 30;
 const MAX_PREPARED: usize = 256;
 /// The memory cap of a container without `resources.limits.memory`.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 256 << 20;
+/// Most table elements one table may have.
+const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+/// What one table element costs the host, for memory accounting: tables
+/// hold pointer-sized references.
+const TABLE_ELEMENT_BYTES: u64 = std::mem::size_of::<usize>() as u64;
 
 /// How a container run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitStatus {
-    /// `_start` returned (0) or the guest called `proc_exit(code)`.
+    /// The command finished: `_start` returned (0), the guest called
+    /// `proc_exit(code)` / `wasi:cli/exit`, or `wasi:cli/run` returned
+    /// (0 for `ok`, 1 for `err`).
     Exited(i32),
     /// The guest trapped; the trap's text.
     Trapped(String),
@@ -46,8 +70,9 @@ pub enum ExitStatus {
 /// Why a container could not be created or started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SandboxError {
-    /// The module does not compile, is not a WASI command, or imports
-    /// something the sandbox does not provide.
+    /// The binary is not wasm, is invalid, does not compile, is not a WASI
+    /// command, or imports something the sandbox does not provide. The
+    /// message says which, for the user.
     #[error("{0}")]
     InvalidModule(String),
     /// The instance could not be created (resources, preopens, I/O).
@@ -70,10 +95,13 @@ pub struct Preopen {
 /// the kubelet's stats endpoints (`/stats/summary`, the metrics API).
 #[derive(Debug, Default)]
 pub struct Usage {
-    /// CPU time the guest has consumed, in nanoseconds (monotonic).
-    pub cpu_nanos: std::sync::atomic::AtomicU64,
-    /// The instance's current linear memory plus tables, in bytes.
-    pub memory_bytes: std::sync::atomic::AtomicU64,
+    /// CPU time the guest has consumed, in nanoseconds (monotonic): the
+    /// time its instance spent being polled on an executor thread, so
+    /// neither throttling pauses nor waits for I/O count.
+    pub cpu_nanos: AtomicU64,
+    /// The instance's current linear memory plus tables, in bytes (what
+    /// the memory limit applies to); 0 once the run has ended.
+    pub memory_bytes: AtomicU64,
 }
 
 /// Everything needed to run one container attempt.
@@ -119,8 +147,11 @@ pub trait Sandbox: Send + Sync + 'static {
 /// Settings of the wasmtime sandbox.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
-    /// wasmtime's compilation cache directory; `None` disables it.
-    pub cache_dir: Option<PathBuf>,
+    /// Where compiled modules are kept across restarts; `None` keeps them
+    /// in memory only.
+    pub compiled_cache_dir: Option<PathBuf>,
+    /// Cap of the on-disk compiled-module cache, in bytes.
+    pub compiled_cache_max_bytes: u64,
     /// Pool size: how many instances may exist at once.
     pub max_instances: u32,
     /// Use the pooling allocator (falls back to on-demand if it cannot be set up).
@@ -132,7 +163,8 @@ pub struct SandboxConfig {
 impl Default for SandboxConfig {
     fn default() -> Self {
         SandboxConfig {
-            cache_dir: None,
+            compiled_cache_dir: None,
+            compiled_cache_max_bytes: compile_cache::DEFAULT_MAX_BYTES,
             max_instances: 256,
             pooling: true,
             epoch_tick: Duration::from_millis(10),
@@ -140,44 +172,132 @@ impl Default for SandboxConfig {
     }
 }
 
-/// Per-store state.
-struct Host {
-    wasi: WasiP1Ctx,
+/// How often modules were compiled, and how often compiled code was loaded
+/// from the on-disk cache instead.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompileStats {
+    /// Binaries compiled by this sandbox.
+    pub compiled: u64,
+    /// Binaries loaded from the on-disk cache.
+    pub loaded: u64,
+}
+
+/// Per-store state: the WASI context of the binary's kind (`WasiP1Ctx`
+/// for modules, [`P2`] for components) and the memory limiter.
+struct Host<W> {
+    wasi: W,
     limits: MemoryLimit,
 }
 
-/// Caps linear memory. Growth past the cap traps (like the kernel's OOM
-/// killer, the guest does not get to handle it) and is remembered, so the
-/// run is reported `OOMKilled`.
+/// WASI 0.2 state of a component's store.
+struct P2 {
+    ctx: WasiCtx,
+    table: ResourceTable,
+}
+
+impl WasiView for Host<P2> {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi.ctx,
+            table: &mut self.wasi.table,
+        }
+    }
+}
+
+/// Caps linear memory plus tables, and reports what is granted. Growth past
+/// the cap traps (like the kernel's OOM killer, the guest does not get to
+/// handle it) and is remembered, so the run is reported `OOMKilled`.
 struct MemoryLimit {
-    limit: usize,
+    limit: u64,
     exceeded: bool,
+    /// Bytes granted to all memories and tables of the store.
+    granted: u64,
+    /// The last grant, taken back if the growth then fails.
+    pending: u64,
+    usage: Arc<Usage>,
+}
+
+impl MemoryLimit {
+    fn new(limit: u64, usage: Arc<Usage>) -> MemoryLimit {
+        usage.memory_bytes.store(0, Ordering::Relaxed);
+        MemoryLimit {
+            limit: limit.min(MAX_INSTANCE_MEMORY),
+            exceeded: false,
+            granted: 0,
+            pending: 0,
+            usage,
+        }
+    }
+
+    /// Grants growing one memory or table from `current` to `desired` bytes.
+    fn grow(&mut self, current: u64, desired: u64, what: &str) -> wasmtime::Result<bool> {
+        let total = self.granted.saturating_sub(current).saturating_add(desired);
+        if total > self.limit {
+            self.exceeded = true;
+            return Err(wasmtime::Error::msg(format!(
+                "memory limit of {} bytes exceeded (growing a {what} to {desired} bytes)",
+                self.limit
+            )));
+        }
+        self.pending = desired.saturating_sub(current);
+        self.granted = total;
+        self.usage.memory_bytes.store(total, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// Takes back the last grant: wasmtime could not perform it.
+    fn grow_failed(&mut self) {
+        self.granted = self.granted.saturating_sub(self.pending);
+        self.pending = 0;
+        self.usage
+            .memory_bytes
+            .store(self.granted, Ordering::Relaxed);
+    }
+}
+
+fn bytes(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
 impl ResourceLimiter for MemoryLimit {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
-            self.exceeded = true;
-            return Err(wasmtime::Error::msg(format!(
-                "memory limit of {} bytes exceeded",
-                self.limit
-            )));
+        // Growth past the memory's own declared maximum fails (memory.grow
+        // returns -1) without counting against the container.
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
         }
-        Ok(true)
+        self.grow(bytes(current), bytes(desired), "memory")
+    }
+
+    fn memory_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.grow_failed();
+        Ok(())
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
+        if desired > MAX_TABLE_ELEMENTS || maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        self.grow(
+            bytes(current).saturating_mul(TABLE_ELEMENT_BYTES),
+            bytes(desired).saturating_mul(TABLE_ELEMENT_BYTES),
+            "table",
+        )
+    }
+
+    fn table_grow_failed(&mut self, _error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.grow_failed();
+        Ok(())
     }
 }
 
@@ -192,11 +312,31 @@ impl Drop for Ticker {
     }
 }
 
-/// The wasmtime sandbox: one engine, one linker, one ticker.
-pub struct WasmtimeSandbox {
+/// A binary ready to instantiate.
+#[derive(Clone)]
+enum Prepared {
+    Module(InstancePre<Host<WasiP1Ctx>>),
+    Component(CommandPre<Host<P2>>),
+}
+
+/// What turns bytes into [`Prepared`]: shared with the blocking tasks that
+/// compile.
+struct Compiler {
     engine: Engine,
-    linker: Linker<Host>,
-    modules: Mutex<HashMap<String, InstancePre<Host>>>,
+    linker: Linker<Host<WasiP1Ctx>>,
+    component_linker: ComponentLinker<Host<P2>>,
+    /// `(module, name)` of everything `linker` defines, to name the imports
+    /// it does not.
+    provided: BTreeSet<(String, String)>,
+    disk: Option<CompileCache>,
+    compiled: AtomicU64,
+    loaded: AtomicU64,
+}
+
+/// The wasmtime sandbox: one engine, one linker per binary kind, one ticker.
+pub struct WasmtimeSandbox {
+    compiler: Arc<Compiler>,
+    modules: Mutex<HashMap<String, Prepared>>,
     // Compiling is CPU-heavy: one at a time, and never twice for one digest.
     compiling: tokio::sync::Mutex<()>,
     _ticker: Ticker,
@@ -204,12 +344,39 @@ pub struct WasmtimeSandbox {
 }
 
 impl WasmtimeSandbox {
-    /// Builds the engine (pooling if possible), the linker and the ticker.
+    /// Builds the engine (pooling if possible), the linkers, the compiled
+    /// cache and the ticker.
     pub fn new(config: &SandboxConfig) -> Result<WasmtimeSandbox, SandboxError> {
         let (engine, pooled) = build_engine(config)?;
-        let mut linker: Linker<Host> = Linker::new(&engine);
-        p1::add_to_linker_async(&mut linker, |h: &mut Host| &mut h.wasi)
-            .map_err(|e| SandboxError::Start(format!("linking WASI: {e}")))?;
+        let mut linker: Linker<Host<WasiP1Ctx>> = Linker::new(&engine);
+        p1::add_to_linker_async(&mut linker, |h: &mut Host<WasiP1Ctx>| &mut h.wasi)
+            .map_err(|e| SandboxError::Start(format!("linking WASI preview 1: {e}")))?;
+        let mut component_linker: ComponentLinker<Host<P2>> = ComponentLinker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
+            .map_err(|e| SandboxError::Start(format!("linking WASI 0.2: {e}")))?;
+        let provided = {
+            let mut store = Store::new(
+                &engine,
+                Host {
+                    wasi: WasiCtxBuilder::new().build_p1(),
+                    limits: MemoryLimit::new(0, Arc::default()),
+                },
+            );
+            linker
+                .iter(&mut store)
+                .map(|(module, name, _)| (module.to_string(), name.to_string()))
+                .collect()
+        };
+        let disk = match &config.compiled_cache_dir {
+            Some(dir) => match CompileCache::open(dir, &engine, config.compiled_cache_max_bytes) {
+                Ok(cache) => Some(cache),
+                Err(e) => {
+                    tracing::warn!(error = %e, "compiled-module cache disabled");
+                    None
+                }
+            },
+            None => None,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         // A thread rather than a task: with a busy guest on every runtime
         // worker a ticker task would never run, and the guest would never
@@ -227,8 +394,15 @@ impl WasmtimeSandbox {
             })
             .map_err(|e| SandboxError::Start(format!("starting the epoch ticker: {e}")))?;
         Ok(WasmtimeSandbox {
-            engine,
-            linker,
+            compiler: Arc::new(Compiler {
+                engine,
+                linker,
+                component_linker,
+                provided,
+                disk,
+                compiled: AtomicU64::new(0),
+                loaded: AtomicU64::new(0),
+            }),
             modules: Mutex::new(HashMap::new()),
             compiling: tokio::sync::Mutex::new(()),
             _ticker: Ticker { stop },
@@ -241,19 +415,32 @@ impl WasmtimeSandbox {
         self.pooled
     }
 
+    /// How many binaries were compiled, and how many loaded from disk.
+    pub fn compile_stats(&self) -> CompileStats {
+        CompileStats {
+            compiled: self.compiler.compiled.load(Ordering::Relaxed),
+            loaded: self.compiler.loaded.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The directory of this engine's compiled artifacts, if kept on disk.
+    pub fn compiled_cache_dir(&self) -> Option<&Path> {
+        self.compiler.disk.as_ref().map(CompileCache::dir)
+    }
+
     /// Forgets a prepared module (when no pod uses it any more).
     pub fn forget(&self, digest: &str) {
         self.lock_modules().remove(digest);
     }
 
-    fn lock_modules(&self) -> std::sync::MutexGuard<'_, HashMap<String, InstancePre<Host>>> {
+    fn lock_modules(&self) -> std::sync::MutexGuard<'_, HashMap<String, Prepared>> {
         match self.modules.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         }
     }
 
-    fn cached(&self, digest: &str) -> Option<InstancePre<Host>> {
+    fn cached(&self, digest: &str) -> Option<Prepared> {
         self.lock_modules().get(digest).cloned()
     }
 }
@@ -261,19 +448,9 @@ impl WasmtimeSandbox {
 fn build_engine(config: &SandboxConfig) -> Result<(Engine, bool), SandboxError> {
     let mut base = Config::new();
     base.epoch_interruption(true);
-    // The build carries no garbage collector; WASI preview1 commands do not
-    // need the GC-based proposals.
+    // The build carries no garbage collector; WASI commands do not need the
+    // GC-based proposals.
     base.gc_support(false);
-    if let Some(dir) = &config.cache_dir {
-        let mut cache_config = CacheConfig::new();
-        cache_config.with_directory(dir);
-        match Cache::new(cache_config) {
-            Ok(cache) => {
-                base.cache(Some(cache));
-            }
-            Err(e) => tracing::warn!(error = %e, "compilation cache disabled"),
-        }
-    }
     if config.pooling {
         let mut pool = PoolingAllocationConfig::new();
         let n = config.max_instances.max(1);
@@ -297,6 +474,98 @@ fn build_engine(config: &SandboxConfig) -> Result<(Engine, bool), SandboxError> 
     Ok((engine, false))
 }
 
+impl Compiler {
+    /// Loads `bytes`' compiled code from disk or compiles it, then checks
+    /// that it is a WASI command this node can link.
+    fn prepare(&self, bytes: &[u8]) -> Result<Prepared, SandboxError> {
+        let kind = diagnose::kind(bytes).map_err(SandboxError::InvalidModule)?;
+        // Machine code on disk is looked up by what was hashed here, not by
+        // the digest the caller names, so it always belongs to these bytes.
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+        let digest = digest.as_str();
+        let loaded = self
+            .disk
+            .as_ref()
+            .and_then(|disk| disk.load(&self.engine, digest))
+            .filter(|artifact| {
+                matches!(
+                    (artifact, kind),
+                    (Artifact::Module(_), Kind::Module) | (Artifact::Component(_), Kind::Component)
+                )
+            });
+        let artifact = match loaded {
+            Some(artifact) => {
+                self.loaded.fetch_add(1, Ordering::Relaxed);
+                artifact
+            }
+            None => self.compile(digest, kind, bytes)?,
+        };
+        match artifact {
+            Artifact::Module(module) => self.prepare_module(&module),
+            Artifact::Component(component) => self.prepare_component(&component),
+        }
+    }
+
+    fn compile(&self, digest: &str, kind: Kind, bytes: &[u8]) -> Result<Artifact, SandboxError> {
+        let failed =
+            |e: wasmtime::Error| SandboxError::InvalidModule(diagnose::compile_failed(kind, &e));
+        let (artifact, serialized) = match kind {
+            Kind::Module => {
+                let module = Module::from_binary(&self.engine, bytes).map_err(failed)?;
+                let serialized = module.serialize();
+                (Artifact::Module(module), serialized)
+            }
+            Kind::Component => {
+                let component = Component::from_binary(&self.engine, bytes).map_err(failed)?;
+                let serialized = component.serialize();
+                (Artifact::Component(component), serialized)
+            }
+        };
+        self.compiled.fetch_add(1, Ordering::Relaxed);
+        if let Some(disk) = &self.disk {
+            // The cache only saves time: failing to fill it is not an error.
+            let stored = serialized
+                .map_err(|e| std::io::Error::other(format!("{e:#}")))
+                .and_then(|bytes| disk.store(digest, &bytes));
+            if let Err(e) = stored {
+                tracing::warn!(digest, error = %e, "keeping compiled code on disk failed");
+            }
+        }
+        Ok(artifact)
+    }
+
+    fn prepare_module(&self, module: &Module) -> Result<Prepared, SandboxError> {
+        if let Some(why) = diagnose::module_not_command(module) {
+            return Err(SandboxError::InvalidModule(why));
+        }
+        let pre = self.linker.instantiate_pre(module).map_err(|e| {
+            SandboxError::InvalidModule(diagnose::module_imports(module, &self.provided, &e))
+        })?;
+        Ok(Prepared::Module(pre))
+    }
+
+    fn prepare_component(&self, component: &Component) -> Result<Prepared, SandboxError> {
+        if let Some(why) = diagnose::component_not_command(&self.engine, component) {
+            return Err(SandboxError::InvalidModule(why));
+        }
+        let pre = self
+            .component_linker
+            .instantiate_pre(component)
+            .map_err(|e| {
+                SandboxError::InvalidModule(diagnose::component_imports(
+                    &self.engine,
+                    component,
+                    &self.component_linker,
+                    &e,
+                ))
+            })?;
+        let command = CommandPre::new(pre).map_err(|e| {
+            SandboxError::InvalidModule(diagnose::run_mismatch(&self.engine, component, &e))
+        })?;
+        Ok(Prepared::Component(command))
+    }
+}
+
 #[async_trait::async_trait]
 impl Sandbox for WasmtimeSandbox {
     async fn prepare(&self, digest: &str, path: &Path) -> Result<(), SandboxError> {
@@ -310,26 +579,25 @@ impl Sandbox for WasmtimeSandbox {
         let bytes = tokio::fs::read(path)
             .await
             .map_err(|e| SandboxError::Start(format!("reading module {digest}: {e}")))?;
-        let engine = self.engine.clone();
-        let linker = self.linker.clone();
-        let pre = tokio::task::spawn_blocking(move || compile(&engine, &linker, &bytes))
+        let compiler = self.compiler.clone();
+        let prepared = tokio::task::spawn_blocking(move || compiler.prepare(&bytes))
             .await
             .map_err(|e| SandboxError::Start(format!("compiling: {e}")))??;
         let mut modules = self.lock_modules();
         // Bounded: running instances hold their own reference, so evicting
-        // only costs a recompile (from wasmtime's cache) for the next start.
+        // only costs a load from the on-disk cache for the next start.
         if modules.len() >= MAX_PREPARED
             && let Some(victim) = modules.keys().next().cloned()
         {
             modules.remove(&victim);
         }
-        modules.insert(digest.to_string(), pre);
+        modules.insert(digest.to_string(), prepared);
         Ok(())
     }
 
     async fn run(&self, run: ContainerRun) -> Result<ExitStatus, SandboxError> {
-        let pre = match self.cached(&run.digest) {
-            Some(pre) => pre,
+        let prepared = match self.cached(&run.digest) {
+            Some(prepared) => prepared,
             None => {
                 self.prepare(&run.digest, &run.module_path).await?;
                 self.cached(&run.digest).ok_or_else(|| {
@@ -337,57 +605,39 @@ impl Sandbox for WasmtimeSandbox {
                 })?
             }
         };
-        let mut builder = WasiCtxBuilder::new();
-        builder
-            .args(&run.argv)
-            .envs(&run.env)
-            .stdout(run.stdout)
-            .stderr(run.stderr);
-        for p in &run.preopens {
-            let perms = if p.read_only {
-                FsPerms::ReadOnly
-            } else {
-                FsPerms::ReadWrite
-            };
-            builder
-                .preopened_dir(&p.host, &p.guest, perms)
-                .map_err(|e| {
-                    SandboxError::Start(format!(
-                        "mounting {} at {}: {e}",
-                        p.host.display(),
-                        p.guest
-                    ))
-                })?;
-        }
-        let limit = run.memory_limit.min(MAX_INSTANCE_MEMORY);
-        let mut store = Store::new(
-            &self.engine,
-            Host {
-                wasi: builder.build_p1(),
-                limits: MemoryLimit {
-                    limit: usize::try_from(limit).unwrap_or(usize::MAX),
-                    exceeded: false,
-                },
-            },
-        );
-        store.limiter(|h| &mut h.limits);
-        // Every tick a running guest yields to tokio, so a busy loop shares
-        // its worker thread and can be interrupted at the next tick.
-        match run.cpu_limit_millis.filter(|m| *m < 1000) {
-            Some(millis) => throttle(&mut store, millis),
-            None => store.epoch_deadline_async_yield_and_update(1),
-        }
-
-        let stop = run.stop.clone();
-        let outcome = tokio::select! {
-            biased;
-            () = stop.cancelled() => None,
-            r = run_instance(&pre, &mut store) => Some(r),
+        let mut builder = wasi_builder(&run)?;
+        let limits = MemoryLimit::new(run.memory_limit, run.usage.clone());
+        let engine = &self.compiler.engine;
+        // Each arm owns its store; it is dropped at the end of the arm, which
+        // frees the instance (its pool slot, memory and open files) before
+        // the run is reported over.
+        let (outcome, oom) = match prepared {
+            Prepared::Module(pre) => {
+                let host = Host {
+                    wasi: builder.build_p1(),
+                    limits,
+                };
+                let mut store = new_store(engine, host, run.cpu_limit_millis);
+                let outcome = drive(&run, run_module(&pre, &mut store)).await;
+                (outcome, store.data().limits.exceeded)
+            }
+            Prepared::Component(pre) => {
+                let host = Host {
+                    wasi: P2 {
+                        ctx: builder.build(),
+                        table: ResourceTable::new(),
+                    },
+                    limits,
+                };
+                let mut store = new_store(engine, host, run.cpu_limit_millis);
+                let outcome = drive(&run, run_component(&pre, &mut store)).await;
+                (outcome, store.data().limits.exceeded)
+            }
         };
-        let oom = store.data().limits.exceeded;
+        run.usage.memory_bytes.store(0, Ordering::Relaxed);
         let status = match outcome {
             None => ExitStatus::Killed,
-            Some(Ok(())) => ExitStatus::Exited(0),
+            Some(Ok(code)) => ExitStatus::Exited(code),
             Some(Err(RunError::Instantiate(_))) if oom => ExitStatus::OutOfMemory,
             Some(Err(RunError::Instantiate(e))) => return Err(SandboxError::Start(e)),
             Some(Err(RunError::Guest(e))) => classify(&e, oom),
@@ -397,12 +647,89 @@ impl Sandbox for WasmtimeSandbox {
     }
 }
 
+/// The WASI context every container gets, whatever its binary's kind.
+fn wasi_builder(run: &ContainerRun) -> Result<WasiCtxBuilder, SandboxError> {
+    let mut builder = WasiCtxBuilder::new();
+    builder
+        .args(&run.argv)
+        .envs(&run.env)
+        .stdout(run.stdout.clone())
+        .stderr(run.stderr.clone());
+    for p in &run.preopens {
+        let perms = if p.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        builder
+            .preopened_dir(&p.host, &p.guest, perms)
+            .map_err(|e| {
+                SandboxError::Start(format!("mounting {} at {}: {e}", p.host.display(), p.guest))
+            })?;
+    }
+    Ok(builder)
+}
+
+/// A store that always carries the memory limiter and an epoch deadline.
+fn new_store<W: Send + 'static>(
+    engine: &Engine,
+    host: Host<W>,
+    cpu_limit_millis: Option<u64>,
+) -> Store<Host<W>> {
+    let mut store = Store::new(engine, host);
+    store.limiter(|h| &mut h.limits);
+    // Every tick a running guest yields to tokio, so a busy loop shares
+    // its worker thread and can be interrupted at the next tick.
+    match cpu_limit_millis.filter(|m| *m < 1000) {
+        Some(millis) => throttle(&mut store, millis),
+        None => store.epoch_deadline_async_yield_and_update(1),
+    }
+    store
+}
+
+/// Runs an instance's future until it ends or the container is stopped
+/// (`None`), counting the time spent polling it as the guest's CPU time.
+async fn drive<F>(run: &ContainerRun, instance: F) -> Option<F::Output>
+where
+    F: Future,
+{
+    let timed = Timed {
+        inner: Box::pin(instance),
+        usage: run.usage.clone(),
+    };
+    tokio::select! {
+        biased;
+        () = run.stop.cancelled() => None,
+        r = timed => Some(r),
+    }
+}
+
+/// Adds the time spent in each poll of `inner` to `usage.cpu_nanos`. The
+/// guest only executes inside these polls (wasmtime runs it on a fiber the
+/// poll resumes); throttling pauses and waits for I/O happen between them.
+struct Timed<F> {
+    inner: Pin<Box<F>>,
+    usage: Arc<Usage>,
+}
+
+impl<F: Future> Future for Timed<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let began = Instant::now();
+        let polled = self.inner.as_mut().poll(cx);
+        let spent = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.usage.cpu_nanos.fetch_add(spent, Ordering::Relaxed);
+        polled
+    }
+}
+
 /// Enforces a CPU limit below one core by time slicing: after each slice
 /// the guest ran, it sleeps long enough that its share of wall time stays
 /// `millis / 1000` (like a CFS quota, one tick as the period).
-fn throttle(store: &mut Store<Host>, millis: u64) {
+fn throttle<T: 'static>(store: &mut Store<T>, millis: u64) {
     let millis = millis.max(1);
-    let resumed = Arc::new(Mutex::new(std::time::Instant::now()));
+    let resumed = Arc::new(Mutex::new(Instant::now()));
     store.epoch_deadline_callback(move |_| {
         let ran = match resumed.lock() {
             Ok(t) => t.elapsed(),
@@ -418,7 +745,7 @@ fn throttle(store: &mut Store<Host>, millis: u64) {
             1,
             Box::pin(async move {
                 tokio::time::sleep(pause).await;
-                let now = std::time::Instant::now();
+                let now = Instant::now();
                 match resumed.lock() {
                     Ok(mut t) => *t = now,
                     Err(poisoned) => *poisoned.into_inner() = now,
@@ -433,7 +760,11 @@ enum RunError {
     Guest(wasmtime::Error),
 }
 
-async fn run_instance(pre: &InstancePre<Host>, store: &mut Store<Host>) -> Result<(), RunError> {
+/// Instantiates a core module and calls `_start`; its exit code.
+async fn run_module(
+    pre: &InstancePre<Host<WasiP1Ctx>>,
+    store: &mut Store<Host<WasiP1Ctx>>,
+) -> Result<i32, RunError> {
     let instance = pre
         .instantiate_async(&mut *store)
         .await
@@ -444,7 +775,26 @@ async fn run_instance(pre: &InstancePre<Host>, store: &mut Store<Host>) -> Resul
     start
         .call_async(&mut *store, ())
         .await
-        .map_err(RunError::Guest)
+        .map_err(RunError::Guest)?;
+    Ok(0)
+}
+
+/// Instantiates a component and calls `wasi:cli/run`; its exit code (`err`
+/// is 1, as in wasmtime's own command runner).
+async fn run_component(
+    pre: &CommandPre<Host<P2>>,
+    store: &mut Store<Host<P2>>,
+) -> Result<i32, RunError> {
+    let command = pre
+        .instantiate_async(&mut *store)
+        .await
+        .map_err(|e| RunError::Instantiate(format!("{e:#}")))?;
+    let ran = command
+        .wasi_cli_run()
+        .call_run(&mut *store)
+        .await
+        .map_err(RunError::Guest)?;
+    Ok(if ran.is_ok() { 0 } else { 1 })
 }
 
 fn classify(e: &wasmtime::Error, oom: bool) -> ExitStatus {
@@ -460,26 +810,6 @@ fn classify(e: &wasmtime::Error, oom: bool) -> ExitStatus {
     ExitStatus::Trapped(format!("{e:#}"))
 }
 
-fn compile(
-    engine: &Engine,
-    linker: &Linker<Host>,
-    bytes: &[u8],
-) -> Result<InstancePre<Host>, SandboxError> {
-    let module = Module::new(engine, bytes)
-        .map_err(|e| SandboxError::InvalidModule(format!("invalid wasm module: {e:#}")))?;
-    let has_start = module
-        .exports()
-        .any(|e| e.name() == "_start" && e.ty().func().is_some());
-    if !has_start {
-        return Err(SandboxError::InvalidModule(
-            "module has no _start export: not a WASI command".into(),
-        ));
-    }
-    linker
-        .instantiate_pre(&module)
-        .map_err(|e| SandboxError::InvalidModule(format!("cannot link module: {e:#}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,27 +822,52 @@ mod tests {
     }
 
     fn fixture() -> anyhow::Result<Fixture> {
-        let dir = tempfile::tempdir()?;
-        let sandbox = WasmtimeSandbox::new(&SandboxConfig {
-            cache_dir: None,
+        fixture_with(SandboxConfig {
             max_instances: 8,
-            pooling: true,
-            epoch_tick: Duration::from_millis(10),
-        })?;
+            ..SandboxConfig::default()
+        })
+    }
+
+    fn fixture_with(config: SandboxConfig) -> anyhow::Result<Fixture> {
+        let dir = tempfile::tempdir()?;
+        let sandbox = WasmtimeSandbox::new(&config)?;
         Ok(Fixture {
             dir,
             sandbox: Arc::new(sandbox),
         })
     }
 
+    fn digest_of(bytes: &[u8]) -> String {
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+    }
+
     impl Fixture {
         async fn module(&self, wat: &str) -> anyhow::Result<String> {
             let bytes = wat::parse_str(wat)?;
-            let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)));
+            self.prepare(&bytes).await
+        }
+
+        async fn prepare(&self, bytes: &[u8]) -> anyhow::Result<String> {
+            let digest = digest_of(bytes);
             let path = self.dir.path().join(digest.replace(':', "-"));
-            tokio::fs::write(&path, &bytes).await?;
+            tokio::fs::write(&path, bytes).await?;
             self.sandbox.prepare(&digest, &path).await?;
             Ok(digest)
+        }
+
+        /// The message `bytes` are refused with.
+        async fn refused(&self, bytes: &[u8]) -> anyhow::Result<String> {
+            let digest = digest_of(bytes);
+            let path = self.dir.path().join(digest.replace(':', "-"));
+            tokio::fs::write(&path, bytes).await?;
+            match self.sandbox.prepare(&digest, &path).await {
+                Err(SandboxError::InvalidModule(m)) => Ok(m),
+                other => anyhow::bail!("expected InvalidModule, got {other:?}"),
+            }
+        }
+
+        async fn refused_wat(&self, wat: &str) -> anyhow::Result<String> {
+            self.refused(&wat::parse_str(wat)?).await
         }
 
         async fn run(
@@ -522,6 +877,19 @@ mod tests {
             env: &[(&str, &str)],
             memory_limit: u64,
             stop: CancellationToken,
+        ) -> anyhow::Result<(ExitStatus, String)> {
+            self.run_with_usage(digest, argv, env, memory_limit, stop, Arc::default())
+                .await
+        }
+
+        async fn run_with_usage(
+            &self,
+            digest: &str,
+            argv: &[&str],
+            env: &[(&str, &str)],
+            memory_limit: u64,
+            stop: CancellationToken,
+            usage: Arc<Usage>,
         ) -> anyhow::Result<(ExitStatus, String)> {
             static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
             let n = RUNS.fetch_add(1, Ordering::Relaxed);
@@ -544,7 +912,7 @@ mod tests {
                     stdout: log.stdout(),
                     stderr: log.stderr(),
                     stop,
-                    usage: Arc::default(),
+                    usage,
                 })
                 .await?;
             log.finish().await?;
@@ -803,6 +1171,630 @@ mod tests {
             stop.cancel();
             assert_eq!(task.await??, ExitStatus::Killed);
         }
+        Ok(())
+    }
+
+    /// The WASI 0.2 types a printing component imports: wasi:io's error
+    /// and output-stream resources, stdout, and the environment.
+    const P2_IMPORTS: &str = r#"
+      (type $error-i (instance (export "error" (type (sub resource)))))
+      (import "wasi:io/error@0.2.0" (instance $error (type $error-i)))
+      (alias export $error "error" (type $error-t))
+      (type $streams-i (instance
+        (alias outer 1 $error-t (type $e))
+        (export "error" (type $err (eq $e)))
+        (export "output-stream" (type $os (sub resource)))
+        (type $own-err (own $err))
+        (type $stream-error (variant (case "last-operation-failed" $own-err) (case "closed")))
+        (export "stream-error" (type $se (eq $stream-error)))
+        (type $borrow-os (borrow $os))
+        (export "[method]output-stream.blocking-write-and-flush"
+          (func (param "self" $borrow-os) (param "contents" (list u8)) (result (result (error $se)))))))
+      (import "wasi:io/streams@0.2.0" (instance $streams (type $streams-i)))
+      (alias export $streams "output-stream" (type $os-t))
+      (type $stdout-i (instance
+        (alias outer 1 $os-t (type $o))
+        (export "output-stream" (type $os (eq $o)))
+        (type $own-os (own $os))
+        (export "get-stdout" (func (result $own-os)))))
+      (import "wasi:cli/stdout@0.2.0" (instance $stdout (type $stdout-i)))
+      (type $env-i (instance
+        (export "get-environment" (func (result (list (tuple string string)))))
+        (export "get-arguments" (func (result (list string))))))
+      (import "wasi:cli/environment@0.2.0" (instance $env (type $env-i)))
+      (type $exit-i (instance
+        (export "exit" (func (param "status" (result))))
+        (export "exit-with-code" (func (param "status-code" u8)))))
+      (import "wasi:cli/exit@0.2.12" (instance $exit (type $exit-i)))
+
+      ;; Memory and a bump allocator live in a module of their own, so the
+      ;; lowered imports can use them before the main module exists.
+      (core module $Mem
+        (memory (export "memory") 1)
+        (global $next (mut i32) (i32.const 4096))
+        (func (export "realloc") (param i32 i32 i32 i32) (result i32) (local $p i32)
+          (local.set $p (i32.and
+            (i32.add (global.get $next) (i32.sub (local.get 2) (i32.const 1)))
+            (i32.sub (i32.const 0) (local.get 2))))
+          (global.set $next (i32.add (local.get $p) (local.get 3)))
+          (local.get $p)))
+      (core instance $mem (instantiate $Mem))
+      (alias core export $mem "memory" (core memory $memory))
+      (alias core export $mem "realloc" (core func $realloc))
+      (core func $write (canon lower
+        (func $streams "[method]output-stream.blocking-write-and-flush") (memory $memory)))
+      (core func $get-stdout (canon lower (func $stdout "get-stdout")))
+      (core func $get-args (canon lower (func $env "get-arguments") (memory $memory) (realloc $realloc) string-encoding=utf8))
+      (core func $get-env (canon lower (func $env "get-environment") (memory $memory) (realloc $realloc) string-encoding=utf8))
+      (core func $exit (canon lower (func $exit "exit")))
+      (core func $exit-with-code (canon lower (func $exit "exit-with-code")))
+      (core instance $host
+        (export "write" (func $write))
+        (export "get-stdout" (func $get-stdout))
+        (export "get-args" (func $get-args))
+        (export "get-env" (func $get-env))
+        (export "exit" (func $exit))
+        (export "exit-with-code" (func $exit-with-code)))
+    "#;
+
+    /// A WASI 0.2 command: prints argv[1] and the first environment entry
+    /// (like [`HELLO`]), then ends as `argv[2]` says: `ok`, `err` (run
+    /// returns an error), `exit` (wasi:cli/exit with an error), `code`
+    /// (wasi:cli/exit-with-code 7) or `trap`.
+    fn hello_component() -> String {
+        format!(
+            r#"(component
+              {P2_IMPORTS}
+              (core module $Main
+                (import "mem" "memory" (memory 1))
+                (import "host" "write" (func $write (param i32 i32 i32 i32)))
+                (import "host" "get-stdout" (func $get_stdout (result i32)))
+                (import "host" "get-args" (func $get_args (param i32)))
+                (import "host" "get-env" (func $get_env (param i32)))
+                (import "host" "exit" (func $exit (param i32)))
+                (import "host" "exit-with-code" (func $exit_with_code (param i32)))
+                (data (i32.const 900) "\n=")
+                (global $out (mut i32) (i32.const 0))
+                (func $print (param $p i32) (param $n i32)
+                  (call $write (global.get $out) (local.get $p) (local.get $n) (i32.const 16)))
+                (func $is (param $p i32) (param $n i32) (param $c i32) (result i32)
+                  (i32.and (i32.eq (local.get $n) (i32.const 1))
+                           (i32.eq (i32.load8_u (local.get $p)) (local.get $c))))
+                (func (export "run") (result i32) (local $args i32) (local $env i32) (local $mode i32) (local $len i32)
+                  (global.set $out (call $get_stdout))
+                  ;; list<string> at 32: (ptr, len); each string (ptr, len)
+                  (call $get_args (i32.const 32))
+                  (local.set $args (i32.load (i32.const 32)))
+                  (call $print (i32.load offset=8 (local.get $args)) (i32.load offset=12 (local.get $args)))
+                  (call $print (i32.const 900) (i32.const 1))
+                  ;; list<tuple<string, string>> at 40: each entry (kp, kl, vp, vl)
+                  (call $get_env (i32.const 40))
+                  (local.set $env (i32.load (i32.const 40)))
+                  (call $print (i32.load (local.get $env)) (i32.load offset=4 (local.get $env)))
+                  (call $print (i32.const 901) (i32.const 1))
+                  (call $print (i32.load offset=8 (local.get $env)) (i32.load offset=12 (local.get $env)))
+                  (call $print (i32.const 900) (i32.const 1))
+                  ;; argv[2]'s first letter picks the ending
+                  (local.set $mode (i32.load8_u (i32.load offset=16 (local.get $args))))
+                  (if (i32.eq (local.get $mode) (i32.const 0x65))
+                    (then (if (i32.eq (i32.load8_u offset=1 (i32.load offset=16 (local.get $args))) (i32.const 0x78))
+                      (then (call $exit (i32.const 1)))
+                      (else (return (i32.const 1))))))
+                  (if (i32.eq (local.get $mode) (i32.const 0x74)) (then unreachable))
+                  (if (i32.eq (local.get $mode) (i32.const 0x63)) (then (call $exit_with_code (i32.const 7))))
+                  (i32.const 0)))
+              (core instance $main (instantiate $Main
+                (with "mem" (instance $mem))
+                (with "host" (instance $host))))
+              (func $run (result (result)) (canon lift (core func $main "run")))
+              (instance $run-i (export "run" (func $run)))
+              (export "wasi:cli/run@0.2.0" (instance $run-i)))"#
+        )
+    }
+
+    #[tokio::test]
+    async fn a_component_runs_as_a_wasi_command() -> anyhow::Result<()> {
+        let f = fixture()?;
+        let digest = f.prepare(&wat::parse_str(hello_component())?).await?;
+        let run = async |mode: &str| {
+            f.run(
+                &digest,
+                &["hello", "world", mode],
+                &[("GREETING", "hi")],
+                DEFAULT_MEMORY_LIMIT,
+                CancellationToken::new(),
+            )
+            .await
+        };
+        let (status, out) = run("ok").await?;
+        assert_eq!(status, ExitStatus::Exited(0));
+        assert_eq!(out, "world\nGREETING=hi\n");
+        // `run` returning an error is exit code 1, like wasmtime's runner.
+        let (status, out) = run("err").await?;
+        assert_eq!(status, ExitStatus::Exited(1));
+        assert_eq!(out, "world\nGREETING=hi\n");
+        // So is wasi:cli/exit with an error.
+        let (status, _) = run("exit").await?;
+        assert_eq!(status, ExitStatus::Exited(1));
+        let (status, _) = run("code").await?;
+        assert_eq!(status, ExitStatus::Exited(7));
+        let (status, _) = run("trap").await?;
+        let ExitStatus::Trapped(msg) = status else {
+            anyhow::bail!("expected a trap, got {status:?}");
+        };
+        assert!(msg.contains("unreachable"), "{msg}");
+        Ok(())
+    }
+
+    /// A component whose `run` spins, growing its memory by `pages` first.
+    fn spinning_component(pages: u32) -> String {
+        format!(
+            r#"(component
+              (core module $M
+                (memory (export "memory") 1)
+                (func (export "run") (result i32)
+                  (drop (memory.grow (i32.const {pages})))
+                  (loop $l (br $l))
+                  (i32.const 0)))
+              (core instance $m (instantiate $M))
+              (func $run (result (result)) (canon lift (core func $m "run")))
+              (instance $run-i (export "run" (func $run)))
+              (export "wasi:cli/run@0.2.0" (instance $run-i)))"#
+        )
+    }
+
+    #[tokio::test]
+    async fn components_obey_the_memory_limit_and_the_stop_token() -> anyhow::Result<()> {
+        let f = fixture()?;
+        let digest = f.prepare(&wat::parse_str(spinning_component(200))?).await?;
+        // 201 pages do not fit in 8 MiB.
+        let (status, _) = f
+            .run(&digest, &["x"], &[], 8 << 20, CancellationToken::new())
+            .await?;
+        assert_eq!(status, ExitStatus::OutOfMemory);
+
+        let stop = CancellationToken::new();
+        let usage = Arc::new(Usage::default());
+        let running = f.run_with_usage(&digest, &["x"], &[], 64 << 20, stop.clone(), usage.clone());
+        let watch = async {
+            // Busy and grown: CPU time accrues, memory is what was granted.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while usage.cpu_nanos.load(Ordering::Relaxed) == 0
+                || usage.memory_bytes.load(Ordering::Relaxed) < 201 * 65536
+            {
+                anyhow::ensure!(tokio::time::Instant::now() < deadline, "no usage reported");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(usage.memory_bytes.load(Ordering::Relaxed), 201 * 65536);
+            stop.cancel();
+            Ok(())
+        };
+        let (ran, watched) = tokio::join!(running, watch);
+        watched?;
+        assert_eq!(ran?.0, ExitStatus::Killed);
+        assert_eq!(
+            usage.memory_bytes.load(Ordering::Relaxed),
+            0,
+            "a finished run holds no memory"
+        );
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn usage_counts_memory_and_tables_and_cpu_of_a_module() -> anyhow::Result<()> {
+        const GROWN: &str = r#"
+        (module
+          (memory (export "memory") 2)
+          (table 100 funcref)
+          (func (export "_start")
+            (drop (memory.grow (i32.const 3)))
+            (loop $l (br $l))))
+        "#;
+        let f = fixture()?;
+        let digest = f.module(GROWN).await?;
+        let stop = CancellationToken::new();
+        let usage = Arc::new(Usage::default());
+        let expected = 5 * 65536 + 100 * TABLE_ELEMENT_BYTES;
+        let running = f.run_with_usage(&digest, &["x"], &[], 64 << 20, stop.clone(), usage.clone());
+        let watch = async {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+            while usage.memory_bytes.load(Ordering::Relaxed) != expected
+                || usage.cpu_nanos.load(Ordering::Relaxed) == 0
+            {
+                anyhow::ensure!(
+                    tokio::time::Instant::now() < deadline,
+                    "usage stuck at {:?}",
+                    usage
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let cpu = usage.cpu_nanos.load(Ordering::Relaxed);
+            // Still spinning: the counter keeps growing.
+            while usage.cpu_nanos.load(Ordering::Relaxed) == cpu {
+                anyhow::ensure!(tokio::time::Instant::now() < deadline, "CPU time stopped");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            stop.cancel();
+            Ok(())
+        };
+        let (ran, watched) = tokio::join!(running, watch);
+        watched?;
+        assert_eq!(ran?.0, ExitStatus::Killed);
+        assert_eq!(usage.memory_bytes.load(Ordering::Relaxed), 0);
+        Ok(())
+    }
+
+    /// Tables count against the memory limit too.
+    #[tokio::test]
+    async fn table_growth_past_the_limit_is_oom() -> anyhow::Result<()> {
+        const TABLES: &str = r#"
+        (module
+          (memory (export "memory") 1)
+          (table $t 10 funcref)
+          (func (export "_start")
+            (loop $l
+              (br_if $l (i32.ne (table.grow $t (ref.null func) (i32.const 10000)) (i32.const -1))))))
+        "#;
+        let f = fixture()?;
+        let digest = f.module(TABLES).await?;
+        // Room for the memory and 5 000 elements (well under the pool's
+        // per-table cap, which would only make table.grow fail).
+        let (status, _) = f
+            .run(
+                &digest,
+                &["x"],
+                &[],
+                65536 + 40_000,
+                CancellationToken::new(),
+            )
+            .await?;
+        assert_eq!(status, ExitStatus::OutOfMemory);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn instances_are_freed_when_runs_end() -> anyhow::Result<()> {
+        // A pool of two instances: any slot kept after a run would make a
+        // later instantiation fail.
+        let f = fixture_with(SandboxConfig {
+            max_instances: 2,
+            ..SandboxConfig::default()
+        })?;
+        let exit = f.module(EXIT3).await?;
+        let spin = f.module(SPIN).await?;
+        let component = f.prepare(&wat::parse_str(spinning_component(1))?).await?;
+        for _ in 0..5 {
+            let (status, _) = f
+                .run(
+                    &exit,
+                    &["x"],
+                    &[],
+                    DEFAULT_MEMORY_LIMIT,
+                    CancellationToken::new(),
+                )
+                .await?;
+            assert_eq!(status, ExitStatus::Exited(3));
+            for digest in [&spin, &component] {
+                let stop = CancellationToken::new();
+                stop.cancel();
+                let (status, _) = f
+                    .run(digest, &["x"], &[], DEFAULT_MEMORY_LIMIT, stop)
+                    .await?;
+                assert_eq!(status, ExitStatus::Killed);
+                // Stopped mid-run, not before it started.
+                let stop = CancellationToken::new();
+                let cancel = stop.clone();
+                let usage = Arc::new(Usage::default());
+                let watched = usage.clone();
+                let killer = tokio::spawn(async move {
+                    while watched.cpu_nanos.load(Ordering::Relaxed) == 0 {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    cancel.cancel();
+                });
+                let (status, _) = tokio::time::timeout(
+                    Duration::from_secs(30),
+                    f.run_with_usage(digest, &["x"], &[], DEFAULT_MEMORY_LIMIT, stop, usage),
+                )
+                .await??;
+                killer.await?;
+                assert_eq!(status, ExitStatus::Killed);
+            }
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn failures_are_explained() -> anyhow::Result<()> {
+        let f = fixture()?;
+
+        let m = f.refused(b"\x7fELF\x02\x01\x01\0\0\0\0\0").await?;
+        assert!(m.contains("is not a WebAssembly binary"), "{m}");
+        assert!(m.contains("a native ELF executable"), "{m}");
+        let m = f.refused(b"#!/bin/sh\necho hello\n").await?;
+        assert!(
+            m.contains("it looks like a script: \"#!/bin/sh\\necho hello\\n\""),
+            "{m}"
+        );
+
+        // A function that returns nothing where it promised an i32.
+        let m = f.refused_wat("(module (func (result i32)))").await?;
+        assert!(
+            m.starts_with("the module is not valid WebAssembly: "),
+            "{m}"
+        );
+        assert!(m.contains("type mismatch"), "{m}");
+        assert!(m.ends_with("(at byte offset 0x18)"), "{m}");
+        // The engine leaves the GC proposal off.
+        let m = f
+            .refused_wat("(module (type (struct)) (func (export \"_start\")))")
+            .await?;
+        assert!(
+            m.starts_with("the module uses a WebAssembly feature this node does not enable: "),
+            "{m}"
+        );
+        let m = f
+            .refused_wat("(component (core module (func (result i32))))")
+            .await?;
+        assert!(
+            m.starts_with("the component is not valid WebAssembly: "),
+            "{m}"
+        );
+
+        let m = f
+            .refused_wat(
+                r#"(module (memory (export "memory") 1)
+                     (func (export "_initialize")) (func (export "add") (param i32 i32) (result i32) local.get 0))"#,
+            )
+            .await?;
+        assert!(m.contains("has no `_start` function"), "{m}");
+        assert!(
+            m.contains("it exports memory (memory), _initialize (func), add (func)"),
+            "{m}"
+        );
+        assert!(m.contains("WASI reactor"), "{m}");
+        let m = f
+            .refused_wat(r#"(module (func (export "_start") (param i32)))"#)
+            .await?;
+        assert!(
+            m.starts_with("the module's `_start` function takes (i32) and returns ()"),
+            "{m}"
+        );
+
+        let m = f
+            .refused_wat(
+                r#"(module
+                  (import "wasi_snapshot_preview1" "fd_write" (func (param i32 i32 i32 i32) (result i32)))
+                  (import "env" "foo" (func))
+                  (import "env" "bar" (global i32))
+                  (import "wasi_snapshot_preview1" "no_such_call" (func))
+                  (func (export "_start")))"#,
+            )
+            .await?;
+        assert_eq!(
+            m,
+            "the module imports things this node does not provide: env::foo (func), \
+             env::bar (global), wasi_snapshot_preview1::no_such_call (func); modules can \
+             import only WASI preview 1 (wasi_snapshot_preview1) (`env` imports are usually \
+             symbols left undefined when the module was linked)"
+        );
+        // A core module of WASI 0.2 imports: half-way to a component.
+        let m = f
+            .refused_wat(
+                r#"(module
+                  (import "wasi:cli/environment@0.2.0" "get-arguments" (func (param i32)))
+                  (func (export "_start")))"#,
+            )
+            .await?;
+        assert!(
+            m.contains("wasi:cli/environment@0.2.0::get-arguments (func)"),
+            "{m}"
+        );
+        assert!(m.contains("turn the module into a component"), "{m}");
+        // Present, but with another type: wasmtime's own words.
+        let m = f
+            .refused_wat(
+                r#"(module
+                  (import "wasi_snapshot_preview1" "fd_write" (func (param i32)))
+                  (func (export "_start")))"#,
+            )
+            .await?;
+        assert!(m.starts_with("the module cannot be linked: "), "{m}");
+        assert!(m.contains("fd_write"), "{m}");
+
+        let m = f
+            .refused_wat(
+                r#"(component
+                  (import "wasi:io/error@0.2.0" (instance (export "error" (type (sub resource)))))
+                  (import "my:pkg/thing@1.0.0" (instance (export "go" (func))))
+                  (import "wasi:http/outgoing-handler@0.2.0" (instance (export "handle" (func))))
+                  (import "wasi:cli/environment@0.2.0" (instance
+                    (export "get-arguments" (func (result (list string))))
+                    (export "get-shell" (func (result string)))))
+                  (import "hello" (func))
+                  (core module $m (func (export "run") (result i32) i32.const 0))
+                  (core instance $i (instantiate $m))
+                  (func $run (result (result)) (canon lift (core func $i "run")))
+                  (instance $run-i (export "run" (func $run)))
+                  (export "wasi:cli/run@0.2.0" (instance $run-i)))"#,
+            )
+            .await?;
+        assert_eq!(
+            m,
+            "the component imports things this node does not provide: \
+             my:pkg/thing@1.0.0 (instance), wasi:http/outgoing-handler@0.2.0 (instance), \
+             wasi:cli/environment@0.2.0#get-shell (func), hello (func); components can import WASI 0.2 (wasi:cli, wasi:clocks, \
+             wasi:filesystem, wasi:io, wasi:random, wasi:sockets)"
+        );
+
+        let m = f
+            .refused_wat(
+                r#"(component
+                  (core module $m (func (export "handle")))
+                  (core instance $i (instantiate $m))
+                  (func $handle (canon lift (core func $i "handle")))
+                  (instance $h (export "handle" (func $handle)))
+                  (export "wasi:http/incoming-handler@0.2.0" (instance $h)))"#,
+            )
+            .await?;
+        assert_eq!(
+            m,
+            "the component is a wasi:http component (it exports \
+             wasi:http/incoming-handler@0.2.0, not wasi:cli/run); serve it as an HTTP \
+             workload instead of running it as a command"
+        );
+        let m = f
+            .refused_wat(
+                r#"(component
+                  (core module $m (func (export "hello")))
+                  (core instance $i (instantiate $m))
+                  (func $hello (canon lift (core func $i "hello")))
+                  (export "hello" (func $hello)))"#,
+            )
+            .await?;
+        assert!(
+            m.starts_with(
+                "the component does not export wasi:cli/run, so it has nothing to run \
+                 (it exports hello (func))"
+            ),
+            "{m}"
+        );
+        // A newer run interface than this node's.
+        let m = f
+            .refused_wat(
+                r#"(component
+                  (core module $m (func (export "run") (result i32) i32.const 0))
+                  (core instance $i (instantiate $m))
+                  (func $run (result (result)) (canon lift (core func $i "run")))
+                  (instance $run-i (export "run" (func $run)))
+                  (export "wasi:cli/run@0.3.0" (instance $run-i)))"#,
+            )
+            .await?;
+        assert!(
+            m.starts_with(
+                "the component exports wasi:cli/run@0.3.0, but this node runs WASI 0.2 \
+                 commands (wasi:cli/run@0.2.x): "
+            ),
+            "{m}"
+        );
+
+        // Compiled, but more than the instance pool allows.
+        if f.sandbox.is_pooled() {
+            let m = f
+                .refused_wat(r#"(module (table 100000 funcref) (func (export "_start")))"#)
+                .await?;
+            assert!(m.starts_with("compiling the module failed: "), "{m}");
+        }
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_second_sandbox_on_the_same_dir_loads_instead_of_compiling() -> anyhow::Result<()> {
+        let cache = tempfile::tempdir()?;
+        let config = SandboxConfig {
+            max_instances: 4,
+            compiled_cache_dir: Some(cache.path().to_path_buf()),
+            ..SandboxConfig::default()
+        };
+        let module = wat::parse_str(EXIT3)?;
+        let component = wat::parse_str(hello_component())?;
+
+        let first = fixture_with(config.clone())?;
+        first.prepare(&module).await?;
+        first.prepare(&component).await?;
+        assert_eq!(
+            first.sandbox.compile_stats(),
+            CompileStats {
+                compiled: 2,
+                loaded: 0
+            }
+        );
+        drop(first);
+
+        let second = fixture_with(config)?;
+        let digest = second.prepare(&module).await?;
+        let hello = second.prepare(&component).await?;
+        assert_eq!(
+            second.sandbox.compile_stats(),
+            CompileStats {
+                compiled: 0,
+                loaded: 2
+            }
+        );
+        // What was loaded runs.
+        let (status, _) = second
+            .run(
+                &digest,
+                &["x"],
+                &[],
+                DEFAULT_MEMORY_LIMIT,
+                CancellationToken::new(),
+            )
+            .await?;
+        assert_eq!(status, ExitStatus::Exited(3));
+        let (status, out) = second
+            .run(
+                &hello,
+                &["x", "loaded", "ok"],
+                &[("A", "b")],
+                DEFAULT_MEMORY_LIMIT,
+                CancellationToken::new(),
+            )
+            .await?;
+        assert_eq!(status, ExitStatus::Exited(0));
+        assert_eq!(out, "loaded\nA=b\n");
+
+        // A refused binary is refused again, from the cache too.
+        let nostart = wat::parse_str(r#"(module (func (export "main")))"#)?;
+        let m = second.refused(&nostart).await?;
+        let third = fixture_with(SandboxConfig {
+            compiled_cache_dir: Some(cache.path().to_path_buf()),
+            ..SandboxConfig::default()
+        })?;
+        assert_eq!(third.refused(&nostart).await?, m);
+        assert_eq!(third.sandbox.compile_stats().loaded, 1);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_compiled_cache_stays_under_its_cap() -> anyhow::Result<()> {
+        let cache = tempfile::tempdir()?;
+        let probe = fixture_with(SandboxConfig {
+            compiled_cache_dir: Some(cache.path().to_path_buf()),
+            ..SandboxConfig::default()
+        })?;
+        probe.prepare(&wat::parse_str(EXIT3)?).await?;
+        let one = crate::compile_cache::CompileCache::open(
+            cache.path(),
+            &probe.sandbox.compiler.engine,
+            u64::MAX,
+        )?
+        .size();
+        drop(probe);
+
+        // Room for about three artifacts of that size.
+        let cap = one * 3 + one / 2;
+        let f = fixture_with(SandboxConfig {
+            compiled_cache_dir: Some(cache.path().to_path_buf()),
+            compiled_cache_max_bytes: cap,
+            ..SandboxConfig::default()
+        })?;
+        let dir = f.sandbox.compiled_cache_dir().map(Path::to_path_buf);
+        let Some(dir) = dir else {
+            anyhow::bail!("no cache directory");
+        };
+        for code in 0..8 {
+            let wat = EXIT3.replace("i32.const 3", &format!("i32.const {code}"));
+            f.module(&wat).await?;
+            let total: u64 = std::fs::read_dir(&dir)?
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum();
+            assert!(total <= cap, "{total} bytes cached, cap {cap}");
+        }
+        let files = std::fs::read_dir(&dir)?.count();
+        assert!((1..=3).contains(&files), "{files} artifacts kept");
         Ok(())
     }
 }

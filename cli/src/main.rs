@@ -1,8 +1,10 @@
 //! `wasmkube`: the one binary. It parses flags and calls the crates' `run`
 //! functions; all behaviour lives in the library crates.
 
+mod flags;
 mod kubeconfig;
 mod modules;
+mod push;
 mod server;
 
 use std::net::IpAddr;
@@ -60,19 +62,28 @@ enum Command {
         kubectl get nodes")]
     Server(ServerArgs),
 
-    /// Upload a wasm module to the cluster's module store as NAME:TAG.
+    /// Upload a wasm module to the cluster's module store as NAME:TAG, or
+    /// to an OCI registry as REGISTRY/NAME:TAG.
     ///
-    /// Pods then run it with `image: NAME:TAG`. The cluster is found like
-    /// kubectl finds it: --kubeconfig, else KUBECONFIG, else ~/.kube/config.
-    /// The server validates the module; the digest it stored is printed and
-    /// checked against the file.
-    #[command(after_long_help = "Example:\n  \
+    /// Pods then run it with `image: NAME:TAG` (or the registry reference).
+    /// The cluster is found like kubectl finds it: --kubeconfig, else
+    /// KUBECONFIG, else ~/.kube/config. The server validates the module; the
+    /// digest it stored is printed and checked against the file.
+    ///
+    /// A reference whose first part is a host (`localhost:5000/hello:v1`,
+    /// `ghcr.io/team/hello:v1`) is pushed to that registry as a wasm OCI
+    /// artifact (an `application/wasm` layer), over plain HTTP for loopback
+    /// registries and HTTPS otherwise; the manifest digest is printed.
+    #[command(after_long_help = "Examples:\n  \
         wasmkube push target/wasm32-wasip1/release/hello.wasm hello:v1\n  \
-        kubectl run hello --image=hello:v1 --restart=Never")]
+        kubectl run hello --image=hello:v1 --restart=Never\n  \
+        wasmkube push hello.wasm 127.0.0.1:5000/hello:v1\n  \
+        echo \"$TOKEN\" | wasmkube push hello.wasm registry.example.com/team/hello:v1 --username me --password-stdin")]
     Push(PushArgs),
 
-    /// List the modules in the cluster's module store.
-    Modules(ClientArgs),
+    /// List the modules in the cluster's module store, or remove tags
+    /// (`wasmkube modules rm NAME:TAG`).
+    Modules(modules::ModulesArgs),
 
     /// Print the wasmkube version.
     Version,
@@ -146,6 +157,49 @@ struct ServerArgs {
     /// Private key of --etcd-certfile.
     #[arg(long, value_name = "FILE", requires = "etcd_certfile")]
     etcd_keyfile: Option<PathBuf>,
+
+    /// The built-in node's first crash-loop back-off (e.g. 1s, 500ms); it
+    /// doubles after each crash up to --max-container-restart-period.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = flags::parse_positive_duration)]
+    container_restart_initial_backoff: std::time::Duration,
+
+    /// The built-in node's longest crash-loop back-off (the kubelet's
+    /// maxContainerRestartPeriod); a container that ran twice this long
+    /// starts over at the first back-off.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = flags::parse_positive_duration)]
+    max_container_restart_period: std::time::Duration,
+
+    /// Size at which a container's log file is rotated (e.g. 10Mi); at most
+    /// twice this is kept per container run.
+    #[arg(long, value_name = "QUANTITY", default_value = "10Mi", value_parser = flags::parse_size)]
+    container_log_max_size: u64,
+
+    /// PEM bundle of extra CAs the built-in node trusts for HTTPS registries
+    /// (registries on loopback are reached over plain HTTP).
+    #[arg(long, value_name = "FILE")]
+    registry_ca: Option<PathBuf>,
+
+    /// Size the built-in node's module cache is kept under (e.g. 2Gi);
+    /// modules no pod uses are evicted least recently used first.
+    #[arg(long, value_name = "QUANTITY", default_value = "2Gi", value_parser = flags::parse_size)]
+    module_cache_max_size: u64,
+
+    /// Size the built-in node's cache of compiled modules is kept under
+    /// (e.g. 512Mi), so restarts load machine code instead of compiling;
+    /// the least recently used are evicted first.
+    #[arg(long, value_name = "QUANTITY", default_value = "1Gi", value_parser = flags::parse_size)]
+    compiled_cache_max_size: u64,
+
+    /// How many image pulls the built-in node runs at once (the kubelet's
+    /// maxParallelImagePulls).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    max_parallel_image_pulls: u16,
+
+    /// A directory below which the built-in node may mount hostPath
+    /// volumes (repeatable; judged after resolving symlinks). Without it
+    /// every hostPath volume is refused.
+    #[arg(long = "allow-host-path", value_name = "DIR")]
+    allow_host_path: Vec<PathBuf>,
 }
 
 impl ServerArgs {
@@ -184,12 +238,16 @@ struct PushArgs {
     /// The compiled module (a WASI preview1 command, `.wasm`).
     file: PathBuf,
 
-    /// Name and tag to store it under, e.g. `hello:v1`.
+    /// Name and tag to store it under, e.g. `hello:v1`, or a registry
+    /// reference, e.g. `127.0.0.1:5000/hello:v1`.
     #[arg(value_name = "NAME:TAG")]
     reference: String,
 
     #[command(flatten)]
     client: ClientArgs,
+
+    #[command(flatten)]
+    registry: push::RegistryArgs,
 }
 
 fn init_logging(level: Option<&str>, format: LogFormat) -> anyhow::Result<()> {
@@ -231,26 +289,8 @@ async fn main() -> std::process::ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Server(args) => server::run(args.into()).await,
-        Command::Push(args) => {
-            let client = kubeconfig::client(
-                args.client.kubeconfig.as_deref(),
-                args.client.context.as_deref(),
-            )
-            .await?;
-            let line = modules::push(&client, &args.file, &args.reference).await?;
-            println!("{line}");
-            Ok(())
-        }
-        Command::Modules(args) => {
-            let client =
-                kubeconfig::client(args.kubeconfig.as_deref(), args.context.as_deref()).await?;
-            let table = modules::list(&client).await?;
-            if table.is_empty() {
-                eprintln!("No modules found.");
-            }
-            print!("{table}");
-            Ok(())
-        }
+        Command::Push(args) => push::run(args).await,
+        Command::Modules(args) => modules::run(args).await,
         Command::Version => {
             println!("wasmkube {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -270,6 +310,16 @@ impl From<ServerArgs> for server::Options {
             node_name: a.node_name,
             no_node: a.no_node,
             kubelet_port: a.kubelet_port,
+            restart_backoff: wasmkube_runtime::status::RestartBackoff::new(
+                a.container_restart_initial_backoff,
+                a.max_container_restart_period,
+            ),
+            container_log_max_size: a.container_log_max_size,
+            registry_ca: a.registry_ca,
+            module_cache_max_size: a.module_cache_max_size,
+            compiled_cache_max_size: a.compiled_cache_max_size,
+            max_parallel_image_pulls: usize::from(a.max_parallel_image_pulls),
+            allow_host_paths: a.allow_host_path,
         }
     }
 }
@@ -388,6 +438,153 @@ mod tests {
     }
 
     #[test]
+    fn kubelet_backoff_and_log_size_flags() -> anyhow::Result<()> {
+        use std::time::Duration;
+        let Command::Server(a) = parse(&["wasmkube", "server"])?.command else {
+            anyhow::bail!("not server");
+        };
+        let o = server::Options::from(a);
+        assert_eq!(
+            o.restart_backoff,
+            wasmkube_runtime::status::RestartBackoff::default()
+        );
+        assert_eq!(
+            o.container_log_max_size,
+            wasmkube_runtime::logs::DEFAULT_MAX_LOG_BYTES
+        );
+        let Command::Server(a) = parse(&[
+            "wasmkube",
+            "server",
+            "--container-restart-initial-backoff",
+            "500ms",
+            "--max-container-restart-period=4s",
+            "--container-log-max-size",
+            "1Mi",
+        ])?
+        .command
+        else {
+            anyhow::bail!("not server");
+        };
+        let o = server::Options::from(a);
+        assert_eq!(o.restart_backoff.initial, Duration::from_millis(500));
+        assert_eq!(o.restart_backoff.max, Duration::from_secs(4));
+        assert_eq!(o.restart_backoff.reset_after, Duration::from_secs(8));
+        assert_eq!(o.container_log_max_size, 1 << 20);
+        for bad in [
+            ["--container-restart-initial-backoff", "0s"],
+            ["--max-container-restart-period", "soon"],
+            ["--container-log-max-size", "big"],
+        ] {
+            let mut args = vec!["wasmkube", "server"];
+            args.extend(bad);
+            assert!(parse(&args).is_err(), "{bad:?} is rejected");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn host_paths_are_allowed_only_by_flag() -> anyhow::Result<()> {
+        let Command::Server(a) = parse(&["wasmkube", "server"])?.command else {
+            anyhow::bail!("not server");
+        };
+        assert!(server::Options::from(a).allow_host_paths.is_empty());
+        let Command::Server(a) = parse(&[
+            "wasmkube",
+            "server",
+            "--allow-host-path",
+            "/srv/data",
+            "--allow-host-path=/var/lib/shared",
+        ])?
+        .command
+        else {
+            anyhow::bail!("not server");
+        };
+        assert_eq!(
+            server::Options::from(a).allow_host_paths,
+            [PathBuf::from("/srv/data"), PathBuf::from("/var/lib/shared")]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn image_pull_flags() -> anyhow::Result<()> {
+        let Command::Server(a) = parse(&["wasmkube", "server"])?.command else {
+            anyhow::bail!("not server");
+        };
+        let o = server::Options::from(a);
+        assert_eq!(o.module_cache_max_size, 2 << 30);
+        assert_eq!(o.max_parallel_image_pulls, 3);
+        assert_eq!(o.registry_ca, None);
+        let Command::Server(a) = parse(&[
+            "wasmkube",
+            "server",
+            "--registry-ca",
+            "/ca.pem",
+            "--module-cache-max-size=512Mi",
+            "--max-parallel-image-pulls",
+            "1",
+        ])?
+        .command
+        else {
+            anyhow::bail!("not server");
+        };
+        let o = server::Options::from(a);
+        assert_eq!(o.registry_ca, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(o.module_cache_max_size, 512 << 20);
+        assert_eq!(o.max_parallel_image_pulls, 1);
+        assert!(parse(&["wasmkube", "server", "--max-parallel-image-pulls", "0"]).is_err());
+        let Command::Push(p) = parse(&[
+            "wasmkube",
+            "push",
+            "m.wasm",
+            "registry.example/m:v1",
+            "--username",
+            "u",
+            "--password",
+            "p",
+            "--plain-http",
+        ])?
+        .command
+        else {
+            anyhow::bail!("not push");
+        };
+        assert_eq!(p.registry.username.as_deref(), Some("u"));
+        assert!(p.registry.plain_http);
+        assert!(
+            parse(&["wasmkube", "push", "m.wasm", "r.io/m:v1", "--username", "u"]).is_err(),
+            "a user needs a password"
+        );
+        let with_stdin = ["wasmkube", "push", "m", "r.io/m:v1", "--username", "u"];
+        let Command::Push(p) = parse(&[&with_stdin[..], &["--password-stdin"]].concat())?.command
+        else {
+            anyhow::bail!("not push");
+        };
+        assert!(p.registry.password_stdin);
+        assert!(
+            parse(&[&with_stdin[..], &["--password-stdin", "--password", "p"]].concat()).is_err(),
+            "one password source"
+        );
+        assert!(parse(&["wasmkube", "push", "m", "r.io/m:v1", "--password", "p"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn compiled_cache_size_flag() -> anyhow::Result<()> {
+        let Command::Server(a) = parse(&["wasmkube", "server"])?.command else {
+            anyhow::bail!("not server");
+        };
+        assert_eq!(server::Options::from(a).compiled_cache_max_size, 1 << 30);
+        let Command::Server(a) =
+            parse(&["wasmkube", "server", "--compiled-cache-max-size", "512Mi"])?.command
+        else {
+            anyhow::bail!("not server");
+        };
+        assert_eq!(server::Options::from(a).compiled_cache_max_size, 512 << 20);
+        assert!(parse(&["wasmkube", "server", "--compiled-cache-max-size", "lots"]).is_err());
+        Ok(())
+    }
+
+    #[test]
     fn push_and_modules_take_kubeconfig_and_context() -> anyhow::Result<()> {
         let cli = parse(&[
             "wasmkube",
@@ -407,13 +604,7 @@ mod tests {
         assert_eq!(a.client.kubeconfig, Some(PathBuf::from("/k")));
         assert_eq!(a.client.context.as_deref(), Some("c"));
         let cli = parse(&["wasmkube", "modules"])?;
-        assert!(matches!(
-            cli.command,
-            Command::Modules(ClientArgs {
-                kubeconfig: None,
-                ..
-            })
-        ));
+        assert!(matches!(cli.command, Command::Modules(_)));
         assert!(matches!(
             parse(&["wasmkube", "version"])?.command,
             Command::Version

@@ -29,6 +29,20 @@ pub struct Options {
     pub no_node: bool,
     pub kubelet_port: u16,
     pub store: wasmkube_apiserver::StoreBackend,
+    /// The built-in kubelet's crash-loop back-off.
+    pub restart_backoff: wasmkube_runtime::status::RestartBackoff,
+    /// The built-in kubelet's log rotation size.
+    pub container_log_max_size: u64,
+    /// Extra CA bundle the built-in kubelet trusts for registries.
+    pub registry_ca: Option<PathBuf>,
+    /// Cap of the built-in kubelet's module cache, in bytes.
+    pub module_cache_max_size: u64,
+    /// Cap of the built-in kubelet's compiled-module cache, in bytes.
+    pub compiled_cache_max_size: u64,
+    /// Image pulls the built-in kubelet runs at once.
+    pub max_parallel_image_pulls: usize,
+    /// Directories below which the built-in node mounts hostPath volumes.
+    pub allow_host_paths: Vec<PathBuf>,
 }
 
 const SCHEDULER_USER: &str = "system:kube-scheduler";
@@ -195,6 +209,13 @@ fn spawn_kubelet(
 ) {
     let mut config = wasmkube_runtime::KubeletConfig::new(node_name, data_dir.join("node"));
     config.port = opts.kubelet_port;
+    config.restart_backoff = opts.restart_backoff;
+    config.max_log_bytes = opts.container_log_max_size;
+    config.registry_ca = opts.registry_ca.clone();
+    config.module_cache_max_bytes = opts.module_cache_max_size;
+    config.compiled_cache_max_bytes = opts.compiled_cache_max_size;
+    config.max_parallel_image_pulls = opts.max_parallel_image_pulls;
+    config.allowed_host_paths = opts.allow_host_paths.clone();
     tasks.spawn(async move {
         let r = wasmkube_runtime::run(config, client, token).await;
         ("kubelet", r.map_err(anyhow::Error::from))

@@ -2,24 +2,34 @@
 //!
 //! Like any Kubernetes kubelet it is an API client and nothing more: it
 //! registers its Node, renews its Lease, watches the pods bound to it, runs
-//! each container as a WASI preview1 instance in wasmtime, writes their
-//! output to per-container log files, reports pod status and events, and
-//! serves the logs over HTTP for `kubectl logs`. It reaches cluster state
-//! only through `kube::Client`.
+//! each container as a WASI instance in wasmtime (a preview 1 module or a
+//! WASI 0.2 component), writes their output to per-container log files,
+//! reports pod status and events, and serves the logs over HTTP for
+//! `kubectl logs`. It reaches cluster state only through `kube::Client`.
 //!
-//! Modules: [`sandbox`] (the engine seam and wasmtime), [`module_cache`]
-//! (pulling modules), [`logs`], [`node`], [`lease`], [`pod_worker`],
-//! [`status`] (pure status rules), [`events`], [`server`] (kubelet HTTP).
+//! Modules: [`sandbox`] (the engine seam and wasmtime), [`compile_cache`]
+//! (compiled code on disk), [`module_cache`] (pulling modules; [`oci`] for registries), [`logs`],
+//! [`node`], [`lease`], [`pod_worker`], [`probes`] (startup, liveness and
+//! readiness probes; `exec` runs the container's own module), [`status`]
+//! (pure status rules),
+//! [`events`], [`server`] (kubelet HTTP), [`stats`] (CPU and memory figures
+//! for `kubectl top`), [`volumes`] (emptyDir, configMap, secret and hostPath
+//! volumes as preopened directories).
 
+pub mod compile_cache;
 pub mod events;
 pub mod lease;
 pub mod logs;
 pub mod module_cache;
 pub mod node;
+pub mod oci;
 pub mod pod_worker;
+pub mod probes;
 pub mod sandbox;
 pub mod server;
+pub mod stats;
 pub mod status;
+pub mod volumes;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -31,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::EventRecorder;
 use crate::logs::LogRegistry;
-use crate::module_cache::ModuleCache;
+use crate::module_cache::{ModuleCache, ModuleCacheConfig};
 use crate::node::NodeFacts;
 use crate::pod_worker::{KubePodApi, WorkerContext};
 use crate::sandbox::{SandboxConfig, WasmtimeSandbox};
@@ -94,8 +104,25 @@ pub struct KubeletConfig {
     pub status_update_interval: Duration,
     /// Cap of one container log file.
     pub max_log_bytes: u64,
+    /// Crash-loop back-off (Kubernetes' 10 s doubling to 5 min by default).
+    pub restart_backoff: status::RestartBackoff,
     /// Use wasmtime's pooling allocator when possible.
     pub pooling: bool,
+    /// Cap of the node's module cache (`<data>/modules`); unused modules
+    /// are evicted least recently used first.
+    pub module_cache_max_bytes: u64,
+    /// Image pulls running at once.
+    pub max_parallel_image_pulls: usize,
+    /// PEM bundle of extra CAs trusted for HTTPS registries.
+    pub registry_ca: Option<PathBuf>,
+    /// Directories below which hostPath volumes may be mounted
+    /// (`--allow-host-path`); empty, the default, refuses every hostPath.
+    pub allowed_host_paths: Vec<PathBuf>,
+    /// Upper bound on how long a ConfigMap or Secret change takes to reach
+    /// the mounted files; also paces the `emptyDir.sizeLimit` check.
+    pub volume_sync_interval: Duration,
+    /// Cap of the on-disk cache of compiled modules (`<data>/compiled`).
+    pub compiled_cache_max_bytes: u64,
 }
 
 impl KubeletConfig {
@@ -117,7 +144,14 @@ impl KubeletConfig {
             renew_interval: Duration::from_secs(10),
             status_update_interval: Duration::from_secs(10),
             max_log_bytes: logs::DEFAULT_MAX_LOG_BYTES,
+            restart_backoff: status::RestartBackoff::default(),
             pooling: true,
+            module_cache_max_bytes: module_cache::DEFAULT_MAX_CACHE_BYTES,
+            max_parallel_image_pulls: module_cache::DEFAULT_MAX_PARALLEL_PULLS,
+            registry_ca: None,
+            allowed_host_paths: Vec::new(),
+            volume_sync_interval: volumes::DEFAULT_SYNC_INTERVAL,
+            compiled_cache_max_bytes: compile_cache::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -145,11 +179,14 @@ pub async fn start(
     client: kube::Client,
     shutdown: CancellationToken,
 ) -> Result<Kubelet, Error> {
-    for sub in ["modules", "pods", "cache"] {
+    for sub in ["modules", "pods", "compiled"] {
         tokio::fs::create_dir_all(config.data_dir.join(sub))
             .await
             .map_err(io("creating the data directory"))?;
     }
+    // wasmtime's own compilation cache lived here before compiled modules
+    // moved to `compiled/` (capped, evicted); nothing reads it any more.
+    let _ = tokio::fs::remove_dir_all(config.data_dir.join("cache")).await;
     let listener = tokio::net::TcpListener::bind((config.bind_address, config.port))
         .await
         .map_err(io("binding the kubelet port"))?;
@@ -158,7 +195,8 @@ pub async fn start(
         .map_err(io("binding the kubelet port"))?;
 
     let sandbox_config = SandboxConfig {
-        cache_dir: Some(config.data_dir.join("cache")),
+        compiled_cache_dir: Some(config.data_dir.join("compiled")),
+        compiled_cache_max_bytes: config.compiled_cache_max_bytes,
         // A few containers per pod on average.
         max_instances: config.max_pods.saturating_mul(4).max(16),
         pooling: config.pooling,
@@ -187,16 +225,35 @@ pub async fn start(
         })?;
     tracing::info!(node = %config.node_name, %addr, pooled = sandbox.is_pooled(), "kubelet registered");
 
+    let mut module_cache_config = ModuleCacheConfig::new(config.data_dir.join("modules"));
+    module_cache_config.max_bytes = config.module_cache_max_bytes;
+    module_cache_config.max_parallel_pulls = config.max_parallel_image_pulls;
+    if let Some(path) = &config.registry_ca {
+        let pem = tokio::fs::read(path)
+            .await
+            .map_err(io("reading the registry CA bundle"))?;
+        let registry = oci::RegistryOptions {
+            extra_ca_pem: Some(Arc::new(pem)),
+            ..Default::default()
+        };
+        registry.check().map_err(|e| Error::Io {
+            what: format!("registry CA bundle {}", path.display()),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+        })?;
+        module_cache_config.registry = registry;
+    }
+
     let logs = Arc::new(LogRegistry::default());
+    let stats = Arc::new(stats::StatsRegistry::new(
+        config.node_name.clone(),
+        stats::StatsOptions::default(),
+    ));
     let ctx = Arc::new(WorkerContext {
         node_name: config.node_name.clone(),
         node_ip: config.node_ip.to_string(),
         pods_dir: config.data_dir.join("pods"),
         sandbox: Arc::new(sandbox),
-        modules: Arc::new(ModuleCache::new(
-            client.clone(),
-            config.data_dir.join("modules"),
-        )),
+        modules: Arc::new(ModuleCache::new(client.clone(), module_cache_config)),
         api: Arc::new(KubePodApi::new(client.clone())),
         events: Arc::new(EventRecorder::start(
             client.clone(),
@@ -204,7 +261,14 @@ pub async fn start(
             shutdown.clone(),
         )),
         logs: logs.clone(),
+        volumes: Arc::new(volumes::VolumeManager::new(volumes::VolumeConfig {
+            allowed_host_paths: config.allowed_host_paths.clone(),
+            sync_interval: config.volume_sync_interval,
+            ..volumes::VolumeConfig::new(config.node_name.clone(), &config.data_dir)
+        })),
+        stats: stats.clone(),
         max_log_bytes: config.max_log_bytes,
+        restart_backoff: config.restart_backoff,
     });
 
     let lease = tokio::spawn(lease::run(
@@ -223,11 +287,12 @@ pub async fn start(
         shutdown.clone(),
     ));
     let pods = tokio::spawn(pod_worker::run_pods(ctx, client, shutdown.clone()));
-    let server = tokio::spawn(server::serve(listener, logs, shutdown.clone()));
+    let sampler = tokio::spawn(stats::run_sampler(stats.clone(), shutdown.clone()));
+    let server = tokio::spawn(server::serve(listener, logs, stats, shutdown.clone()));
 
     let done = tokio::spawn(async move {
         let served = server.await.map_err(|e| Error::Task(e.to_string()))?;
-        for task in [lease, heartbeats, pods] {
+        for task in [lease, heartbeats, pods, sampler] {
             task.await.map_err(|e| Error::Task(e.to_string()))?;
         }
         served.map_err(io("serving kubelet HTTP"))

@@ -15,7 +15,7 @@
 //! object (grace 0, uid precondition) and removes the pod's files.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,14 +32,16 @@ use tokio_util::sync::CancellationToken;
 
 use crate::events::{EventSink, EventType, PodEvent};
 use crate::logs::{ContainerLog, ContainerLogs, LogRegistry};
-use crate::module_cache::{LocalModule, ModuleSource, PullError, api_message};
-use crate::sandbox::{
-    ContainerRun, DEFAULT_MEMORY_LIMIT, ExitStatus, Preopen, Sandbox, SandboxError,
+use crate::module_cache::{
+    LocalModule, ModuleSource, PullError, PullPolicy, api_message, go_duration,
 };
+use crate::oci::Keyring;
+use crate::sandbox::{ContainerRun, DEFAULT_MEMORY_LIMIT, ExitStatus, Sandbox, SandboxError};
 use crate::status::{
     self, ContainerRecord, State, StatusContext, Terminated, backoff_message, next_backoff,
     should_restart,
 };
+use wasmkube_api::image::ImageRef;
 
 /// How often every pod is synced even without watch events.
 const RESYNC: Duration = Duration::from_secs(60);
@@ -180,12 +182,20 @@ pub struct WorkerContext {
     pub events: Arc<dyn EventSink>,
     /// Log index for the HTTP server.
     pub logs: Arc<LogRegistry>,
+    /// Sets up, refreshes and removes pod volumes.
+    pub volumes: Arc<crate::volumes::VolumeManager>,
+    /// Usage figures for the HTTP server's stats endpoints.
+    pub stats: Arc<crate::stats::StatsRegistry>,
     /// Cap of one log file.
     pub max_log_bytes: u64,
+    /// Crash-loop back-off between restarts.
+    pub restart_backoff: status::RestartBackoff,
 }
 
 struct Running {
     stop: CancellationToken,
+    /// Reports the run's usage while it lasts.
+    _stats: crate::stats::ContainerRegistration,
 }
 
 /// A worker that ends for any reason (returns, panics, is aborted) drops its
@@ -249,11 +259,19 @@ struct Worker {
     start_time: jiff::Timestamp,
     last_reported: Option<PodStatus>,
     exit_tx: mpsc::Sender<Exit>,
+    /// Where the containers' probes report.
+    probe_tx: mpsc::Sender<crate::probes::Update>,
+    /// Cancelled when the pod is being deleted: its probes stop.
+    probes_stop: CancellationToken,
     grace_deadline: Option<Instant>,
     /// Containers were told to stop (the grace period is over).
     killed: bool,
     /// When a failed final delete is retried.
     retry_at: Option<Instant>,
+    /// The pod's volumes as set up so far.
+    volumes: crate::volumes::PodVolumes,
+    /// Reports the pod's usage while the worker lives.
+    stats: crate::stats::PodRegistration,
 }
 
 /// Runs one pod until it is deleted (then cleans up and returns), it
@@ -269,12 +287,13 @@ pub async fn run_pod(
     // Each container task sends exactly one exit, and at most one task per
     // container exists at a time, so this never fills.
     let (exit_tx, mut exit_rx) = mpsc::channel(containers.len().max(1));
+    let (probe_tx, mut probe_rx) = mpsc::channel(crate::probes::UPDATE_QUEUE);
     let n_init = pod
         .spec
         .as_ref()
         .and_then(|s| s.init_containers.as_ref())
         .map_or(0, Vec::len);
-    let mut worker = Worker::new(ctx, pod, &containers, n_init, exit_tx);
+    let mut worker = Worker::new(ctx, pod, &containers, n_init, exit_tx, probe_tx);
     for i in 0..containers.len() {
         worker.publish_logs(i, None);
     }
@@ -293,6 +312,7 @@ pub async fn run_pod(
             worker.drain(&mut exit_rx).await;
             return;
         } else {
+            worker.check_volumes().await;
             worker.sync().await;
             worker.report(false).await;
         }
@@ -304,9 +324,12 @@ pub async fn run_pod(
                 }
             }
             Some(exit) = exit_rx.recv() => {
-                let stopping = deleting || shutdown.is_cancelled();
+                let stopping = deleting
+                    || shutdown.is_cancelled()
+                    || worker.volumes.eviction().is_some();
                 worker.handle_exit(exit, stopping);
             }
+            Some(update) = probe_rx.recv() => worker.handle_probe(update),
             () = sleep_until(wake) => {}
             () = vanished.cancelled(), if !gone => {}
             () = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
@@ -328,6 +351,7 @@ impl Worker {
         containers: &[Container],
         n_init: usize,
         exit_tx: mpsc::Sender<Exit>,
+        probe_tx: mpsc::Sender<crate::probes::Update>,
     ) -> Worker {
         let restart_policy = restart_policy(&pod).to_string();
         let status = pod.status.as_ref();
@@ -391,6 +415,19 @@ impl Worker {
             .as_ref()
             .and_then(|s| s.start_time.as_ref())
             .map_or_else(jiff::Timestamp::now, |t| t.0);
+        let stats = ctx.stats.add_pod(
+            crate::stats::PodReference {
+                name: pod.metadata.name.clone().unwrap_or_default(),
+                namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+                uid: pod.metadata.uid.clone().unwrap_or_default(),
+            },
+            start_time,
+        );
+        let volumes = crate::volumes::PodVolumes::new(
+            &pod,
+            ctx.pods_dir
+                .join(pod.metadata.uid.as_deref().unwrap_or_default()),
+        );
         Worker {
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
@@ -403,9 +440,13 @@ impl Worker {
             start_time,
             last_reported: None,
             exit_tx,
+            probe_tx,
+            probes_stop: CancellationToken::new(),
             grace_deadline: None,
             killed: false,
             retry_at: None,
+            volumes,
+            stats,
         }
     }
 
@@ -533,65 +574,168 @@ impl Worker {
         self.publish_logs(i, None);
     }
 
+    /// Gets container `i`'s module as its pull policy says; `None` when it
+    /// cannot be had now (the container's waiting state says why).
+    async fn pull(
+        &mut self,
+        i: usize,
+        name: &str,
+        image: &str,
+        policy: PullPolicy,
+    ) -> Option<LocalModule> {
+        let present = if policy == PullPolicy::Always {
+            Ok(None)
+        } else {
+            self.ctx.modules.present(image).await
+        };
+        let result = match present {
+            Ok(Some(m)) => {
+                self.event(
+                    Some(name),
+                    EventType::Normal,
+                    "Pulled",
+                    format!("Container image \"{image}\" already present on machine"),
+                );
+                Ok(m)
+            }
+            Ok(None) if policy == PullPolicy::Never => {
+                let message =
+                    format!("Container image \"{image}\" is not present with pull policy of Never");
+                self.event(
+                    Some(name),
+                    EventType::Warning,
+                    "ErrImageNeverPull",
+                    message.clone(),
+                );
+                self.retry_later(i, "ErrImageNeverPull", message);
+                return None;
+            }
+            Ok(None) => {
+                let keyring = self.pull_secrets(image).await;
+                self.event(
+                    Some(name),
+                    EventType::Normal,
+                    "Pulling",
+                    format!("Pulling image \"{image}\""),
+                );
+                let pulled = self.ctx.modules.pull(image, &keyring).await;
+                if let Ok(m) = &pulled {
+                    let pulling = go_duration(m.took.saturating_sub(m.waited));
+                    let total = go_duration(m.took);
+                    self.event(
+                        Some(name),
+                        EventType::Normal,
+                        "Pulled",
+                        format!(
+                            "Successfully pulled image \"{image}\" in {pulling} ({total} including waiting). Image size: {} bytes.",
+                            m.size
+                        ),
+                    );
+                }
+                pulled
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(m) => {
+                self.slots[i].module = Some(m.clone());
+                self.slots[i].retry_backoff = None;
+                self.records[i].image_id = Some(format!("wasmkube://{}", m.digest));
+                Some(m)
+            }
+            Err(PullError::InvalidName(msg)) => {
+                let message = format!("couldn't parse image name \"{image}\": {msg}");
+                self.event(
+                    Some(name),
+                    EventType::Warning,
+                    "InspectFailed",
+                    format!("Failed to apply default image tag \"{image}\": {message}"),
+                );
+                self.retry_later(i, "InvalidImageName", message);
+                None
+            }
+            Err(PullError::Failed(msg)) => {
+                let message = format!("Failed to pull image \"{image}\": {msg}");
+                self.event(Some(name), EventType::Warning, "Failed", message.clone());
+                self.event(
+                    Some(name),
+                    EventType::Warning,
+                    "Failed",
+                    "Error: ErrImagePull".into(),
+                );
+                self.retry_later(i, "ErrImagePull", message);
+                self.slots[i].flip_at = Some(Instant::now() + PULL_ERROR_SHOWN);
+                None
+            }
+        }
+    }
+
+    /// The registry credentials of the pod's `imagePullSecrets`. Read only
+    /// for registry images: the module store trusts the kubelet itself.
+    async fn pull_secrets(&self, image: &str) -> Keyring {
+        let mut keyring = Keyring::default();
+        if !ImageRef::parse(image).is_ok_and(|r| !r.is_local()) {
+            return keyring;
+        }
+        let names: Vec<String> = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|r| r.name.clone())
+            .filter(|n| !n.is_empty())
+            .collect();
+        let mut missing = Vec::new();
+        for name in names {
+            match self.ctx.api.secret(&self.namespace, &name).await {
+                Ok(Some(data)) => match Keyring::from_secret(&data) {
+                    Ok(k) => keyring.extend(k),
+                    Err(e) => {
+                        tracing::warn!(pod = %self.name, secret = %name, error = %e, "unusable image pull secret");
+                        missing.push(name);
+                    }
+                },
+                Ok(None) => missing.push(name),
+                Err(e) => {
+                    tracing::warn!(pod = %self.name, secret = %name, error = %e, "reading an image pull secret failed");
+                    missing.push(name);
+                }
+            }
+        }
+        if !missing.is_empty() {
+            self.event(
+                None,
+                EventType::Warning,
+                "FailedToRetrieveImagePullSecret",
+                format!(
+                    "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+                    missing.join(", ")
+                ),
+            );
+        }
+        keyring
+    }
+
     async fn start(&mut self, i: usize) {
         let Some(container) = all_containers(&self.pod).get(i).cloned() else {
             return;
         };
         let name = container.name.clone();
         let image = container.image.clone().unwrap_or_default();
-        // Pull.
+        // Pull. `Always` asks the source again on every start, as the
+        // kubelet does, so a restarted container runs the tag's current module.
+        let policy = PullPolicy::of(container.image_pull_policy.as_deref(), &image);
+        if policy == PullPolicy::Always {
+            self.slots[i].module = None;
+        }
         let module = match self.slots[i].module.clone() {
             Some(m) => m,
-            None => {
-                self.event(
-                    Some(&name),
-                    EventType::Normal,
-                    "Pulling",
-                    format!("Pulling image \"{image}\""),
-                );
-                match self.ctx.modules.fetch(&image).await {
-                    Ok(m) => {
-                        let message = if m.cached {
-                            format!("Container image \"{image}\" already present on machine")
-                        } else {
-                            let took = format!("{:?}", m.took);
-                            format!(
-                                "Successfully pulled image \"{image}\" in {took} ({took} including waiting). Image size: {} bytes.",
-                                m.size
-                            )
-                        };
-                        self.event(Some(&name), EventType::Normal, "Pulled", message);
-                        self.slots[i].module = Some(m.clone());
-                        self.slots[i].retry_backoff = None;
-                        self.records[i].image_id = Some(format!("wasmkube://{}", m.digest));
-                        m
-                    }
-                    Err(PullError::InvalidName(msg)) => {
-                        let message = format!("couldn't parse image name \"{image}\": {msg}");
-                        self.event(
-                            Some(&name),
-                            EventType::Warning,
-                            "InspectFailed",
-                            format!("Failed to apply default image tag \"{image}\": {message}"),
-                        );
-                        self.retry_later(i, "InvalidImageName", message);
-                        return;
-                    }
-                    Err(PullError::Failed(msg)) => {
-                        let message = format!("Failed to pull image \"{image}\": {msg}");
-                        self.event(Some(&name), EventType::Warning, "Failed", message.clone());
-                        self.event(
-                            Some(&name),
-                            EventType::Warning,
-                            "Failed",
-                            "Error: ErrImagePull".into(),
-                        );
-                        self.retry_later(i, "ErrImagePull", message);
-                        self.slots[i].flip_at = Some(Instant::now() + PULL_ERROR_SHOWN);
-                        return;
-                    }
-                }
-            }
+            None => match self.pull(i, &name, &image, policy).await {
+                Some(m) => m,
+                None => return,
+            },
         };
         // Create.
         if let Err(e) = self.ctx.sandbox.prepare(&module.digest, &module.path).await {
@@ -618,15 +762,23 @@ impl Worker {
                 return;
             }
         };
-        let preopens = match self.mounts(&container).await {
+        let mounted = self
+            .ctx
+            .volumes
+            .mount(
+                self.ctx.api.as_ref(),
+                self.ctx.events.as_ref(),
+                &self.pod,
+                &mut self.volumes,
+                &container,
+            )
+            .await;
+        let preopens = match mounted {
             Ok(p) => p,
-            Err(message) => {
-                self.event(
-                    Some(&name),
-                    EventType::Warning,
-                    "FailedMount",
-                    message.clone(),
-                );
+            Err(e) => {
+                let message = e.to_string();
+                // Like the kubelet's volume manager: a pod-level event.
+                self.event(None, EventType::Warning, "FailedMount", message.clone());
                 self.retry_later(i, "CreateContainerConfigError", message);
                 return;
             }
@@ -659,6 +811,9 @@ impl Worker {
         );
         let container_id = format!("wasm://{}-{}-{}", self.uid, name, attempt);
         let stop = CancellationToken::new();
+        let run_stats = self
+            .stats
+            .start_container(&name, Some(memory_limit(&container)));
         let run = ContainerRun {
             id: container_id.clone(),
             digest: module.digest.clone(),
@@ -671,9 +826,24 @@ impl Worker {
             stdout: log.stdout(),
             stderr: log.stderr(),
             stop: stop.clone(),
-            usage: Arc::default(),
+            usage: run_stats.usage(),
         };
         let handle = log.handle();
+        if i >= self.n_init {
+            crate::probes::start(crate::probes::Launch {
+                container: &container,
+                run: &run,
+                sandbox: self.ctx.sandbox.clone(),
+                pod: self.pod.clone(),
+                pod_ip: &self.ctx.node_ip,
+                work_dir: self.pod_dir().join(".probes"),
+                index: i,
+                events: self.ctx.events.clone(),
+                updates: self.probe_tx.clone(),
+                container_stop: stop.clone(),
+                pod_stop: self.probes_stop.clone(),
+            });
+        }
         let sandbox = self.ctx.sandbox.clone();
         let exit_tx = self.exit_tx.clone();
         let started = Instant::now();
@@ -695,12 +865,17 @@ impl Worker {
                 .await;
         });
         let slot = &mut self.slots[i];
-        slot.running = Some(Running { stop });
+        slot.running = Some(Running {
+            stop,
+            _stats: run_stats,
+        });
         slot.started_once = true;
         slot.next_start = None;
         slot.flip_at = None;
         self.records[i].container_id = Some(container_id);
         self.records[i].state = State::Running { started_at };
+        (self.records[i].started, self.records[i].ready) =
+            crate::probes::Probes::of(&container).initial_gate();
         self.publish_logs(i, Some(handle));
         self.event(
             Some(&name),
@@ -710,8 +885,60 @@ impl Worker {
         );
     }
 
+    /// Applies what a container's probes found. Reports about an earlier
+    /// attempt, or arriving once the pod is being deleted, are stale.
+    fn handle_probe(&mut self, update: crate::probes::Update) {
+        use crate::probes::Change;
+        let i = update.index;
+        let (Some(slot), Some(record)) = (self.slots.get(i), self.records.get_mut(i)) else {
+            return;
+        };
+        let Some(running) = &slot.running else {
+            return;
+        };
+        if record.container_id.as_deref() != Some(update.container_id.as_str())
+            || self.grace_deadline.is_some()
+        {
+            return;
+        }
+        match update.change {
+            Change::Started { ready } => {
+                record.started = true;
+                record.ready = ready;
+            }
+            Change::Ready(ready) => record.ready = ready,
+            Change::Failed(kind) => {
+                // No signal to send a wasm guest, so no grace period: the
+                // instance is interrupted and its exit (137) goes through
+                // the restart policy and back-off like any other.
+                record.ready = false;
+                running.stop.cancel();
+                let name = record.name.clone();
+                let message =
+                    crate::probes::killing_message(kind, &name, restart_policy(&self.pod));
+                self.event(Some(&name), EventType::Normal, "Killing", message);
+            }
+        }
+    }
+
     fn handle_exit(&mut self, exit: Exit, stopping: bool) {
         let i = exit.index;
+        if matches!(exit.result, Ok(ExitStatus::OutOfMemory))
+            && let Some(container) = all_containers(&self.pod).get(i)
+        {
+            // The container status says OOMKilled; the event says why, in
+            // `kubectl describe` and `kubectl get events`.
+            let name = container.name.clone();
+            self.event(
+                Some(&name),
+                EventType::Warning,
+                "OOMKilled",
+                format!(
+                    "Container {name} was killed: its memory would have grown past its limit of {} bytes (resources.limits.memory)",
+                    memory_limit(container)
+                ),
+            );
+        }
         let (Some(slot), Some(record)) = (self.slots.get_mut(i), self.records.get_mut(i)) else {
             return;
         };
@@ -738,7 +965,10 @@ impl Worker {
             self.publish_logs(i, None);
             return;
         }
-        let delay = next_backoff(slot.backoff, exit.started.elapsed());
+        let delay = self
+            .ctx
+            .restart_backoff
+            .next(slot.backoff, exit.started.elapsed());
         slot.backoff = Some(delay);
         slot.next_start = Some(Instant::now() + delay);
         record.last_terminated = Some(terminated);
@@ -774,7 +1004,56 @@ impl Worker {
             .flatten()
             .chain(self.grace_deadline.filter(|_| !self.killed))
             .chain(self.retry_at)
+            // Volume housekeeping runs only while the pod is not being deleted.
+            .chain(
+                self.volumes
+                    .next_check()
+                    .filter(|_| self.grace_deadline.is_none()),
+            )
             .min()
+    }
+
+    /// Refreshes configMap/secret volumes and checks emptyDir size limits
+    /// when due; an evicted pod has its containers stopped for good and,
+    /// once they are, its volume files removed (its logs stay).
+    async fn check_volumes(&mut self) {
+        if self.volumes.is_due(Instant::now()) {
+            if self.slots.iter().all(|s| s.done) {
+                // Nothing runs any more: nobody reads the files.
+                self.volumes.stop_checks();
+            } else {
+                self.ctx
+                    .volumes
+                    .housekeep(
+                        self.ctx.api.as_ref(),
+                        self.ctx.events.as_ref(),
+                        &self.pod,
+                        &mut self.volumes,
+                    )
+                    .await;
+            }
+        }
+        if self.volumes.eviction().is_none() {
+            return;
+        }
+        for (slot, record) in self.slots.iter_mut().zip(&mut self.records) {
+            slot.next_start = None;
+            slot.flip_at = None;
+            if slot.running.is_none() && !slot.done {
+                slot.done = true;
+                // Waiting to restart (or restored after a kubelet restart):
+                // it ended with its last run.
+                if matches!(record.state, State::Waiting { .. })
+                    && let Some(t) = record.last_terminated.take()
+                {
+                    record.state = State::Terminated(t);
+                }
+            }
+        }
+        self.stop_all();
+        if self.slots.iter().all(|s| s.running.is_none()) && !self.volumes.is_torn_down() {
+            self.ctx.volumes.teardown(&mut self.volumes).await;
+        }
     }
 
     fn stop_all(&self) {
@@ -814,6 +1093,7 @@ impl Worker {
                     .max(0)
             };
             self.grace_deadline = Some(grace_deadline(now, grace));
+            self.probes_stop.cancel();
             for i in 0..self.slots.len() {
                 self.slots[i].next_start = None;
                 self.slots[i].flip_at = None;
@@ -867,6 +1147,8 @@ impl Worker {
 
     async fn cleanup(&mut self) {
         self.ctx.logs.remove(&self.namespace, &self.name, &self.uid);
+        // Memory-backed volumes live outside the pod's folder.
+        self.ctx.volumes.teardown(&mut self.volumes).await;
         let dir = self.pod_dir();
         if let Err(e) = tokio::fs::remove_dir_all(&dir).await
             && e.kind() != std::io::ErrorKind::NotFound
@@ -876,7 +1158,7 @@ impl Worker {
     }
 
     async fn report(&mut self, deleting: bool) {
-        let status = status::pod_status(
+        let mut status = status::pod_status(
             &StatusContext {
                 pod: &self.pod,
                 previous: self.last_reported.as_ref(),
@@ -888,6 +1170,13 @@ impl Worker {
             &self.records[..self.n_init],
             &self.records[self.n_init..],
         );
+        if let Some(message) = self.volumes.eviction() {
+            // The eviction manager's verdict: terminal, whatever the
+            // restart policy.
+            status.phase = Some("Failed".into());
+            status.reason = Some("Evicted".into());
+            status.message = Some(message.to_string());
+        }
         if self.last_reported.as_ref() == Some(&status) {
             return;
         }
@@ -985,80 +1274,6 @@ impl Worker {
         }
         Ok(env)
     }
-
-    /// Prepares the volumes a container mounts and returns them as preopens.
-    async fn mounts(&self, container: &Container) -> Result<Vec<Preopen>, String> {
-        let volumes = self
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.volumes.clone())
-            .unwrap_or_default();
-        let mut out = Vec::new();
-        for m in container.volume_mounts.iter().flatten() {
-            let Some(volume) = volumes.iter().find(|v| v.name == m.name) else {
-                return Err(format!("volume \"{}\" not found", m.name));
-            };
-            let dir = self.pod_dir().join("volumes").join(&volume.name);
-            let mut read_only = m.read_only.unwrap_or(false);
-            let files: Option<BTreeMap<String, Vec<u8>>> = if volume.empty_dir.is_some() {
-                None
-            } else if let Some(cm) = &volume.config_map {
-                read_only = true;
-                match self.ctx.api.config_map(&self.namespace, &cm.name).await? {
-                    Some(data) => {
-                        Some(data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect())
-                    }
-                    None if cm.optional == Some(true) => Some(BTreeMap::new()),
-                    None => {
-                        return Err(format!(
-                            "MountVolume.SetUp failed for volume \"{}\" : configmap \"{}\" not found",
-                            volume.name, cm.name
-                        ));
-                    }
-                }
-            } else if let Some(secret) = &volume.secret {
-                read_only = true;
-                let name = secret.secret_name.clone().unwrap_or_default();
-                match self.ctx.api.secret(&self.namespace, &name).await? {
-                    Some(data) => Some(data),
-                    None if secret.optional == Some(true) => Some(BTreeMap::new()),
-                    None => {
-                        return Err(format!(
-                            "MountVolume.SetUp failed for volume \"{}\" : secret \"{}\" not found",
-                            volume.name, name
-                        ));
-                    }
-                }
-            } else {
-                return Err(format!(
-                    "volume \"{}\": only emptyDir, configMap and secret volumes are supported",
-                    volume.name
-                ));
-            };
-            write_volume(&dir, files)
-                .await
-                .map_err(|e| format!("preparing volume \"{}\": {e}", volume.name))?;
-            out.push(Preopen {
-                host: dir,
-                guest: m.mount_path.clone(),
-                read_only,
-            });
-        }
-        Ok(out)
-    }
-}
-
-async fn write_volume(dir: &Path, files: Option<BTreeMap<String, Vec<u8>>>) -> std::io::Result<()> {
-    tokio::fs::create_dir_all(dir).await?;
-    for (key, data) in files.into_iter().flatten() {
-        // Keys are validated by the apiserver; refuse anything path-like anyway.
-        if key.contains('/') || key == ".." || key == "." {
-            continue;
-        }
-        tokio::fs::write(dir.join(key), data).await?;
-    }
-    Ok(())
 }
 
 /// A progress channel that is already closed: the log is complete.
@@ -1239,7 +1454,9 @@ struct WorkerHandle {
 /// Watches this node's pods and runs a worker per pod until `shutdown`.
 pub async fn run_pods(ctx: Arc<WorkerContext>, client: kube::Client, shutdown: CancellationToken) {
     let api: Api<Pod> = Api::all(client);
-    let config = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.node_name));
+    let config = watcher::Config::default()
+        .any_semantic()
+        .fields(&format!("spec.nodeName={}", ctx.node_name));
     let (reader, writer) = reflector::store::<Pod>();
     let mut stream = Box::pin(reflector::reflector(writer, watcher(api, config)).default_backoff());
     let mut workers: HashMap<ObjectRef<Pod>, WorkerHandle> = HashMap::new();
@@ -1247,6 +1464,7 @@ pub async fn run_pods(ctx: Arc<WorkerContext>, client: kube::Client, shutdown: C
     let mut finished: HashSet<String> = HashSet::new();
     let mut resync = tokio::time::interval(RESYNC);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut swept = false;
     loop {
         let keys: Vec<ObjectRef<Pod>> = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -1260,7 +1478,25 @@ pub async fn run_pods(ctx: Arc<WorkerContext>, client: kube::Client, shutdown: C
                 Some(Ok(watcher::Event::Apply(p) | watcher::Event::Delete(p))) => {
                     vec![ObjectRef::from_obj(&p)]
                 }
-                Some(Ok(watcher::Event::InitDone)) => all_keys(&reader, &workers),
+                Some(Ok(watcher::Event::InitDone)) => {
+                    if !swept {
+                        // Files of pods deleted while this kubelet was down.
+                        swept = true;
+                        let live: HashSet<String> = reader
+                            .state()
+                            .iter()
+                            .filter_map(|p| p.uid())
+                            .chain(workers.values().map(|w| w.uid.clone()))
+                            .collect();
+                        crate::volumes::remove_orphans(
+                            ctx.pods_dir.clone(),
+                            ctx.volumes.config().memory_root.clone(),
+                            live,
+                        )
+                        .await;
+                    }
+                    all_keys(&reader, &workers)
+                }
                 Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => continue,
             },
         };
@@ -1356,6 +1592,7 @@ mod tests {
     use crate::events::PodEvent;
     use k8s_openapi::api::core::v1::PodSpec;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use std::path::Path;
     use std::sync::Mutex;
     use tokio::io::AsyncWriteExt;
     use wasmtime_wasi::cli::StdoutStream;
@@ -1402,8 +1639,34 @@ mod tests {
 
     #[async_trait::async_trait]
     impl ModuleSource for FakeModules {
-        async fn fetch(&self, image: &str) -> Result<LocalModule, PullError> {
+        /// Images named `cached…` are on the node (as the `ok` module).
+        async fn present(&self, image: &str) -> Result<Option<LocalModule>, PullError> {
+            Ok(image.starts_with("cached").then(|| LocalModule {
+                digest: "sha256:ok".into(),
+                cached: true,
+                ..LocalModule::default()
+            }))
+        }
+
+        async fn pull(&self, image: &str, keyring: &Keyring) -> Result<LocalModule, PullError> {
+            if let Some(private) = image.strip_prefix("reg.example:5000/") {
+                if keyring.lookup("reg.example:5000", private).is_empty() {
+                    return Err(PullError::Failed(
+                        "unauthorized: authentication required".into(),
+                    ));
+                }
+                return Ok(LocalModule {
+                    digest: "sha256:ok".into(),
+                    ..LocalModule::default()
+                });
+            }
             let name = image.split(':').next().unwrap_or_default();
+            // `cached…` images are the `ok` module, pulled or not.
+            let name = if name.starts_with("cached") {
+                "ok"
+            } else {
+                name
+            };
             if name == "missing" {
                 return Err(PullError::Failed(format!("module \"{image}\" not found")));
             }
@@ -1413,6 +1676,7 @@ mod tests {
                 size: 1,
                 cached: false,
                 took: Duration::from_millis(1),
+                ..LocalModule::default()
             })
         }
     }
@@ -1452,9 +1716,12 @@ mod tests {
         async fn secret(
             &self,
             _: &str,
-            _: &str,
+            name: &str,
         ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
-            Ok(None)
+            // A pull secret for `reg.example:5000`.
+            let config = r#"{"auths":{"reg.example:5000":{"auth":"dTpw"}}}"#;
+            Ok((name == "regcred")
+                .then(|| [(".dockerconfigjson".to_string(), config.as_bytes().to_vec())].into()))
         }
     }
 
@@ -1491,7 +1758,20 @@ mod tests {
             api: api.clone(),
             events: events.clone(),
             logs: Arc::new(LogRegistry::default()),
+            volumes: Arc::new(crate::volumes::VolumeManager::new(
+                crate::volumes::VolumeConfig {
+                    node_name: "n1".into(),
+                    allowed_host_paths: Vec::new(),
+                    sync_interval: crate::volumes::DEFAULT_SYNC_INTERVAL,
+                    memory_root: Some(dir.path().join("shm")),
+                },
+            )),
+            stats: Arc::new(crate::stats::StatsRegistry::new(
+                "n1",
+                crate::stats::StatsOptions::default(),
+            )),
             max_log_bytes: crate::logs::DEFAULT_MAX_LOG_BYTES,
+            restart_backoff: status::RestartBackoff::default(),
         });
         Ok(Harness {
             _dir: dir,
@@ -1641,6 +1921,111 @@ mod tests {
         assert_eq!(last.map(|t| t.exit_code), Some(1));
         assert!(h.events().contains(&"BackOff".to_string()));
         task.abort();
+        Ok(())
+    }
+
+    /// Runs `p` (whose module, if it gets one, exits at once) until its
+    /// container has terminated or waits for something other than creation.
+    async fn first_outcome(p: Pod) -> anyhow::Result<(Harness, PodStatus)> {
+        let h = harness()?;
+        let (_tx, rx) = watch::channel(Arc::new(p));
+        let task = tokio::spawn(run_pod(
+            h.ctx.clone(),
+            rx,
+            CancellationToken::new(),
+            CancellationToken::new(),
+        ));
+        let s = h
+            .wait_status(|s| {
+                container_state(s).is_some_and(|st| {
+                    st.terminated.is_some()
+                        || st
+                            .waiting
+                            .and_then(|w| w.reason)
+                            .is_some_and(|r| r != "ContainerCreating")
+                })
+            })
+            .await?;
+        task.abort();
+        Ok((h, s))
+    }
+
+    fn with_pull_policy(mut p: Pod, policy: &str) -> Pod {
+        if let Some(c) = p.spec.as_mut().and_then(|s| s.containers.first_mut()) {
+            c.image_pull_policy = Some(policy.into());
+        }
+        p
+    }
+
+    fn waiting_of(s: &PodStatus) -> (String, String) {
+        let w = container_state(s).and_then(|st| st.waiting);
+        (
+            w.as_ref()
+                .and_then(|w| w.reason.clone())
+                .unwrap_or_default(),
+            w.and_then(|w| w.message).unwrap_or_default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn pull_policies_decide_what_reaches_the_source() -> anyhow::Result<()> {
+        // IfNotPresent (the default for a tag) with the module on the node:
+        // no pull at all.
+        let (h, s) = first_outcome(pod("cached:v1", "Never")).await?;
+        assert_eq!(s.phase.as_deref(), Some("Succeeded"));
+        assert_eq!(h.events(), ["Pulled", "Created", "Started"]);
+        // Always asks the source even so.
+        let (h, _) = first_outcome(with_pull_policy(pod("cached:v1", "Never"), "Always")).await?;
+        assert_eq!(h.events()[..2], ["Pulling", "Pulled"]);
+        // `:latest` defaults to Always.
+        let (h, _) = first_outcome(pod("cached", "Never")).await?;
+        assert_eq!(h.events()[..2], ["Pulling", "Pulled"]);
+        // Never with nothing on the node.
+        let (h, s) = first_outcome(with_pull_policy(pod("ok:v1", "Never"), "Never")).await?;
+        assert_eq!(
+            waiting_of(&s),
+            (
+                "ErrImageNeverPull".to_string(),
+                "Container image \"ok:v1\" is not present with pull policy of Never".to_string()
+            )
+        );
+        assert_eq!(h.events(), ["ErrImageNeverPull"]);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn image_pull_secrets_reach_the_registry_pull() -> anyhow::Result<()> {
+        let private = "reg.example:5000/app:v1";
+        let (h, s) = first_outcome(pod(private, "Never")).await?;
+        let (reason, message) = waiting_of(&s);
+        assert_eq!(reason, "ErrImagePull");
+        assert!(
+            message.contains("unauthorized: authentication required"),
+            "{message}"
+        );
+        assert!(
+            !h.events()
+                .contains(&"FailedToRetrieveImagePullSecret".to_string())
+        );
+
+        let mut p = pod(private, "Never");
+        if let Some(spec) = p.spec.as_mut() {
+            spec.image_pull_secrets = Some(vec![
+                k8s_openapi::api::core::v1::LocalObjectReference {
+                    name: "gone".into(),
+                },
+                k8s_openapi::api::core::v1::LocalObjectReference {
+                    name: "regcred".into(),
+                },
+            ]);
+        }
+        let (h, s) = first_outcome(p).await?;
+        assert_eq!(s.phase.as_deref(), Some("Succeeded"));
+        assert_eq!(
+            h.events()[..3],
+            ["FailedToRetrieveImagePullSecret", "Pulling", "Pulled"],
+            "a missing secret is reported, the others still used"
+        );
         Ok(())
     }
 

@@ -21,6 +21,56 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// A container that ran this long has its back-off reset.
 pub const BACKOFF_RESET: Duration = Duration::from_secs(600);
 
+/// The crash-loop back-off of one node: Kubernetes' 10 s doubling to 5 min
+/// by default; the kubelet's `crashLoopBackOff.maxContainerRestartPeriod`
+/// (and, here, the first delay) can be set per node, e.g. small in tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestartBackoff {
+    /// The delay before the second restart.
+    pub initial: Duration,
+    /// The longest delay.
+    pub max: Duration,
+    /// A container that ran this long has its back-off reset.
+    pub reset_after: Duration,
+}
+
+impl Default for RestartBackoff {
+    fn default() -> RestartBackoff {
+        RestartBackoff {
+            initial: INITIAL_BACKOFF,
+            max: MAX_BACKOFF,
+            reset_after: BACKOFF_RESET,
+        }
+    }
+}
+
+impl RestartBackoff {
+    /// `initial` doubling to `max`; the reset comes after twice `max` of
+    /// running, as in the kubelet (whose back-off entries expire after 2× max).
+    pub fn new(initial: Duration, max: Duration) -> RestartBackoff {
+        RestartBackoff {
+            initial: initial.min(max),
+            max,
+            reset_after: max.saturating_mul(2),
+        }
+    }
+
+    /// The delay before the next restart: none for the first restart (like
+    /// the kubelet, whose back-off starts counting at the first crash), then
+    /// `initial` doubling to `max`. `previous` is the last delay used,
+    /// `ran_for` how long the last attempt ran (a long run resets it).
+    pub fn next(&self, previous: Option<Duration>, ran_for: Duration) -> Duration {
+        if ran_for >= self.reset_after {
+            return Duration::ZERO;
+        }
+        match previous {
+            None => Duration::ZERO,
+            Some(d) if d.is_zero() => self.initial.min(self.max),
+            Some(d) => d.saturating_mul(2).min(self.max),
+        }
+    }
+}
+
 /// How a container ended, as reported in `state.terminated`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Terminated {
@@ -74,11 +124,17 @@ pub struct ContainerRecord {
     pub state: State,
     /// The previous attempt's end, if any.
     pub last_terminated: Option<Terminated>,
+    /// The startup probe passed (or there is none); counts while running.
+    pub started: bool,
+    /// The readiness probe passes (or there is none) and the container
+    /// started; counts while running.
+    pub ready: bool,
 }
 
 impl ContainerRecord {
     /// A container that has not been started yet.
     pub fn new(container: &Container) -> ContainerRecord {
+        let (started, ready) = crate::probes::Probes::of(container).initial_gate();
         ContainerRecord {
             name: container.name.clone(),
             image: container.image.clone().unwrap_or_default(),
@@ -90,6 +146,8 @@ impl ContainerRecord {
                 message: None,
             },
             last_terminated: None,
+            started,
+            ready,
         }
     }
 
@@ -114,6 +172,11 @@ impl ContainerRecord {
     /// Whether the container is running.
     pub fn is_running(&self) -> bool {
         matches!(self.state, State::Running { .. })
+    }
+
+    /// Whether the container is running, started and ready by its probes.
+    pub fn is_ready(&self) -> bool {
+        self.is_running() && self.started && self.ready
     }
 }
 
@@ -151,27 +214,26 @@ pub fn should_restart(restart_policy: &str, exit_code: i32) -> bool {
     }
 }
 
-/// The delay before the next restart: none for the first restart (like the
-/// kubelet, whose back-off starts counting at the first crash), then 10 s
-/// doubling to 5 min. `previous` is the last delay used, `ran_for` how long
-/// the last attempt ran (a long run resets the back-off).
+/// [`RestartBackoff::next`] with Kubernetes' defaults (10 s doubling to 5 min).
 pub fn next_backoff(previous: Option<Duration>, ran_for: Duration) -> Duration {
-    if ran_for >= BACKOFF_RESET {
-        return Duration::ZERO;
-    }
-    match previous {
-        None => Duration::ZERO,
-        Some(d) if d.is_zero() => INITIAL_BACKOFF,
-        Some(d) => (d * 2).min(MAX_BACKOFF),
-    }
+    RestartBackoff::default().next(previous, ran_for)
 }
 
 /// A duration the way Go prints it (`10s`, `1m20s`, `5m0s`), as in the
 /// kubelet's back-off message.
 pub fn go_duration(d: Duration) -> String {
     let secs = d.as_secs();
+    if secs == 0 && !d.is_zero() {
+        // Configured sub-second back-offs (`500ms`).
+        return format!("{}ms", d.as_millis());
+    }
     if secs < 60 {
-        return format!("{secs}s");
+        let millis = d.subsec_millis();
+        if millis == 0 {
+            return format!("{secs}s");
+        }
+        let frac = format!("{millis:03}");
+        return format!("{secs}.{}s", frac.trim_end_matches('0'));
     }
     let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
     if h > 0 {
@@ -328,8 +390,8 @@ fn container_status(r: &ContainerRecord) -> ContainerStatus {
         } else {
             r.container_id.clone()
         },
-        ready: running,
-        started: Some(running),
+        ready: r.is_ready(),
+        started: Some(running && r.started),
         restart_count: r.restart_count,
         state: Some(state),
         last_state: Some(ContainerState {
@@ -401,7 +463,7 @@ pub fn pod_status(
     let previous = ctx.previous.or(ctx.pod.status.as_ref());
     let unready: Vec<&str> = records
         .iter()
-        .filter(|r| !r.is_running())
+        .filter(|r| !r.is_ready())
         .map(|r| r.name.as_str())
         .collect();
     let all_ready = unready.is_empty() && !records.is_empty();
@@ -546,6 +608,8 @@ mod tests {
                 finished_at: ts(1),
                 container_id: None,
             }),
+            started: true,
+            ready: true,
         }
     }
 
@@ -639,6 +703,35 @@ mod tests {
         assert_eq!(
             next_backoff(Some(MAX_BACKOFF), BACKOFF_RESET),
             Duration::ZERO
+        );
+    }
+
+    #[test]
+    fn configured_backoff_doubles_to_its_max_and_resets_after_twice_it() {
+        let b = RestartBackoff::new(Duration::from_millis(500), Duration::from_secs(4));
+        let short = Duration::from_millis(100);
+        let mut delays = Vec::new();
+        let mut prev = None;
+        for _ in 0..6 {
+            let d = b.next(prev, short);
+            delays.push(d.as_millis());
+            prev = Some(d);
+        }
+        assert_eq!(delays, [0, 500, 1000, 2000, 4000, 4000]);
+        assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(b.reset_after, Duration::from_secs(8));
+        assert_eq!(b.next(prev, Duration::from_secs(8)), Duration::ZERO);
+        assert_eq!(b.next(prev, Duration::from_secs(7)), Duration::from_secs(4));
+        // A first delay above the max is capped by it.
+        let capped = RestartBackoff::new(Duration::from_secs(10), Duration::from_secs(2));
+        assert_eq!(
+            capped.next(Some(Duration::ZERO), short),
+            Duration::from_secs(2)
+        );
+        assert_eq!(
+            RestartBackoff::default(),
+            RestartBackoff::new(INITIAL_BACKOFF, MAX_BACKOFF)
         );
     }
 

@@ -4,6 +4,7 @@
 //! report only — never as assertions in `cargo test`.
 
 mod api_create;
+mod cpu_share;
 mod etcd;
 mod load;
 mod pod_startup;
@@ -16,7 +17,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use clap::Parser;
 
-const SCENARIOS: [&str; 3] = ["api-create", "pod-startup", "watch-fanout"];
+const SCENARIOS: [&str; 4] = ["api-create", "pod-startup", "watch-fanout", "cpu-share"];
 
 /// Benchmarks wasmkube against references measured in the same run.
 #[derive(Debug, Parser)]
@@ -43,6 +44,9 @@ struct Args {
     /// Watchers in watch-fanout (default: 100 quick, 1,000 full).
     #[arg(long)]
     watchers: Option<usize>,
+    /// Seconds of each cpu-share measurement window (default: 10 quick, 30 full).
+    #[arg(long)]
+    cpu_seconds: Option<u64>,
     /// The etcd server binary.
     #[arg(long, default_value = "/usr/bin/etcd")]
     etcd: String,
@@ -76,6 +80,8 @@ async fn main() -> Result<()> {
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     let mut failures = Vec::new();
+    // Whether a scenario already built the release binary and the samples.
+    let mut ran_build = false;
 
     for s in &args.scenario {
         eprintln!("== {s}");
@@ -93,7 +99,7 @@ async fn main() -> Result<()> {
                     repo: repo.clone(),
                     pods: args.pods.unwrap_or(if quick { 100 } else { 1_000 }),
                     rate: args.pod_rate.unwrap_or(if quick { 50.0 } else { 100.0 }),
-                    build: !args.no_build,
+                    build: !args.no_build && !ran_build,
                 };
                 pod_startup::run(&p, &mut rows, &mut notes).await
             }
@@ -105,8 +111,18 @@ async fn main() -> Result<()> {
                 };
                 watch_fanout::run(&p, &mut rows, &mut notes).await
             }
+            "cpu-share" => {
+                let p = cpu_share::Params {
+                    repo: repo.clone(),
+                    seconds: args.cpu_seconds.unwrap_or(if quick { 10 } else { 30 }),
+                    // pod-startup builds the same binary and samples.
+                    build: !args.no_build && !ran_build,
+                };
+                cpu_share::run(&p, &mut rows, &mut notes).await
+            }
             _ => unreachable!("checked above"),
         };
+        ran_build |= matches!(s.as_str(), "pod-startup" | "cpu-share");
         if let Err(e) = result {
             eprintln!("{s} failed: {e:#}");
             failures.push(format!("scenario {s} failed: {e:#}"));

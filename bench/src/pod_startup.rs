@@ -34,7 +34,7 @@ fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
 }
 
-fn build(repo: &Path) -> Result<()> {
+pub(crate) fn build(repo: &Path) -> Result<()> {
     eprintln!("pod-startup: cargo build --release -p wasmkube…");
     let ok = Command::new(cargo())
         .current_dir(repo)
@@ -110,12 +110,12 @@ fn wasmtime_run_inner(module: &Path, n: usize) -> wasmtime::Result<Summary> {
 }
 
 /// The all-in-one server as a child process; killed on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
     dir: tempfile::TempDir,
-    url: String,
-    token: String,
-    http: reqwest::Client,
+    pub(crate) url: String,
+    pub(crate) token: String,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Drop for Server {
@@ -126,7 +126,7 @@ impl Drop for Server {
 }
 
 impl Server {
-    async fn start(bin: &Path) -> Result<Server> {
+    pub(crate) async fn start(bin: &Path) -> Result<Server> {
         let dir = tempfile::Builder::new()
             .prefix("wasmkube-bench-aio-")
             .tempdir()?;
@@ -156,11 +156,11 @@ impl Server {
         Ok(server)
     }
 
-    fn kubeconfig(&self) -> PathBuf {
+    pub(crate) fn kubeconfig(&self) -> PathBuf {
         self.dir.path().join("data").join("kubeconfig")
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 

@@ -4,7 +4,8 @@
 //! a crash loop backs off with growing delays and `--previous` shows the run
 //! before; ConfigMaps reach the guest as env and files and updates show up;
 //! a guest cannot open the host's files; a flood of stdout leaves bounded log
-//! files; and modules that cannot run say why in `kubectl describe pod`.
+//! files; modules that cannot run say why in `kubectl describe pod`; and exec
+//! probes gate readiness and restart a container whose liveness fails.
 //!
 //! Every test starts its own cluster. The two that load the CPU (the busy
 //! loops and the flood) take [`HEAVY`] so they never measure each other.
@@ -725,5 +726,138 @@ fn modules_that_cannot_run_say_why_in_describe() -> Result<()> {
         );
         assert_eq!(c.field(&["pod", pod], "{.status.phase}")?, "Pending");
     }
+    Ok(())
+}
+
+/// A guest for probes: with no arguments it spins forever (a long-running
+/// container); with any argument it exits 0 at once (a passing probe).
+const PROBE_TARGET: &str = r#"(module
+  (import "wasi_snapshot_preview1" "args_sizes_get" (func $sizes (param i32 i32) (result i32)))
+  (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+  (memory (export "memory") 1)
+  (func (export "_start")
+    (drop (call $sizes (i32.const 0) (i32.const 4)))
+    (if (i32.gt_u (i32.load (i32.const 0)) (i32.const 1))
+      (then (call $exit (i32.const 0))))
+    (loop $spin (br $spin))))"#;
+
+fn probed_pod(name: &str, probe: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+    - name: main
+      image: probe-target:v1
+      resources:
+        limits:
+          cpu: 50m
+{probe}
+"#
+    )
+}
+
+#[test]
+fn exec_probes_gate_readiness_and_failing_liveness_restarts() -> Result<()> {
+    let c = Cluster::start()?;
+    let bytes = wat::parse_str(PROBE_TARGET)?;
+    push_bytes(&c, &bytes, "probe-target:v1")?;
+    // Passing readiness: the probe instance gets an argument and exits 0.
+    apply(
+        &c,
+        &probed_pod(
+            "ready",
+            r#"      readinessProbe:
+        exec:
+          command: ["probe-target", "ready"]
+        periodSeconds: 1"#,
+        ),
+    )?;
+    // Failing readiness: without arguments the probe instance spins past its timeout.
+    apply(
+        &c,
+        &probed_pod(
+            "unready",
+            r#"      readinessProbe:
+        exec:
+          command: ["probe-target"]
+        periodSeconds: 1
+        timeoutSeconds: 1"#,
+        ),
+    )?;
+    // Failing liveness: the container is killed and restarted.
+    apply(
+        &c,
+        &probed_pod(
+            "unlive",
+            r#"      livenessProbe:
+        exec:
+          command: ["probe-target"]
+        periodSeconds: 1
+        timeoutSeconds: 1
+        failureThreshold: 2"#,
+        ),
+    )?;
+
+    wait_for("pod ready to turn Ready", POD_TIMEOUT, || {
+        let ready = c.field(
+            &["pod", "ready"],
+            r#"{.status.conditions[?(@.type=="Ready")].status}"#,
+        )?;
+        Ok((ready == "True").then_some(()))
+    })?;
+    let p = pod_json(&c, "ready")?;
+    assert_eq!(container_status(&p)["ready"], Value::Bool(true), "{p}");
+
+    wait_for(
+        "pod unready to report a failed readiness probe",
+        POD_TIMEOUT,
+        || {
+            let events = pod_events(&c, "unready")?;
+            Ok(events
+                .iter()
+                .any(|e| {
+                    e.starts_with("Warning Unhealthy: Readiness probe failed")
+                        && e.contains("timed out")
+                })
+                .then_some(()))
+        },
+    )?;
+    let p = pod_json(&c, "unready")?;
+    assert_eq!(p["status"]["phase"], "Running", "{p}");
+    assert_eq!(container_status(&p)["ready"], Value::Bool(false), "{p}");
+    let ready = c.field(
+        &["pod", "unready"],
+        r#"{.status.conditions[?(@.type=="Ready")].status}"#,
+    )?;
+    assert_eq!(ready, "False");
+
+    let restarts = wait_for("pod unlive to be restarted twice", POD_TIMEOUT, || {
+        let p = pod_json(&c, "unlive")?;
+        let n = container_status(&p)["restartCount"].as_u64().unwrap_or(0);
+        Ok((n >= 2).then_some(n))
+    })?;
+    let events = pod_events(&c, "unlive")?;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("Warning Unhealthy: Liveness probe failed")),
+        "liveness failures are events: {events:#?}"
+    );
+    assert!(
+        events.iter().any(|e| e
+            == "Normal Killing: Container main failed liveness probe, will be restarted"),
+        "the kill is an event: {events:#?}"
+    );
+    let p = pod_json(&c, "unlive")?;
+    let last = &container_status(&p)["lastState"]["terminated"];
+    assert_eq!(last["exitCode"], 137, "restart {restarts}: {p}");
+    // The passing pod was never restarted meanwhile.
+    let p = pod_json(&c, "ready")?;
+    assert_eq!(container_status(&p)["restartCount"], 0, "{p}");
     Ok(())
 }

@@ -79,7 +79,7 @@ SPECIAL = {'meta.v1.Time':'Time','meta.v1.MicroTime':'MicroTime','meta.v1.Durati
   'runtime.RawExtension':'Raw'}
 ROOTS = ['core.v1.Namespace','core.v1.Pod','core.v1.Node','core.v1.Event','core.v1.ConfigMap','core.v1.Secret',
   'core.v1.Binding','coordination.v1.Lease','meta.v1.DeleteOptions','policy.v1.Eviction',
-  'apps.v1.Deployment','apps.v1.ReplicaSet','apps.v1.DaemonSet','batch.v1.Job']
+  'apps.v1.Deployment','apps.v1.ReplicaSet','apps.v1.DaemonSet','batch.v1.Job','core.v1.Service']
 
 def camel(s):
     p = s.split('_'); return p[0] + ''.join(x[:1].upper() + x[1:] for x in p[1:])
@@ -146,6 +146,9 @@ core.v1.Probe.terminationGracePeriodSeconds core.v1.ProjectedVolumeSource.defaul
 core.v1.SecretKeySelector.optional core.v1.SecretProjection.optional core.v1.SecretVolumeSource.defaultMode core.v1.SecretVolumeSource.optional
 core.v1.SecurityContext.privileged core.v1.SecurityContext.runAsUser core.v1.SecurityContext.runAsGroup core.v1.SecurityContext.runAsNonRoot
 core.v1.SecurityContext.readOnlyRootFilesystem core.v1.SecurityContext.allowPrivilegeEscalation core.v1.ServiceAccountTokenProjection.expirationSeconds
+core.v1.ServiceSpec.ipFamilyPolicy core.v1.ServiceSpec.allocateLoadBalancerNodePorts core.v1.ServiceSpec.loadBalancerClass
+core.v1.ServiceSpec.internalTrafficPolicy core.v1.ServiceSpec.trafficDistribution
+core.v1.LoadBalancerIngress.ipMode core.v1.PortStatus.error core.v1.ClientIpConfig.timeoutSeconds
 core.v1.Toleration.tolerationSeconds core.v1.TopologySpreadConstraint.minDomains core.v1.WindowsSecurityContextOptions.hostProcess
 meta.v1.DeleteOptions.gracePeriodSeconds meta.v1.DeleteOptions.orphanDependents meta.v1.DeleteOptions.ignoreStoreReadErrorWithClusterBreakingPotential
 meta.v1.DeleteOptions.propagationPolicy meta.v1.Preconditions.uid meta.v1.Preconditions.resourceVersion

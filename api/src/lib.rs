@@ -46,6 +46,9 @@ mod robustness {
         "ReplicaSet",
         "DaemonSet",
         "Job",
+        "Service",
+        "Endpoints",
+        "EndpointSlice",
         "Widget",
     ];
 

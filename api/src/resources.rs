@@ -114,6 +114,19 @@ const RESOURCES: &[ResourceInfo] = &[
     ResourceInfo {
         group: "",
         version: "v1",
+        kind: "Endpoints",
+        list_kind: "EndpointsList",
+        plural: "endpoints",
+        singular: "endpoints",
+        short_names: &["ep"],
+        namespaced: true,
+        verbs: FULL_VERBS,
+        categories: &[],
+        subresources: &[],
+    },
+    ResourceInfo {
+        group: "",
+        version: "v1",
         kind: "Event",
         list_kind: "EventList",
         plural: "events",
@@ -220,6 +233,25 @@ const RESOURCES: &[ResourceInfo] = &[
         subresources: &[],
     },
     ResourceInfo {
+        group: "",
+        version: "v1",
+        kind: "Service",
+        list_kind: "ServiceList",
+        plural: "services",
+        singular: "service",
+        short_names: &["svc"],
+        namespaced: true,
+        verbs: FULL_VERBS,
+        categories: &["all"],
+        subresources: &[Subresource {
+            name: "status",
+            group: "",
+            version: "v1",
+            kind: "Service",
+            verbs: STATUS_VERBS,
+        }],
+    },
+    ResourceInfo {
         group: "apps",
         version: "v1",
         kind: "DaemonSet",
@@ -308,6 +340,19 @@ const RESOURCES: &[ResourceInfo] = &[
         list_kind: "LeaseList",
         plural: "leases",
         singular: "lease",
+        short_names: &[],
+        namespaced: true,
+        verbs: FULL_VERBS,
+        categories: &[],
+        subresources: &[],
+    },
+    ResourceInfo {
+        group: "discovery.k8s.io",
+        version: "v1",
+        kind: "EndpointSlice",
+        list_kind: "EndpointSliceList",
+        plural: "endpointslices",
+        singular: "endpointslice",
         short_names: &[],
         namespaced: true,
         verbs: FULL_VERBS,
@@ -417,6 +462,26 @@ mod tests {
         assert!(jobs.subresource("status").is_some());
         assert!(jobs.subresource("scale").is_none());
         assert_eq!(by_kind("batch/v1", "Job"), Some(jobs));
+    }
+
+    #[test]
+    fn services_and_endpoints_are_served_like_kubernetes() {
+        let svc = by_plural("", "v1", "services").expect("services");
+        assert_eq!(svc.kind, "Service");
+        assert_eq!(svc.short_names, &["svc"]);
+        assert_eq!(svc.categories, &["all"]);
+        assert!(svc.subresource("status").is_some());
+        assert_eq!(svc.key_prefix(), "/registry/services/");
+        let ep = by_plural("", "v1", "endpoints").expect("endpoints");
+        assert_eq!((ep.kind, ep.singular), ("Endpoints", "endpoints"));
+        assert_eq!(ep.short_names, &["ep"]);
+        let slices = by_kind("discovery.k8s.io/v1", "EndpointSlice").expect("endpointslices");
+        assert_eq!(slices.plural, "endpointslices");
+        assert_eq!(
+            slices.key_prefix(),
+            "/registry/discovery.k8s.io/endpointslices/"
+        );
+        assert!(slices.namespaced);
     }
 
     #[test]

@@ -17,6 +17,8 @@ use crate::names::{self, invalid};
 use crate::resources;
 use crate::status::FieldCause;
 
+pub mod service;
+
 /// Fills in defaulted fields of an object of `kind`. Only fills what is
 /// missing, so it is safe to run on every write (Kubernetes defaults on every
 /// decode, updates included).
@@ -40,6 +42,9 @@ pub fn defaults(kind: &str, obj: &mut Value) {
         }
         "DaemonSet" => default_daemon_set(obj),
         "Job" => default_job(obj),
+        "Service" => service::default_service(obj),
+        "Endpoints" => service::default_endpoints(obj),
+        "EndpointSlice" => service::default_endpoint_slice(obj),
         "Namespace" => {
             set_default(obj, &["status", "phase"], Value::from("Active"));
         }
@@ -405,6 +410,7 @@ fn typed_round_trip(kind: &str, obj: &Value) -> Option<Result<Value, DecodeError
     use k8s_openapi::api::batch::v1 as batch;
     use k8s_openapi::api::coordination::v1 as coordination;
     use k8s_openapi::api::core::v1 as core;
+    use k8s_openapi::api::discovery::v1 as discovery;
     let mut obj = obj.clone();
     // apiVersion and kind are implied by the URL; the types insist on them.
     if let (Some(o), Some(res)) = (obj.as_object_mut(), resources::by_kind_name(kind)) {
@@ -424,6 +430,9 @@ fn typed_round_trip(kind: &str, obj: &Value) -> Option<Result<Value, DecodeError
         "ReplicaSet" => round_trip::<apps::ReplicaSet>(&obj),
         "DaemonSet" => round_trip::<apps::DaemonSet>(&obj),
         "Job" => round_trip::<batch::Job>(&obj),
+        "Service" => round_trip::<core::Service>(&obj),
+        "Endpoints" => round_trip::<core::Endpoints>(&obj),
+        "EndpointSlice" => round_trip::<discovery::EndpointSlice>(&obj),
         _ => return None,
     })
 }
@@ -455,6 +464,9 @@ pub fn validate(kind: &str, obj: &Value) -> Vec<FieldCause> {
         "Lease" => validate_lease(obj, &mut causes),
         "Deployment" | "ReplicaSet" | "DaemonSet" => validate_workload(kind, obj, &mut causes),
         "Job" => validate_job(obj, &mut causes),
+        "Service" => service::validate_service(obj, &mut causes),
+        "Endpoints" => service::validate_endpoints(obj, &mut causes),
+        "EndpointSlice" => service::validate_endpoint_slice(obj, &mut causes),
         _ => {}
     }
     causes
@@ -1403,6 +1415,8 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<FieldCause> 
                 job_spec_update(old, new, &mut causes);
             }
         }
+        "Service" => service::validate_service_update(old, new, &mut causes),
+        "EndpointSlice" => service::validate_endpoint_slice_update(old, new, &mut causes),
         _ => {}
     }
     causes
@@ -1609,9 +1623,13 @@ pub fn has_status_subresource(kind: &str) -> bool {
 
 /// The object a main-resource update stores: `new`, except that kinds with a
 /// status subresource keep `old`'s status (status is written through
-/// `/status` only).
+/// `/status` only), and a Service keeps the ClusterIP and node ports it was
+/// allocated when the writer left them out.
 pub fn prepare_update(kind: &str, old: &Value, new: &Value) -> Value {
     let mut out = new.clone();
+    if kind == "Service" {
+        service::carry_allocated_values(old, &mut out);
+    }
     if has_status_subresource(kind)
         && let Some(o) = out.as_object_mut()
     {

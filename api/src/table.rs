@@ -371,6 +371,75 @@ pub fn columns(kind: &str) -> Vec<Value> {
             c.extend(template_cols(SELECTOR_DESC_JOB));
             c
         }
+        "Service" => vec![
+            name_col(),
+            col("Type", "string", "", 0, "The type of the service."),
+            col(
+                "Cluster-IP",
+                "string",
+                "",
+                0,
+                "The cluster IP of the service.",
+            ),
+            col(
+                "External-IP",
+                "string",
+                "",
+                0,
+                "The external IP of the service.",
+            ),
+            col(
+                "Port(s)",
+                "string",
+                "",
+                0,
+                "The port (or ports) of the service.",
+            ),
+            age_col(),
+            col(
+                "Selector",
+                "string",
+                "",
+                1,
+                "Route service traffic to pods with label keys and values matching this selector. If empty or not present, the service is assumed to have an external process managing its endpoints, which Kubernetes will not modify. Only applies to types ClusterIP, NodePort, and LoadBalancer. Ignored if type is ExternalName. More info: https://kubernetes.io/docs/concepts/services-networking/service/",
+            ),
+        ],
+        "Endpoints" => vec![
+            name_col(),
+            col(
+                "Endpoints",
+                "string",
+                "",
+                0,
+                "The set of all endpoints is the union of all subsets. Addresses are placed into subsets according to the IPs they share. A single address with multiple ports, some of which are ready and some of which are not (because they come from different containers) will result in the address being displayed in different subsets for the different ports. No address will appear in both Addresses and NotReadyAddresses in the same subset. Sets of addresses and ports that comprise a service.",
+            ),
+            age_col(),
+        ],
+        "EndpointSlice" => vec![
+            name_col(),
+            col(
+                "AddressType",
+                "string",
+                "",
+                0,
+                "addressType specifies the type of address carried by this EndpointSlice. All addresses in this slice must be the same type.",
+            ),
+            col(
+                "Ports",
+                "string",
+                "",
+                0,
+                "ports specifies the list of network ports exposed by each endpoint in this slice.",
+            ),
+            col(
+                "Endpoints",
+                "string",
+                "",
+                0,
+                "endpoints is a list of unique endpoints in this slice.",
+            ),
+            age_col(),
+        ],
         _ => vec![name_col(), age_col()],
     }
 }
@@ -665,8 +734,160 @@ pub fn cells(kind: &str, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
         }
         "Deployment" | "ReplicaSet" | "DaemonSet" => workload_cells(kind, obj, now),
         "Job" => job_cells(obj, now),
+        "Service" => service_cells(obj, now),
+        "Endpoints" => vec![
+            name,
+            Value::from(format_endpoints(obj)),
+            Value::from(age(obj, now)),
+        ],
+        "EndpointSlice" => vec![
+            name,
+            Value::from(s(obj, "/addressType")),
+            Value::from(format_slice_ports(obj)),
+            Value::from(format_slice_endpoints(obj)),
+            Value::from(age(obj, now)),
+        ],
         _ => vec![name, Value::from(age(obj, now))],
     }
+}
+
+/// kubectl's service row: `80:30080/TCP` for node ports, `<none>` for
+/// what is absent, `<pending>` for a load balancer without ingress.
+fn service_cells(svc: &Value, now: jiff::Timestamp) -> Vec<Value> {
+    let ty = s(svc, "/spec/type");
+    let cluster_ip = arr(svc, "/spec/clusterIPs")
+        .first()
+        .and_then(Value::as_str)
+        .or_else(|| Some(s(svc, "/spec/clusterIP")).filter(|ip| !ip.is_empty()))
+        .unwrap_or("<none>");
+    let external: Vec<&str> = arr(svc, "/spec/externalIPs")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let ingress: Vec<&str> = arr(svc, "/status/loadBalancer/ingress")
+        .iter()
+        .filter_map(|i| {
+            i.get("ip")
+                .or_else(|| i.get("hostname"))
+                .and_then(Value::as_str)
+        })
+        .collect();
+    let external_ip = match ty {
+        "ExternalName" => s(svc, "/spec/externalName").to_string(),
+        "LoadBalancer" => {
+            let all: Vec<&str> = ingress.iter().chain(external.iter()).copied().collect();
+            if all.is_empty() {
+                "<pending>".to_string()
+            } else {
+                all.join(",")
+            }
+        }
+        _ if !external.is_empty() => external.join(","),
+        _ => "<none>".to_string(),
+    };
+    let ports: Vec<String> = arr(svc, "/spec/ports")
+        .iter()
+        .map(|p| {
+            let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+            let proto = p.get("protocol").and_then(Value::as_str).unwrap_or("");
+            match p
+                .get("nodePort")
+                .and_then(Value::as_i64)
+                .filter(|n| *n != 0)
+            {
+                Some(np) => format!("{port}:{np}/{proto}"),
+                None => format!("{port}/{proto}"),
+            }
+        })
+        .collect();
+    let ports = if ports.is_empty() {
+        "<none>".to_string()
+    } else {
+        ports.join(",")
+    };
+    let selector = svc
+        .pointer("/spec/selector")
+        .and_then(Value::as_object)
+        .filter(|m| !m.is_empty())
+        .map(|m| {
+            let mut pairs: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                .collect();
+            pairs.sort();
+            pairs.join(",")
+        })
+        .unwrap_or_else(|| "<none>".to_string());
+    vec![
+        Value::from(s(svc, "/metadata/name")),
+        Value::from(ty),
+        Value::from(cluster_ip),
+        Value::from(external_ip),
+        Value::from(ports),
+        Value::from(age(svc, now)),
+        Value::from(selector),
+    ]
+}
+
+/// At most three entries, then `+ N more...` (kubectl's list shortening).
+fn list_with_more(list: &[String], empty: &str) -> String {
+    const MAX: usize = 3;
+    if list.is_empty() {
+        return empty.to_string();
+    }
+    let shown = list[..list.len().min(MAX)].join(",");
+    if list.len() > MAX {
+        format!("{shown} + {} more...", list.len() - MAX)
+    } else {
+        shown
+    }
+}
+
+/// The ready `ip:port` pairs of an Endpoints object (`formatEndpoints`).
+fn format_endpoints(ep: &Value) -> String {
+    let subsets = arr(ep, "/subsets");
+    if subsets.is_empty() {
+        return "<none>".to_string();
+    }
+    let mut list = Vec::new();
+    for ss in subsets {
+        let ips: Vec<&str> = arr(ss, "/addresses").iter().map(|a| s(a, "/ip")).collect();
+        let ports = arr(ss, "/ports");
+        if ports.is_empty() {
+            list.extend(ips.iter().map(|ip| ip.to_string()));
+            continue;
+        }
+        for p in ports {
+            let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+            list.extend(ips.iter().map(|ip| format!("{ip}:{port}")));
+        }
+    }
+    list_with_more(&list, "")
+}
+
+fn format_slice_ports(slice: &Value) -> String {
+    let list: Vec<String> = arr(slice, "/ports")
+        .iter()
+        .map(|p| match p.get("port").and_then(Value::as_i64) {
+            Some(n) => n.to_string(),
+            None => p
+                .get("name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .unwrap_or("*")
+                .to_string(),
+        })
+        .collect();
+    list_with_more(&list, "<unset>")
+}
+
+fn format_slice_endpoints(slice: &Value) -> String {
+    let list: Vec<String> = arr(slice, "/endpoints")
+        .iter()
+        .flat_map(|e| arr(e, "/addresses").iter())
+        .filter_map(|a| a.as_str().map(str::to_string))
+        .collect();
+    list_with_more(&list, "<unset>")
 }
 
 /// Distinct keys across the maps at `pointers`.
@@ -1034,6 +1255,68 @@ mod tests {
             .as_str()
             .unwrap_or_default()
             .to_string()
+    }
+
+    #[test]
+    fn service_rows_print_like_kubectl() {
+        let mut svc = json!({"metadata": {"name": "web", "creationTimestamp": "2024-01-01T00:00:00Z"},
+            "spec": {"type": "NodePort", "clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
+                "selector": {"tier": "fe", "app": "web"},
+                "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}, {"port": 53, "protocol": "UDP"}]}});
+        let c = cells("Service", &svc, now());
+        assert_eq!(c.len(), columns("Service").len());
+        assert_eq!(
+            c[..5],
+            [
+                json!("web"),
+                json!("NodePort"),
+                json!("10.96.0.10"),
+                json!("<none>"),
+                json!("80:30080/TCP,53/UDP")
+            ]
+        );
+        assert_eq!(c[6], json!("app=web,tier=fe"));
+        svc["spec"] = json!({"type": "ClusterIP", "clusterIP": "None"});
+        let c = cells("Service", &svc, now());
+        assert_eq!(c[2..5], [json!("None"), json!("<none>"), json!("<none>")]);
+        assert_eq!(c[6], json!("<none>"));
+        svc["spec"] = json!({"type": "LoadBalancer", "clusterIP": "10.96.0.3", "ports": [{"port": 443, "protocol": "TCP"}]});
+        assert_eq!(cells("Service", &svc, now())[3], json!("<pending>"));
+    }
+
+    #[test]
+    fn endpoints_and_slices_list_three_then_count_the_rest() {
+        let ep = json!({"metadata": {"name": "web"}, "subsets": [{
+            "addresses": [{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}, {"ip": "10.0.0.3"}, {"ip": "10.0.0.4"}],
+            "notReadyAddresses": [{"ip": "10.0.0.9"}],
+            "ports": [{"port": 8080}]}]});
+        assert_eq!(
+            cells("Endpoints", &ep, now())[1],
+            json!("10.0.0.1:8080,10.0.0.2:8080,10.0.0.3:8080 + 1 more...")
+        );
+        assert_eq!(
+            cells("Endpoints", &json!({"metadata": {"name": "x"}}), now())[1],
+            json!("<none>")
+        );
+        let slice = json!({"metadata": {"name": "web-abcde"}, "addressType": "IPv4",
+            "ports": [{"port": 8080, "name": "http"}],
+            "endpoints": [{"addresses": ["10.0.0.1"]}, {"addresses": ["10.0.0.2"]}]});
+        let c = cells("EndpointSlice", &slice, now());
+        assert_eq!(c.len(), columns("EndpointSlice").len());
+        assert_eq!(
+            c[..4],
+            [
+                json!("web-abcde"),
+                json!("IPv4"),
+                json!("8080"),
+                json!("10.0.0.1,10.0.0.2")
+            ]
+        );
+        let empty = json!({"metadata": {"name": "e"}, "addressType": "IPv4"});
+        assert_eq!(
+            cells("EndpointSlice", &empty, now())[2..4],
+            [json!("<unset>"), json!("<unset>")]
+        );
     }
 
     #[test]

@@ -55,6 +55,7 @@ const ROOTS: &[(&str, &str, &str)] = &[
     ("apps/v1", "ReplicaSet", "apps.v1.ReplicaSet"),
     ("apps/v1", "DaemonSet", "apps.v1.DaemonSet"),
     ("batch/v1", "Job", "batch.v1.Job"),
+    ("v1", "Service", "core.v1.Service"),
 ];
 
 /// Whether a body is a Kubernetes protobuf message. Neither JSON nor YAML can
@@ -1449,7 +1450,7 @@ mod tests {
 
     #[test]
     fn unsupported_kinds_are_415() {
-        assert_eq!(code(&envelope("v1", "Service", vec![])), 415);
+        assert_eq!(code(&envelope("v1", "PersistentVolumeClaim", vec![])), 415);
         assert_eq!(code(&envelope("batch/v1", "CronJob", vec![])), 415);
         assert_eq!(code(&envelope("apps/v1", "StatefulSet", vec![])), 415);
         // The kind alone is not enough: the group version must be one decoded.

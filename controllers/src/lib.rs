@@ -9,12 +9,14 @@
 //! become `Unknown` and tainted unreachable, their pods evicted),
 //! [`replicaset`] (pods per ReplicaSet), [`deployment`] (rollouts through
 //! ReplicaSets), [`daemonset`] (one pod per eligible node), [`job`]
-//! (pods run to completion) and
+//! (pods run to completion), [`endpointslice`] (the endpoints of
+//! Services) and
 //! [`garbage_collector`] (dependents of deleted owners). [`ownership`] holds
 //! the adoption rules they share, [`events`] the Event recorder.
 
 pub mod daemonset;
 pub mod deployment;
+pub mod endpointslice;
 pub mod events;
 pub mod framework;
 pub mod garbage_collector;
@@ -30,7 +32,8 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector;
@@ -100,6 +103,10 @@ pub async fn run(
         (
             "job",
             tokio::spawn(run_job(client.clone(), resync, shutdown.clone())),
+        ),
+        (
+            "endpointslice",
+            tokio::spawn(run_endpointslice(client.clone(), resync, shutdown.clone())),
         ),
         (
             "garbage-collector",
@@ -288,6 +295,51 @@ async fn run_job(client: Client, resync: Duration, shutdown: CancellationToken) 
         "job",
         reconciler,
         keys(vec![job_keys, pod_keys]),
+        ready,
+        resync,
+        shutdown,
+    )
+    .await;
+}
+
+async fn run_endpointslice(client: Client, resync: Duration, shutdown: CancellationToken) {
+    let (svc_store, svc_events) = cache::<Service>(&client);
+    let (pod_store, pod_events) = cache::<Pod>(&client);
+    let (slice_store, slice_events) = cache::<EndpointSlice>(&client);
+    let (ep_store, ep_events) = cache::<Endpoints>(&client);
+    let svc_keys = svc_events
+        .map(|(svc, _)| vec![ownership::key_of(&svc.metadata)])
+        .boxed();
+    let pod_keys = {
+        let (services, slices) = (svc_store.clone(), slice_store.clone());
+        pod_events
+            .map(move |(pod, _)| endpointslice::keys_for_pod(&pod, &services, &slices))
+            .boxed()
+    };
+    // Slices and Endpoints changed by anyone else are put back.
+    let slice_keys = slice_events
+        .map(|(slice, _)| endpointslice::key_for_slice(&slice).into_iter().collect())
+        .boxed();
+    let ep_keys = ep_events
+        .map(|(ep, _)| vec![ownership::key_of(&ep.metadata)])
+        .boxed();
+    let ready = all_ready(vec![
+        ready_of(&svc_store),
+        ready_of(&pod_store),
+        ready_of(&slice_store),
+        ready_of(&ep_store),
+    ]);
+    let reconciler = endpointslice::EndpointSliceController::new(
+        client,
+        svc_store,
+        pod_store,
+        slice_store,
+        ep_store,
+    );
+    framework::run(
+        "endpointslice",
+        reconciler,
+        keys(vec![svc_keys, pod_keys, slice_keys, ep_keys]),
         ready,
         resync,
         shutdown,

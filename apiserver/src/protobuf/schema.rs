@@ -434,6 +434,12 @@ pub(super) static MESSAGES: &[M] = &[
         ],
     },
     M {
+        name: "core.v1.ClientIpConfig",
+        fields: &[
+            F { tag: 1, json: "timeoutSeconds", ty: I32, rep: false, req: false, ptr: true, inline: false },
+        ],
+    },
+    M {
         name: "core.v1.ClusterTrustBundleProjection",
         fields: &[
             F { tag: 1, json: "name", ty: Str, rep: false, req: false, ptr: false, inline: false },
@@ -935,6 +941,21 @@ pub(super) static MESSAGES: &[M] = &[
         ],
     },
     M {
+        name: "core.v1.LoadBalancerIngress",
+        fields: &[
+            F { tag: 1, json: "ip", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 2, json: "hostname", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 3, json: "ipMode", ty: Str, rep: false, req: false, ptr: true, inline: false },
+            F { tag: 4, json: "ports", ty: Msg("core.v1.PortStatus"), rep: true, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "core.v1.LoadBalancerStatus",
+        fields: &[
+            F { tag: 1, json: "ingress", ty: Msg("core.v1.LoadBalancerIngress"), rep: true, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
         name: "core.v1.LocalObjectReference",
         fields: &[
             F { tag: 1, json: "name", ty: Str, rep: false, req: true, ptr: false, inline: false },
@@ -1397,6 +1418,14 @@ pub(super) static MESSAGES: &[M] = &[
         ],
     },
     M {
+        name: "core.v1.PortStatus",
+        fields: &[
+            F { tag: 1, json: "port", ty: I32, rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "protocol", ty: Str, rep: false, req: true, ptr: false, inline: false },
+            F { tag: 3, json: "error", ty: Str, rep: false, req: false, ptr: true, inline: false },
+        ],
+    },
+    M {
         name: "core.v1.PortworxVolumeSource",
         fields: &[
             F { tag: 1, json: "volumeID", ty: Str, rep: false, req: true, ptr: false, inline: false },
@@ -1591,11 +1620,68 @@ pub(super) static MESSAGES: &[M] = &[
         ],
     },
     M {
+        name: "core.v1.Service",
+        fields: &[
+            F { tag: 1, json: "metadata", ty: Msg("meta.v1.ObjectMeta"), rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "spec", ty: Msg("core.v1.ServiceSpec"), rep: false, req: false, ptr: false, inline: false },
+            F { tag: 3, json: "status", ty: Msg("core.v1.ServiceStatus"), rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
         name: "core.v1.ServiceAccountTokenProjection",
         fields: &[
             F { tag: 1, json: "audience", ty: Str, rep: false, req: false, ptr: false, inline: false },
             F { tag: 2, json: "expirationSeconds", ty: I64, rep: false, req: false, ptr: true, inline: false },
             F { tag: 3, json: "path", ty: Str, rep: false, req: true, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "core.v1.ServicePort",
+        fields: &[
+            F { tag: 1, json: "name", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 2, json: "protocol", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 3, json: "port", ty: I32, rep: false, req: true, ptr: false, inline: false },
+            F { tag: 4, json: "targetPort", ty: Msg("intstr.IntOrString"), rep: false, req: false, ptr: false, inline: false },
+            F { tag: 5, json: "nodePort", ty: I32, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 6, json: "appProtocol", ty: Str, rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "core.v1.ServiceSpec",
+        fields: &[
+            F { tag: 1, json: "ports", ty: Msg("core.v1.ServicePort"), rep: true, req: false, ptr: false, inline: false },
+            F { tag: 2, json: "selector", ty: MapStr, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 3, json: "clusterIP", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 4, json: "type", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 5, json: "externalIPs", ty: Str, rep: true, req: false, ptr: false, inline: false },
+            F { tag: 7, json: "sessionAffinity", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 8, json: "loadBalancerIP", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 9, json: "loadBalancerSourceRanges", ty: Str, rep: true, req: false, ptr: false, inline: false },
+            F { tag: 10, json: "externalName", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 11, json: "externalTrafficPolicy", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 12, json: "healthCheckNodePort", ty: I32, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 13, json: "publishNotReadyAddresses", ty: Bool, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 14, json: "sessionAffinityConfig", ty: Msg("core.v1.SessionAffinityConfig"), rep: false, req: false, ptr: false, inline: false },
+            F { tag: 17, json: "ipFamilyPolicy", ty: Str, rep: false, req: false, ptr: true, inline: false },
+            F { tag: 18, json: "clusterIPs", ty: Str, rep: true, req: false, ptr: false, inline: false },
+            F { tag: 19, json: "ipFamilies", ty: Str, rep: true, req: false, ptr: false, inline: false },
+            F { tag: 20, json: "allocateLoadBalancerNodePorts", ty: Bool, rep: false, req: false, ptr: true, inline: false },
+            F { tag: 21, json: "loadBalancerClass", ty: Str, rep: false, req: false, ptr: true, inline: false },
+            F { tag: 22, json: "internalTrafficPolicy", ty: Str, rep: false, req: false, ptr: true, inline: false },
+            F { tag: 23, json: "trafficDistribution", ty: Str, rep: false, req: false, ptr: true, inline: false },
+        ],
+    },
+    M {
+        name: "core.v1.ServiceStatus",
+        fields: &[
+            F { tag: 1, json: "loadBalancer", ty: Msg("core.v1.LoadBalancerStatus"), rep: false, req: false, ptr: false, inline: false },
+            F { tag: 2, json: "conditions", ty: Msg("meta.v1.Condition"), rep: true, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "core.v1.SessionAffinityConfig",
+        fields: &[
+            F { tag: 1, json: "clientIP", ty: Msg("core.v1.ClientIpConfig"), rep: false, req: false, ptr: false, inline: false },
         ],
     },
     M {
@@ -1796,6 +1882,17 @@ pub(super) static MESSAGES: &[M] = &[
             F { tag: 1, json: "name", ty: Str, rep: false, req: false, ptr: false, inline: false },
             F { tag: 2, json: "podGroup", ty: Str, rep: false, req: false, ptr: false, inline: false },
             F { tag: 3, json: "podGroupReplicaKey", ty: Str, rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "meta.v1.Condition",
+        fields: &[
+            F { tag: 1, json: "type", ty: Str, rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "status", ty: Str, rep: false, req: true, ptr: false, inline: false },
+            F { tag: 3, json: "observedGeneration", ty: I64, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 4, json: "lastTransitionTime", ty: Msg("meta.v1.Time"), rep: false, req: true, ptr: false, inline: false },
+            F { tag: 5, json: "reason", ty: Str, rep: false, req: true, ptr: false, inline: false },
+            F { tag: 6, json: "message", ty: Str, rep: false, req: true, ptr: false, inline: false },
         ],
     },
     M {

@@ -15,6 +15,7 @@ pub mod object;
 mod ops;
 pub mod request;
 mod scale;
+mod service_alloc;
 mod watch;
 
 use std::collections::HashMap;
@@ -106,7 +107,41 @@ impl Registry {
             shutdown,
         });
         registry.resume_namespace_cleanups().await;
+        registry.spawn_allocation_repair();
         Ok(registry)
+    }
+
+    /// Frees Service ClusterIP and node port claims older than `grace` that
+    /// no stored Service holds; returns how many. Runs by itself at start
+    /// and every few minutes.
+    pub async fn repair_service_allocations(&self, grace: Duration) -> Result<usize> {
+        service_alloc::repair(&*self.store, grace)
+            .await
+            .map_err(|e| ApiError::from_storage(e, "", "services", ""))
+    }
+
+    fn spawn_allocation_repair(self: &Arc<Self>) {
+        const EVERY: Duration = Duration::from_secs(5 * 60);
+        let registry = Arc::downgrade(self);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let Some(reg) = registry.upgrade() else {
+                    return;
+                };
+                if let Err(e) = reg
+                    .repair_service_allocations(service_alloc::REPAIR_GRACE)
+                    .await
+                {
+                    tracing::warn!(error = ?e, "service allocation repair failed");
+                }
+                drop(reg);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(EVERY) => {}
+                }
+            }
+        });
     }
 
     /// The store this registry writes to.

@@ -14,6 +14,7 @@ use wasmkube_api::{names, patch, rules};
 
 use super::object::{self, Filter};
 use super::request::{BodyType, FieldValidation};
+use super::service_alloc::{self, Claimed};
 use super::{Registry, collection_prefix, key};
 use crate::error::{ApiError, Result};
 use crate::storage::{self, KeyValue, Precondition};
@@ -500,9 +501,23 @@ impl Registry {
                 return Ok(obj);
             }
             let k = key(res, ns.as_deref(), &name);
+            // ClusterIPs and node ports are claimed before the Service is
+            // written and freed again when it is not.
+            let claimed = if is_core(res, "Service") {
+                service_alloc::allocate(&*self.store, &mut obj, None).await?
+            } else {
+                Claimed::default()
+            };
+            let encoded = match encode(&obj) {
+                Ok(b) => b,
+                Err(e) => {
+                    claimed.release(&*self.store).await;
+                    return Err(e);
+                }
+            };
             match self
                 .store
-                .put(&k, encode(&obj)?, Precondition::MustNotExist)
+                .put(&k, encoded, Precondition::MustNotExist)
                 .await
             {
                 Ok(kv) => {
@@ -510,8 +525,14 @@ impl Registry {
                     object::set_resource_version(&mut obj, kv.mod_revision);
                     return Ok(obj);
                 }
-                Err(storage::Error::AlreadyExists { .. }) if attempt + 1 < attempts => continue,
-                Err(e) => return Err(storage_err(res, &name)(e)),
+                Err(storage::Error::AlreadyExists { .. }) if attempt + 1 < attempts => {
+                    claimed.release(&*self.store).await;
+                    continue;
+                }
+                Err(e) => {
+                    claimed.release(&*self.store).await;
+                    return Err(storage_err(res, &name)(e));
+                }
             }
         }
         Err(ApiError::internal("could not generate a unique name"))
@@ -612,6 +633,53 @@ impl Registry {
         if !causes.is_empty() {
             return Err(invalid(res, name, causes).into());
         }
+        // An update may need new node ports (a type or port change) or a
+        // ClusterIP (from ExternalName); what it drops is freed once stored.
+        let claimed = if is_core(res, "Service") && part == Part::Main && !opts.dry_run {
+            service_alloc::allocate(&*self.store, &mut new, Some(current)).await?
+        } else {
+            Claimed::default()
+        };
+        let result = self
+            .store_update(res, namespace, name, current, rev, new, part, opts)
+            .await;
+        match result {
+            Ok((stored, removed)) => {
+                if is_core(res, "Service") && !opts.dry_run {
+                    // Every claim is held by the stored object now.
+                    drop(claimed);
+                    if removed {
+                        service_alloc::release_all(&*self.store, current).await;
+                        service_alloc::release_all(&*self.store, &stored).await;
+                    } else {
+                        service_alloc::release_dropped(&*self.store, current, &stored).await;
+                    }
+                }
+                Ok(stored)
+            }
+            Err(e) => {
+                claimed.release(&*self.store).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The generation, no-op detection and the write of
+    /// [`Self::commit_update`]; `true` when the write removed the object
+    /// (its last finalizer went).
+    #[allow(clippy::too_many_arguments)]
+    async fn store_update(
+        &self,
+        res: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        current: &Value,
+        rev: i64,
+        mut new: Value,
+        part: Part,
+        opts: &WriteOptions,
+    ) -> Result<(Value, bool), Attempt> {
+        let old_meta = object::meta(current).cloned().unwrap_or_default();
         let old_gen = old_meta.get("generation").and_then(Value::as_i64);
         match old_gen {
             // Status writes never move the generation (their strategies in
@@ -626,7 +694,7 @@ impl Registry {
         }
         let stripped = object::without_resource_version(&new);
         if stripped == object::without_resource_version(current) {
-            return Ok(current.clone());
+            return Ok((current.clone(), false));
         }
         let k = key(res, namespace, name);
         // The update that removes the last finalizer of a deleted object deletes it.
@@ -636,14 +704,14 @@ impl Registry {
             && !is_core(res, "Namespace")
         {
             if opts.dry_run {
-                return Ok(new);
+                return Ok((new, false));
             }
             return match self.store.delete(&k, Precondition::ModRevision(rev)).await {
                 Ok((_, del_rev)) => {
                     self.wrote(res, del_rev);
                     object::set_resource_version(&mut new, del_rev);
                     self.after_removal(res, namespace).await;
-                    Ok(new)
+                    Ok((new, true))
                 }
                 Err(storage::Error::Conflict { .. }) => Err(Attempt::Raced),
                 Err(e) => Err(storage_err(res, name)(e).into()),
@@ -651,7 +719,7 @@ impl Registry {
         }
         if opts.dry_run {
             object::set_resource_version(&mut new, rev);
-            return Ok(new);
+            return Ok((new, false));
         }
         match self
             .store
@@ -661,7 +729,7 @@ impl Registry {
             Ok(kv) => {
                 self.wrote(res, kv.mod_revision);
                 object::set_resource_version(&mut new, kv.mod_revision);
-                Ok(new)
+                Ok((new, false))
             }
             Err(storage::Error::Conflict { .. } | storage::Error::NotFound { .. }) => {
                 Err(Attempt::Raced)
@@ -907,6 +975,9 @@ impl Registry {
                 None => match self.store.delete(&k, Precondition::ModRevision(rev)).await {
                     Ok((_, del_rev)) => {
                         self.wrote(res, del_rev);
+                        if is_core(res, "Service") {
+                            service_alloc::release_all(&*self.store, &current).await;
+                        }
                         self.after_removal(res, namespace).await;
                         return Ok(current);
                     }

@@ -186,6 +186,8 @@ pub struct WorkerContext {
     pub volumes: Arc<crate::volumes::VolumeManager>,
     /// Usage figures for the HTTP server's stats endpoints.
     pub stats: Arc<crate::stats::StatsRegistry>,
+    /// The node's HTTP containers, where HTTP pods register.
+    pub http: crate::http::HttpPods,
     /// Cap of one log file.
     pub max_log_bytes: u64,
     /// Crash-loop back-off between restarts.
@@ -842,6 +844,7 @@ impl Worker {
                 updates: self.probe_tx.clone(),
                 container_stop: stop.clone(),
                 pod_stop: self.probes_stop.clone(),
+                http: self.ctx.http.clone(),
             });
         }
         let sandbox = self.ctx.sandbox.clone();
@@ -849,8 +852,14 @@ impl Worker {
         let started = Instant::now();
         let started_at = jiff::Timestamp::now();
         let id = container_id.clone();
+        let http = self.ctx.http.clone();
+        let http_options = crate::http::HttpOptions::of(&self.pod, &container, &self.ctx.node_ip);
+        // Deleting the pod drains an HTTP container: no new requests, the
+        // in-flight ones finish within the grace period.
+        let drain = self.probes_stop.clone();
         tokio::spawn(async move {
-            let result = sandbox.run(run).await;
+            let result =
+                crate::http::run_container(&http, sandbox.as_ref(), run, http_options, drain).await;
             if let Err(e) = log.finish().await {
                 tracing::warn!(container = %id, error = %e, "writing the container log failed");
             }
@@ -1770,6 +1779,7 @@ mod tests {
                 "n1",
                 crate::stats::StatsOptions::default(),
             )),
+            http: crate::http::HttpPods::new(),
             max_log_bytes: crate::logs::DEFAULT_MAX_LOG_BYTES,
             restart_backoff: status::RestartBackoff::default(),
         });

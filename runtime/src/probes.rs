@@ -568,6 +568,9 @@ pub struct Launch<'a> {
     pub container_stop: CancellationToken,
     /// Cancelled when the pod is being deleted.
     pub pod_stop: CancellationToken,
+    /// The node's HTTP containers: `httpGet` to one of the pod's goes
+    /// in-process.
+    pub http: crate::http::HttpPods,
 }
 
 /// Starts probing a container that has just started; `None` when it has no
@@ -577,13 +580,16 @@ pub fn start(launch: Launch<'_>) -> Option<JoinHandle<()>> {
     if probes.is_empty() {
         return None;
     }
-    let prober = Arc::new(ContainerProber::new(
-        launch.sandbox,
-        launch.run,
-        launch.container,
-        launch.pod_ip,
-        launch.work_dir,
-    ));
+    let prober = Arc::new(
+        ContainerProber::new(
+            launch.sandbox,
+            launch.run,
+            launch.container,
+            launch.pod_ip,
+            launch.work_dir,
+        )
+        .with_http(launch.http, &launch.pod),
+    );
     let reporter = Reporter {
         index: launch.index,
         container_id: launch.run.id.clone(),
@@ -622,6 +628,8 @@ pub struct ContainerProber {
     pod_ip: String,
     ports: Vec<ContainerPort>,
     work_dir: PathBuf,
+    /// The node's HTTP containers and this pod's (namespace, name).
+    http: Option<(crate::http::HttpPods, String, String)>,
 }
 
 impl ContainerProber {
@@ -649,7 +657,76 @@ impl ContainerProber {
             pod_ip: pod_ip.to_string(),
             ports: container.ports.clone().unwrap_or_default(),
             work_dir,
+            http: None,
         }
+    }
+
+    /// Sends `httpGet` probes to the pod's own HTTP containers in-process:
+    /// they listen on no socket of their own.
+    pub fn with_http(mut self, http: crate::http::HttpPods, pod: &Pod) -> ContainerProber {
+        self.http = Some((
+            http,
+            pod.metadata.namespace.clone().unwrap_or_default(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        ));
+        self
+    }
+
+    /// `httpGet` on one of the pod's HTTP containers; `None` when the
+    /// probe is not for one.
+    async fn http_get_in_process(
+        &self,
+        host: Option<&str>,
+        port: u16,
+        path: &str,
+        headers: &[(String, String)],
+        timeout: Duration,
+    ) -> Option<Outcome> {
+        let (pods, namespace, pod) = self.http.as_ref()?;
+        if host.is_some_and(|h| h != self.pod_ip) {
+            return None;
+        }
+        let key = crate::http::EndpointKey {
+            namespace: namespace.clone(),
+            pod: pod.clone(),
+            port,
+        };
+        if !pods.contains(&key) {
+            return None;
+        }
+        let mut request = http::Request::new(crate::http::Body::empty());
+        *request.uri_mut() = match path.parse() {
+            Ok(uri) => uri,
+            Err(e) => return Some(Outcome::Failure(format!("invalid path {path:?}: {e}"))),
+        };
+        match probe_headers(headers) {
+            Ok(h) => *request.headers_mut() = h,
+            Err(message) => return Some(Outcome::Failure(message)),
+        }
+        let url = format!("http://{}{path}", self.authority(host, port));
+        if let Ok(value) = http::HeaderValue::from_str(&self.authority(host, port)) {
+            request
+                .headers_mut()
+                .entry(http::header::HOST)
+                .or_insert(value);
+        }
+        Some(
+            match tokio::time::timeout(timeout, pods.serve(&key, request)).await {
+                Ok(Ok(response)) => {
+                    let code = response.status().as_u16();
+                    if (200..400).contains(&code) {
+                        Outcome::Success
+                    } else {
+                        Outcome::Failure(format!("HTTP probe failed with statuscode: {code}"))
+                    }
+                }
+                Ok(Err(e)) => Outcome::Failure(format!("Get {url:?}: {e}")),
+                Err(_) => Outcome::Failure(format!(
+                    "Get {url:?}: no response within {}s",
+                    timeout.as_secs()
+                )),
+            },
+        )
     }
 
     async fn exec(&self, kind: Kind, command: &[String], timeout: Duration) -> Outcome {
@@ -786,6 +863,13 @@ impl ContainerProber {
         };
         if scheme != "http" && scheme != "https" {
             return Outcome::Failure(format!("unsupported scheme: {scheme:?}"));
+        }
+        if scheme == "http"
+            && let Some(outcome) = self
+                .http_get_in_process(host, port, path, headers, timeout)
+                .await
+        {
+            return outcome;
         }
         let url = format!("{scheme}://{}{path}", self.authority(host, port));
         let client = match http_client() {
@@ -1828,6 +1912,7 @@ mod tests {
                 "n1",
                 crate::stats::StatsOptions::default(),
             )),
+            http: crate::http::HttpPods::new(),
             max_log_bytes: crate::logs::DEFAULT_MAX_LOG_BYTES,
             restart_backoff: crate::status::RestartBackoff::default(),
         });

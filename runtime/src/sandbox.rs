@@ -37,8 +37,10 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::compile_cache::{self, Artifact, CompileCache};
+use crate::http::wasi_http::HttpState;
 use crate::logs::LogStream;
 use diagnose::Kind;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 /// The largest linear memory any instance may have (the wasm32 maximum).
 pub const MAX_INSTANCE_MEMORY: u64 = 4 << 30;
@@ -142,6 +144,17 @@ pub trait Sandbox: Send + Sync + 'static {
     /// Runs a container to its end. Returns when the guest exits, traps, or
     /// `run.stop` is cancelled.
     async fn run(&self, run: ContainerRun) -> Result<ExitStatus, SandboxError>;
+
+    /// A handler serving HTTP requests with the binary of `spec` when it is
+    /// an HTTP container (a wasi:http component, or a module with
+    /// `spec.wagi`); `None` for a command. Prepares the binary if needed.
+    async fn http_handler(
+        &self,
+        spec: Arc<crate::http::HttpSpec>,
+    ) -> Result<Option<Arc<dyn crate::http::Handler>>, SandboxError> {
+        let _ = spec;
+        Ok(None)
+    }
 }
 
 /// Settings of the wasmtime sandbox.
@@ -183,10 +196,11 @@ pub struct CompileStats {
 }
 
 /// Per-store state: the WASI context of the binary's kind (`WasiP1Ctx`
-/// for modules, [`P2`] for components) and the memory limiter.
-struct Host<W> {
-    wasi: W,
-    limits: MemoryLimit,
+/// for modules, [`P2`] for components, [`HttpState`] for wasi:http
+/// components) and the memory limiter.
+pub(crate) struct Host<W> {
+    pub(crate) wasi: W,
+    pub(crate) limits: MemoryLimit,
 }
 
 /// WASI 0.2 state of a component's store.
@@ -207,9 +221,9 @@ impl WasiView for Host<P2> {
 /// Caps linear memory plus tables, and reports what is granted. Growth past
 /// the cap traps (like the kernel's OOM killer, the guest does not get to
 /// handle it) and is remembered, so the run is reported `OOMKilled`.
-struct MemoryLimit {
+pub(crate) struct MemoryLimit {
     limit: u64,
-    exceeded: bool,
+    pub(crate) exceeded: bool,
     /// Bytes granted to all memories and tables of the store.
     granted: u64,
     /// The last grant, taken back if the growth then fails.
@@ -218,7 +232,7 @@ struct MemoryLimit {
 }
 
 impl MemoryLimit {
-    fn new(limit: u64, usage: Arc<Usage>) -> MemoryLimit {
+    pub(crate) fn new(limit: u64, usage: Arc<Usage>) -> MemoryLimit {
         usage.memory_bytes.store(0, Ordering::Relaxed);
         MemoryLimit {
             limit: limit.min(MAX_INSTANCE_MEMORY),
@@ -317,6 +331,8 @@ impl Drop for Ticker {
 enum Prepared {
     Module(InstancePre<Host<WasiP1Ctx>>),
     Component(CommandPre<Host<P2>>),
+    /// A component exporting `wasi:http/incoming-handler`: served, not run.
+    Http(ProxyPre<Host<HttpState>>),
 }
 
 /// What turns bytes into [`Prepared`]: shared with the blocking tasks that
@@ -325,6 +341,8 @@ struct Compiler {
     engine: Engine,
     linker: Linker<Host<WasiP1Ctx>>,
     component_linker: ComponentLinker<Host<P2>>,
+    /// WASI 0.2 plus wasi:http, for HTTP components.
+    http_linker: ComponentLinker<Host<HttpState>>,
     /// `(module, name)` of everything `linker` defines, to name the imports
     /// it does not.
     provided: BTreeSet<(String, String)>,
@@ -354,6 +372,10 @@ impl WasmtimeSandbox {
         let mut component_linker: ComponentLinker<Host<P2>> = ComponentLinker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut component_linker)
             .map_err(|e| SandboxError::Start(format!("linking WASI 0.2: {e}")))?;
+        let mut http_linker: ComponentLinker<Host<HttpState>> = ComponentLinker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut http_linker)
+            .and_then(|()| wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut http_linker))
+            .map_err(|e| SandboxError::Start(format!("linking wasi:http: {e}")))?;
         let provided = {
             let mut store = Store::new(
                 &engine,
@@ -398,6 +420,7 @@ impl WasmtimeSandbox {
                 engine,
                 linker,
                 component_linker,
+                http_linker,
                 provided,
                 disk,
                 compiled: AtomicU64::new(0),
@@ -442,6 +465,16 @@ impl WasmtimeSandbox {
 
     fn cached(&self, digest: &str) -> Option<Prepared> {
         self.lock_modules().get(digest).cloned()
+    }
+
+    /// The prepared binary, preparing it again if it was evicted.
+    async fn prepared(&self, digest: &str, path: &Path) -> Result<Prepared, SandboxError> {
+        if let Some(prepared) = self.cached(digest) {
+            return Ok(prepared);
+        }
+        self.prepare(digest, path).await?;
+        self.cached(digest)
+            .ok_or_else(|| SandboxError::Start(format!("module {digest} is not prepared")))
     }
 }
 
@@ -545,6 +578,9 @@ impl Compiler {
     }
 
     fn prepare_component(&self, component: &Component) -> Result<Prepared, SandboxError> {
+        if diagnose::is_http_handler(&self.engine, component) {
+            return self.prepare_http(component);
+        }
         if let Some(why) = diagnose::component_not_command(&self.engine, component) {
             return Err(SandboxError::InvalidModule(why));
         }
@@ -563,6 +599,30 @@ impl Compiler {
             SandboxError::InvalidModule(diagnose::run_mismatch(&self.engine, component, &e))
         })?;
         Ok(Prepared::Component(command))
+    }
+
+    fn prepare_http(&self, component: &Component) -> Result<Prepared, SandboxError> {
+        if let Some(why) = diagnose::http_handler_mismatch(&self.engine, component) {
+            return Err(SandboxError::InvalidModule(format!(
+                "the component exports wasi:http/incoming-handler, but not as this node's \
+                 wasi:http 0.2 proxy world expects: {why}"
+            )));
+        }
+        let pre = self.http_linker.instantiate_pre(component).map_err(|e| {
+            SandboxError::InvalidModule(diagnose::component_imports(
+                &self.engine,
+                component,
+                &self.http_linker,
+                &e,
+            ))
+        })?;
+        let proxy = ProxyPre::new(pre).map_err(|e| {
+            SandboxError::InvalidModule(format!(
+                "the component exports wasi:http/incoming-handler, but not as this node's \
+                 wasi:http 0.2 proxy world expects: {e:#}"
+            ))
+        })?;
+        Ok(Prepared::Http(proxy))
     }
 }
 
@@ -595,16 +655,25 @@ impl Sandbox for WasmtimeSandbox {
         Ok(())
     }
 
+    async fn http_handler(
+        &self,
+        spec: Arc<crate::http::HttpSpec>,
+    ) -> Result<Option<Arc<dyn crate::http::Handler>>, SandboxError> {
+        let prepared = self.prepared(&spec.digest, &spec.module_path).await?;
+        let engine = self.compiler.engine.clone();
+        Ok(match prepared {
+            Prepared::Module(pre) if spec.wagi => Some(Arc::new(
+                crate::http::wagi::WagiHandler::new(engine, pre, spec),
+            )),
+            Prepared::Http(pre) => Some(Arc::new(crate::http::wasi_http::WasiHttpHandler::new(
+                pre, spec,
+            ))),
+            Prepared::Module(_) | Prepared::Component(_) => None,
+        })
+    }
+
     async fn run(&self, run: ContainerRun) -> Result<ExitStatus, SandboxError> {
-        let prepared = match self.cached(&run.digest) {
-            Some(prepared) => prepared,
-            None => {
-                self.prepare(&run.digest, &run.module_path).await?;
-                self.cached(&run.digest).ok_or_else(|| {
-                    SandboxError::Start(format!("module {} is not prepared", run.digest))
-                })?
-            }
-        };
+        let prepared = self.prepared(&run.digest, &run.module_path).await?;
         let mut builder = wasi_builder(&run)?;
         let limits = MemoryLimit::new(run.memory_limit, run.usage.clone());
         let engine = &self.compiler.engine;
@@ -632,6 +701,14 @@ impl Sandbox for WasmtimeSandbox {
                 let mut store = new_store(engine, host, run.cpu_limit_millis);
                 let outcome = drive(&run, run_component(&pre, &mut store)).await;
                 (outcome, store.data().limits.exceeded)
+            }
+            Prepared::Http(_) => {
+                return Err(SandboxError::InvalidModule(
+                    "the component is a wasi:http component (it exports \
+                     wasi:http/incoming-handler); it serves requests, one instance each, \
+                     and cannot run as a command"
+                        .into(),
+                ));
             }
         };
         run.usage.memory_bytes.store(0, Ordering::Relaxed);
@@ -671,7 +748,7 @@ fn wasi_builder(run: &ContainerRun) -> Result<WasiCtxBuilder, SandboxError> {
 }
 
 /// A store that always carries the memory limiter and an epoch deadline.
-fn new_store<W: Send + 'static>(
+pub(crate) fn new_store<W: Send + 'static>(
     engine: &Engine,
     host: Host<W>,
     cpu_limit_millis: Option<u64>,
@@ -701,6 +778,14 @@ where
         biased;
         () = run.stop.cancelled() => None,
         r = timed => Some(r),
+    }
+}
+
+/// `instance`, counting the time spent polling it as CPU time of `usage`.
+pub(crate) fn timed<F: Future>(instance: F, usage: Arc<Usage>) -> impl Future<Output = F::Output> {
+    Timed {
+        inner: Box::pin(instance),
+        usage,
     }
 }
 
@@ -1637,11 +1722,13 @@ mod tests {
                   (export "wasi:http/incoming-handler@0.2.0" (instance $h)))"#,
             )
             .await?;
-        assert_eq!(
-            m,
-            "the component is a wasi:http component (it exports \
-             wasi:http/incoming-handler@0.2.0, not wasi:cli/run); serve it as an HTTP \
-             workload instead of running it as a command"
+        // Served as an HTTP workload, but this one's handler has the wrong shape.
+        assert!(
+            m.starts_with(
+                "the component exports wasi:http/incoming-handler, but not as this node's \
+                 wasi:http 0.2 proxy world expects: "
+            ),
+            "{m}"
         );
         let m = f
             .refused_wat(

@@ -61,16 +61,79 @@ pub fn app_with(
         })
 }
 
-/// Serves `app` on `listener` until `shutdown`.
+/// Serves `app` and the HTTP pods' route ([`pod_http_app`]) on `listener`
+/// until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     logs: Arc<LogRegistry>,
     stats: Arc<StatsRegistry>,
+    http: crate::http::HttpPods,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(logs, stats))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let app = app(logs, stats).merge(pod_http_app(http));
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+}
+
+/// `ANY /pods/{namespace}/{pod}/http/{port}/{*path}`: a request to a local
+/// HTTP container, which sees `/{path}` (and the query) as its own URL.
+pub fn pod_http_app(http: crate::http::HttpPods) -> Router {
+    use axum::routing::any;
+    Router::new()
+        .route("/pods/{namespace}/{pod}/http/{port}", any(pod_http))
+        .route("/pods/{namespace}/{pod}/http/{port}/", any(pod_http))
+        .route("/pods/{namespace}/{pod}/http/{port}/{*path}", any(pod_http))
+        .with_state(http)
+}
+
+async fn pod_http(
+    State(http): State<crate::http::HttpPods>,
+    Path(params): Path<HashMap<String, String>>,
+    mut req: axum::extract::Request,
+) -> Response {
+    let param = |name: &str| params.get(name).cloned().unwrap_or_default();
+    let Ok(port) = param("port").parse::<u16>() else {
+        return bad_request(format!("invalid port {:?}", param("port")));
+    };
+    let key = crate::http::EndpointKey {
+        namespace: param("namespace"),
+        pod: param("pod"),
+        port,
+    };
+    // The container's own path, still percent-encoded: what follows
+    // `/pods/{namespace}/{pod}/http/{port}`.
+    let raw = req.uri().path();
+    let rest = raw.splitn(7, '/').nth(6).unwrap_or("");
+    let prefix = raw
+        .strip_suffix(rest)
+        .unwrap_or(raw)
+        .trim_end_matches('/')
+        .to_string();
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("/{rest}?{q}"),
+        None => format!("/{rest}"),
+    };
+    match path_and_query.parse::<axum::http::Uri>() {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(e) => return bad_request(format!("invalid path: {e}")),
+    }
+    let remote = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    if let Some(addr) = remote {
+        req.extensions_mut().insert(crate::http::RemoteAddr(addr));
+    }
+    req.extensions_mut()
+        .insert(crate::http::MatchedRoute(prefix));
+    match http.serve(&key, req).await {
+        Ok(response) => response,
+        Err(e) => status(StatusCode::NOT_FOUND, "NotFound", e.to_string()),
+    }
 }
 
 fn status(code: StatusCode, reason: &str, message: String) -> Response {

@@ -2149,6 +2149,7 @@ mod tests {
                 "n1",
                 crate::stats::StatsOptions::default(),
             )),
+            http: crate::http::HttpPods::new(),
             max_log_bytes: DEFAULT_MAX_LOG_BYTES,
             restart_backoff: crate::status::RestartBackoff::default(),
         });

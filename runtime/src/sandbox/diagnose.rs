@@ -310,6 +310,51 @@ pub(crate) fn module_imports(
     )
 }
 
+/// Whether a component exports `wasi:http/incoming-handler` 0.2: an HTTP
+/// container, served one instance per request.
+pub(crate) fn is_http_handler(engine: &Engine, component: &Component) -> bool {
+    component
+        .component_type()
+        .exports(engine)
+        .any(|(name, _)| name.starts_with("wasi:http/incoming-handler@0.2."))
+}
+
+/// Why an HTTP component's `handle` cannot serve requests, or `None` when
+/// it has the shape of wasi:http 0.2's `handle(incoming-request,
+/// response-outparam)`. The bindings check the exact types only when an
+/// instance is made; checked here, a wrong shape is refused when the
+/// container is created rather than answered 500 on every request.
+pub(crate) fn http_handler_mismatch(engine: &Engine, component: &Component) -> Option<String> {
+    let ty = component.component_type();
+    let (name, export) = ty
+        .exports(engine)
+        .find(|(name, _)| name.starts_with("wasi:http/incoming-handler@0.2."))?;
+    let ComponentItem::ComponentInstance(instance) = &export.ty else {
+        return Some(format!(
+            "{name} is exported as a {}, not an instance",
+            component_item_kind(&export.ty)
+        ));
+    };
+    match instance.get_export(engine, "handle").map(|e| e.ty) {
+        Some(ComponentItem::ComponentFunc(f))
+            if f.params().len() == 2 && f.results().len() == 0 =>
+        {
+            None
+        }
+        Some(ComponentItem::ComponentFunc(f)) => Some(format!(
+            "its `handle` takes {} parameters and returns {} results; wasi:http's takes \
+             (incoming-request, response-outparam) and returns nothing",
+            f.params().len(),
+            f.results().len()
+        )),
+        Some(other) => Some(format!(
+            "its `handle` is a {}, not a function",
+            component_item_kind(&other)
+        )),
+        None => Some(format!("{name} has no `handle` function")),
+    }
+}
+
 /// Why a component is not a WASI command, or `None` when it exports
 /// `wasi:cli/run` (whose version the command bindings then check).
 pub(crate) fn component_not_command(engine: &Engine, component: &Component) -> Option<String> {

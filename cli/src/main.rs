@@ -126,6 +126,12 @@ struct ServerArgs {
     #[arg(long, default_value_t = 10250, value_name = "PORT")]
     kubelet_port: u16,
 
+    /// HTTP port of the built-in node's proxy: Services answer there by
+    /// Host header (`<service>.<namespace>`), and other nodes' proxies
+    /// forward to it (0 picks a free one).
+    #[arg(long, default_value_t = 8080, value_name = "PORT")]
+    proxy_port: u16,
+
     /// Store objects in this etcd cluster instead of the embedded store
     /// (comma-separated client URLs, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379).
     /// Several servers may share one etcd.
@@ -310,6 +316,7 @@ impl From<ServerArgs> for server::Options {
             node_name: a.node_name,
             no_node: a.no_node,
             kubelet_port: a.kubelet_port,
+            proxy_port: a.proxy_port,
             restart_backoff: wasmkube_runtime::status::RestartBackoff::new(
                 a.container_restart_initial_backoff,
                 a.max_container_restart_period,
@@ -347,6 +354,7 @@ mod tests {
         assert_eq!(a.bind_address.to_string(), "127.0.0.1");
         assert_eq!(a.port, 6443);
         assert_eq!(a.kubelet_port, 10250);
+        assert_eq!(a.proxy_port, 8080);
         assert!(!a.no_node);
         assert!(a.tls_sans.is_empty());
         assert!(matches!(
@@ -406,6 +414,8 @@ mod tests {
             "--no-node",
             "--kubelet-port",
             "11250",
+            "--proxy-port",
+            "0",
             "--write-kubeconfig",
             "/tmp/kc",
             "--log-format",
@@ -424,6 +434,7 @@ mod tests {
         assert_eq!(a.node_name.as_deref(), Some("n1"));
         assert!(a.no_node);
         assert_eq!(a.kubelet_port, 11250);
+        assert_eq!(a.proxy_port, 0);
         assert_eq!(a.write_kubeconfig, Some(PathBuf::from("/tmp/kc")));
         Ok(())
     }

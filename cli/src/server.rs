@@ -28,6 +28,8 @@ pub struct Options {
     pub node_name: Option<String>,
     pub no_node: bool,
     pub kubelet_port: u16,
+    /// The built-in node's proxy port (0 picks a free one).
+    pub proxy_port: u16,
     pub store: wasmkube_apiserver::StoreBackend,
     /// The built-in kubelet's crash-loop back-off.
     pub restart_backoff: wasmkube_runtime::status::RestartBackoff,
@@ -209,6 +211,7 @@ fn spawn_kubelet(
 ) {
     let mut config = wasmkube_runtime::KubeletConfig::new(node_name, data_dir.join("node"));
     config.port = opts.kubelet_port;
+    config.proxy_port = opts.proxy_port;
     config.restart_backoff = opts.restart_backoff;
     config.max_log_bytes = opts.container_log_max_size;
     config.registry_ca = opts.registry_ca.clone();

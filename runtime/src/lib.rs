@@ -14,10 +14,13 @@
 //! (pure status rules),
 //! [`events`], [`server`] (kubelet HTTP), [`stats`] (CPU and memory figures
 //! for `kubectl top`), [`volumes`] (emptyDir, configMap, secret and hostPath
-//! volumes as preopened directories).
+//! volumes as preopened directories), [`proxy`] (the node proxy: Services
+//! by Host header on the proxy port and on NodePorts, forwarded between
+//! nodes).
 
 pub mod compile_cache;
 pub mod events;
+pub mod http;
 pub mod lease;
 pub mod logs;
 pub mod module_cache;
@@ -25,6 +28,7 @@ pub mod node;
 pub mod oci;
 pub mod pod_worker;
 pub mod probes;
+pub mod proxy;
 pub mod sandbox;
 pub mod server;
 pub mod stats;
@@ -73,6 +77,9 @@ pub enum Error {
     /// A kubelet task panicked.
     #[error("kubelet task failed: {0}")]
     Task(String),
+    /// The node proxy could not be set up.
+    #[error(transparent)]
+    Proxy(#[from] proxy::ProxyError),
 }
 
 /// Kubelet settings.
@@ -88,6 +95,10 @@ pub struct KubeletConfig {
     pub bind_address: IpAddr,
     /// Kubelet HTTP port; 0 picks a free one (reported in the Node).
     pub port: u16,
+    /// The node proxy's HTTP port (Services by Host header, and requests
+    /// from other nodes' proxies); 0 picks a free one (published in the
+    /// Node's `wasmkube.io/proxy-port` annotation).
+    pub proxy_port: u16,
     /// Pod capacity.
     pub max_pods: u32,
     /// CPU capacity in cores (detected from the host by default).
@@ -136,6 +147,7 @@ impl KubeletConfig {
             node_ip: loopback,
             bind_address: loopback,
             port: 10250,
+            proxy_port: proxy::DEFAULT_PROXY_PORT,
             max_pods: 110,
             cpu_capacity: node::host_cpus(),
             memory_capacity: node::host_memory().unwrap_or(4 << 30),
@@ -161,6 +173,8 @@ impl KubeletConfig {
 pub struct Kubelet {
     /// Where the kubelet HTTP server listens.
     pub addr: SocketAddr,
+    /// Where the node proxy's HTTP port listens.
+    pub proxy_addr: SocketAddr,
     /// Ends when the kubelet has stopped (after `shutdown`).
     pub done: JoinHandle<Result<(), Error>>,
 }
@@ -193,6 +207,12 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .map_err(io("binding the kubelet port"))?;
+    let proxy_listener = tokio::net::TcpListener::bind((config.bind_address, config.proxy_port))
+        .await
+        .map_err(io("binding the proxy port"))?;
+    let proxy_addr = proxy_listener
+        .local_addr()
+        .map_err(io("binding the proxy port"))?;
 
     let sandbox_config = SandboxConfig {
         compiled_cache_dir: Some(config.data_dir.join("compiled")),
@@ -210,6 +230,7 @@ pub async fn start(
         name: config.node_name.clone(),
         ip: config.node_ip,
         port: addr.port(),
+        proxy_port: proxy_addr.port(),
         cpu: config.cpu_capacity,
         memory: config.memory_capacity,
         reserved_memory: config.system_reserved_memory,
@@ -244,6 +265,9 @@ pub async fn start(
     }
 
     let logs = Arc::new(LogRegistry::default());
+    // The node's HTTP containers: pod workers register them, the kubelet
+    // route and the node proxy serve them.
+    let http_pods = http::HttpPods::new();
     let stats = Arc::new(stats::StatsRegistry::new(
         config.node_name.clone(),
         stats::StatsOptions::default(),
@@ -267,6 +291,7 @@ pub async fn start(
             ..volumes::VolumeConfig::new(config.node_name.clone(), &config.data_dir)
         })),
         stats: stats.clone(),
+        http: http_pods.clone(),
         max_log_bytes: config.max_log_bytes,
         restart_backoff: config.restart_backoff,
     });
@@ -286,18 +311,42 @@ pub async fn start(
         config.status_update_interval,
         shutdown.clone(),
     ));
+    // The node proxy: Services reach this node's HTTP containers through
+    // it, and its guests' calls to `<svc>.<ns>` leave through it.
+    let node_proxy = proxy::Proxy::new(
+        proxy::ProxyOptions::new(config.node_name.clone(), config.bind_address),
+        http_pods.clone(),
+    )?;
+    http_pods.set_router(Arc::new(node_proxy.clone()));
+    let node_proxy = proxy::start(node_proxy, client.clone(), proxy_listener, shutdown.clone())
+        .map_err(io("starting the node proxy"))?;
     let pods = tokio::spawn(pod_worker::run_pods(ctx, client, shutdown.clone()));
     let sampler = tokio::spawn(stats::run_sampler(stats.clone(), shutdown.clone()));
-    let server = tokio::spawn(server::serve(listener, logs, stats, shutdown.clone()));
+    let server = tokio::spawn(server::serve(
+        listener,
+        logs,
+        stats,
+        http_pods,
+        shutdown.clone(),
+    ));
 
     let done = tokio::spawn(async move {
         let served = server.await.map_err(|e| Error::Task(e.to_string()))?;
+        let proxied = node_proxy
+            .done
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?;
         for task in [lease, heartbeats, pods, sampler] {
             task.await.map_err(|e| Error::Task(e.to_string()))?;
         }
-        served.map_err(io("serving kubelet HTTP"))
+        served.map_err(io("serving kubelet HTTP"))?;
+        proxied.map_err(io("serving the node proxy"))
     });
-    Ok(Kubelet { addr, done })
+    Ok(Kubelet {
+        addr,
+        proxy_addr,
+        done,
+    })
 }
 
 /// Runs the kubelet until `shutdown` is cancelled.

@@ -33,6 +33,9 @@ pub struct NodeFacts {
     pub ip: IpAddr,
     /// Kubelet HTTP port.
     pub port: u16,
+    /// The node proxy's port, published in the `wasmkube.io/proxy-port`
+    /// annotation for other nodes' proxies.
+    pub proxy_port: u16,
     /// CPU capacity in cores.
     pub cpu: u32,
     /// Memory capacity in bytes.
@@ -169,6 +172,14 @@ pub fn node_status(facts: &NodeFacts, since: jiff::Timestamp, now: jiff::Timesta
     }
 }
 
+/// The Node's annotations the kubelet owns.
+pub fn annotations(facts: &NodeFacts) -> BTreeMap<String, String> {
+    BTreeMap::from([(
+        crate::proxy::table::PROXY_PORT_ANNOTATION.to_string(),
+        facts.proxy_port.to_string(),
+    )])
+}
+
 /// Creates the Node or takes over the existing one, then writes its status.
 pub async fn register(
     client: &kube::Client,
@@ -178,7 +189,9 @@ pub async fn register(
     let api: Api<Node> = Api::all(client.clone());
     match api.get_opt(&facts.name).await? {
         Some(_) => {
-            let patch = serde_json::json!({ "metadata": { "labels": labels(&facts.name) } });
+            let patch = serde_json::json!({
+                "metadata": { "labels": labels(&facts.name), "annotations": annotations(facts) }
+            });
             api.patch(&facts.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await?;
         }
@@ -187,6 +200,7 @@ pub async fn register(
                 metadata: ObjectMeta {
                     name: Some(facts.name.clone()),
                     labels: Some(labels(&facts.name)),
+                    annotations: Some(annotations(facts)),
                     ..Default::default()
                 },
                 spec: Some(NodeSpec::default()),
@@ -295,6 +309,7 @@ mod tests {
             name: "n1".into(),
             ip: IpAddr::from([127, 0, 0, 1]),
             port: 10250,
+            proxy_port: 8080,
             cpu: 2,
             memory: 4 << 30,
             reserved_memory: 1 << 30,
@@ -323,6 +338,12 @@ mod tests {
         assert_eq!(
             labels("n1").get("kubernetes.io/os").map(String::as_str),
             Some("wasip1")
+        );
+        assert_eq!(
+            annotations(&facts)
+                .get("wasmkube.io/proxy-port")
+                .map(String::as_str),
+            Some("8080")
         );
     }
 }

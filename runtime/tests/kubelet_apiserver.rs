@@ -102,6 +102,7 @@ async fn kubelet_runs_pods_against_the_apiserver() -> anyhow::Result<()> {
 
     let mut config = KubeletConfig::new("node-1", dir.path().join("kubelet"));
     config.port = 0;
+    config.proxy_port = 0;
     config.renew_interval = Duration::from_secs(1);
     let kubelet = wasmkube_runtime::start(config, client.clone(), shutdown.clone()).await?;
 
@@ -285,6 +286,7 @@ async fn kubelet_restart_resyncs_without_recreating_pods() -> anyhow::Result<()>
     let start = |token: CancellationToken| {
         let mut config = KubeletConfig::new("node-1", dir.path().join("kubelet"));
         config.port = 0;
+        config.proxy_port = 0;
         wasmkube_runtime::start(config, client.clone(), token)
     };
     let first = CancellationToken::new();

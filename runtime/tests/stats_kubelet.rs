@@ -98,6 +98,7 @@ async fn stats_follow_real_pods() -> anyhow::Result<()> {
 
     let mut config = KubeletConfig::new("node-1", dir.path().join("kubelet"));
     config.port = 0;
+    config.proxy_port = 0;
     let kubelet = wasmkube_runtime::start(config, client.clone(), shutdown.clone()).await?;
     let base = format!("http://{}", kubelet.addr);
     let http = reqwest::Client::new();

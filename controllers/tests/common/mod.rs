@@ -120,6 +120,7 @@ impl Cluster {
     pub async fn add_node(&mut self, name: &str) -> Result<()> {
         let mut config = KubeletConfig::new(name, self.dir.path().join(name));
         config.port = 0;
+        config.proxy_port = 0;
         config.max_pods = 16;
         config.pooling = false;
         config.renew_interval = Duration::from_millis(500);

@@ -17,9 +17,24 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use base64::Engine as _;
 
-/// The sample workloads, built for wasm32-wasip1 by this crate's build script.
+/// The samples that are wasi:http components, built for wasm32-wasip2 (the
+/// others are preview 1 modules). Keep in sync with `P2_SAMPLES` in build.rs.
+pub const P2_SAMPLES: &[&str] = &["http-echo", "http-frontend"];
+
+/// A sample workload built by this crate's build script: a component
+/// (wasm32-wasip2) for the names in [`P2_SAMPLES`], else a preview 1 module.
 pub fn sample_wasm(name: &str) -> PathBuf {
-    PathBuf::from(env!("WASM_SAMPLES_DIR")).join(format!("{name}.wasm"))
+    if P2_SAMPLES.contains(&name) {
+        sample_wasm_p2(name)
+    } else {
+        PathBuf::from(env!("WASM_SAMPLES_DIR")).join(format!("{name}.wasm"))
+    }
+}
+
+/// A wasi:http component sample built for wasm32-wasip2 (`http-echo`, …).
+/// They are cdylibs, whose file names use `_` where the package has `-`.
+pub fn sample_wasm_p2(name: &str) -> PathBuf {
+    PathBuf::from(env!("WASM_SAMPLES_P2_DIR")).join(format!("{}.wasm", name.replace('-', "_")))
 }
 
 /// A sample's manifest (`wasm-samples/manifests/<name>.yaml`).
@@ -86,6 +101,8 @@ pub struct Cluster {
     child: Option<Child>,
     pub port: u16,
     pub kubelet_port: u16,
+    /// The node proxy's port (Services by Host header).
+    pub proxy_port: u16,
     pub kubeconfig: PathBuf,
     cache_dir: PathBuf,
     starts: u32,
@@ -166,6 +183,7 @@ impl Cluster {
             child: None,
             port: free_port(),
             kubelet_port: free_port(),
+            proxy_port: free_port(),
             kubeconfig,
             cache_dir,
             dir,
@@ -215,6 +233,7 @@ impl Cluster {
                 &self.port.to_string(),
             ])
             .args(["--kubelet-port", &self.kubelet_port.to_string()])
+            .args(["--proxy-port", &self.proxy_port.to_string()])
             .args(["--node-name", "node-1"])
             .args(&self.extra_args)
             .arg("--write-kubeconfig")

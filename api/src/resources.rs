@@ -210,6 +210,14 @@ const RESOURCES: &[ResourceInfo] = &[
                 kind: "Pod",
                 verbs: &["get"],
             },
+            // Answered with a Status that says how to reach wasm pods instead.
+            Subresource {
+                name: "portforward",
+                group: "",
+                version: "v1",
+                kind: "PodPortForwardOptions",
+                verbs: &["create", "get"],
+            },
             Subresource {
                 name: "status",
                 group: "",

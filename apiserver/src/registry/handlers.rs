@@ -162,18 +162,16 @@ async fn handle(reg: Arc<Registry>, req: Request) -> Result<Response> {
             // Port-forwarding tunnels raw TCP into a pod's network namespace;
             // wasm pods have none (they share the node's address and serve
             // HTTP per request), so kubectl gets a message naming what works.
-            ("portforward", &Method::GET | &Method::POST) => {
-                Err(ApiError(status::failure(
-                    400,
-                    "BadRequest",
-                    format!(
-                        "port-forward is not supported for wasm pods (pod {:?}): reach an HTTP pod \
+            ("portforward", &Method::GET | &Method::POST) => Err(ApiError(status::failure(
+                400,
+                "BadRequest",
+                format!(
+                    "port-forward is not supported for wasm pods (pod {:?}): reach an HTTP pod \
                          through a Service — its NodePort on any node, or the node proxy with \
                          `Host: <service>.<namespace>` (wasmkube server --proxy-port, default 8080)",
-                        name
-                    ),
-                )))
-            }
+                    name
+                ),
+            ))),
             ("log", &Method::GET) => Ok(pod_log(
                 reg.clone(),
                 ns.unwrap_or("").to_string(),

@@ -6,6 +6,7 @@
 mod api_create;
 mod cpu_share;
 mod etcd;
+mod http;
 mod load;
 mod pod_startup;
 mod report;
@@ -17,7 +18,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use clap::Parser;
 
-const SCENARIOS: [&str; 4] = ["api-create", "pod-startup", "watch-fanout", "cpu-share"];
+const SCENARIOS: [&str; 5] = [
+    "api-create",
+    "pod-startup",
+    "watch-fanout",
+    "cpu-share",
+    "http",
+];
 
 /// Benchmarks wasmkube against references measured in the same run.
 #[derive(Debug, Parser)]
@@ -47,6 +54,12 @@ struct Args {
     /// Seconds of each cpu-share measurement window (default: 10 quick, 30 full).
     #[arg(long)]
     cpu_seconds: Option<u64>,
+    /// Comma-separated concurrencies of the http scenario (default: 16,64).
+    #[arg(long, value_delimiter = ',')]
+    http_concurrency: Option<Vec<usize>>,
+    /// Seconds of each http measurement (default: 5 quick, 30 full).
+    #[arg(long)]
+    http_seconds: Option<u64>,
     /// The etcd server binary.
     #[arg(long, default_value = "/usr/bin/etcd")]
     etcd: String,
@@ -120,9 +133,29 @@ async fn main() -> Result<()> {
                 };
                 cpu_share::run(&p, &mut rows, &mut notes).await
             }
+            "http" => {
+                let p = http::Params {
+                    repo: repo.clone(),
+                    concurrency: args
+                        .http_concurrency
+                        .clone()
+                        .filter(|c| !c.is_empty() && !c.contains(&0))
+                        .unwrap_or_else(|| vec![16, 64]),
+                    warmup: std::time::Duration::from_secs(if quick { 1 } else { 5 }),
+                    duration: std::time::Duration::from_secs(
+                        args.http_seconds
+                            .unwrap_or(if quick { 5 } else { 30 })
+                            .max(1),
+                    ),
+                    // The same binary and wasip1 samples as pod-startup.
+                    build: !args.no_build && !ran_build,
+                    build_echo: !args.no_build,
+                };
+                http::run(&p, &mut rows, &mut notes).await
+            }
             _ => unreachable!("checked above"),
         };
-        ran_build |= matches!(s.as_str(), "pod-startup" | "cpu-share");
+        ran_build |= matches!(s.as_str(), "pod-startup" | "cpu-share" | "http");
         if let Err(e) = result {
             eprintln!("{s} failed: {e:#}");
             failures.push(format!("scenario {s} failed: {e:#}"));

@@ -116,6 +116,11 @@ pub(crate) struct Server {
     pub(crate) url: String,
     pub(crate) token: String,
     pub(crate) http: reqwest::Client,
+    /// The built-in kubelet's plain-HTTP port (logs, `/pods/…/http/…`).
+    pub(crate) kubelet_port: u16,
+    /// The built-in node's proxy port; a free one, so a developer's server on
+    /// the default 8080 does not collide with the harness.
+    pub(crate) proxy_port: u16,
 }
 
 impl Drop for Server {
@@ -131,13 +136,15 @@ impl Server {
             .prefix("wasmkube-bench-aio-")
             .tempdir()?;
         let port = free_port()?;
+        let (kubelet_port, proxy_port) = (free_port()?, free_port()?);
         let log = std::fs::File::create(dir.path().join("server.log"))?;
         let child = Command::new(bin)
             .arg("server")
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--bind-address", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--kubelet-port", &free_port()?.to_string()])
+            .args(["--kubelet-port", &kubelet_port.to_string()])
+            .args(["--proxy-port", &proxy_port.to_string()])
             .args(["--node-name", "bench-node"])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -151,6 +158,8 @@ impl Server {
             url: format!("https://127.0.0.1:{port}"),
             token: String::new(),
             http: reqwest::Client::new(),
+            kubelet_port,
+            proxy_port,
         };
         server.wait_ready().await?;
         Ok(server)

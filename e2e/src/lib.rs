@@ -101,8 +101,6 @@ pub struct Cluster {
     child: Option<Child>,
     pub port: u16,
     pub kubelet_port: u16,
-    /// The node proxy's port (Services by Host header).
-    pub proxy_port: u16,
     pub kubeconfig: PathBuf,
     cache_dir: PathBuf,
     starts: u32,
@@ -183,7 +181,6 @@ impl Cluster {
             child: None,
             port: free_port(),
             kubelet_port: free_port(),
-            proxy_port: free_port(),
             kubeconfig,
             cache_dir,
             dir,
@@ -233,7 +230,7 @@ impl Cluster {
                 &self.port.to_string(),
             ])
             .args(["--kubelet-port", &self.kubelet_port.to_string()])
-            .args(["--proxy-port", &self.proxy_port.to_string()])
+            .args(["--proxy-port", "0"])
             .args(["--node-name", "node-1"])
             .args(&self.extra_args)
             .arg("--write-kubeconfig")
@@ -372,6 +369,22 @@ impl Cluster {
     }
 
     /// A jsonpath field of one object (`""` when absent; error when the object is).
+    /// The node proxy's port (Services by Host header). The server picks a
+    /// free one (`--proxy-port 0`: a port chosen here could be taken by
+    /// another test's connection before the server binds it) and publishes it
+    /// on the Node.
+    pub fn proxy_port(&self) -> Result<u16> {
+        let port = self.kubectl_ok(&[
+            "get",
+            "nodes",
+            "-o",
+            r"jsonpath={.items[0].metadata.annotations.wasmkube\.io/proxy-port}",
+        ])?;
+        port.trim()
+            .parse()
+            .with_context(|| format!("the Node's proxy-port annotation {port:?}"))
+    }
+
     pub fn field(&self, kind_name: &[&str], jsonpath: &str) -> Result<String> {
         let mut args = vec!["get"];
         args.extend_from_slice(kind_name);

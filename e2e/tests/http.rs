@@ -116,12 +116,12 @@ fn echo_replicas_behind_a_node_port_spread_scale_and_roll_without_loss() -> Resu
 
     // The proxy port routes by Host header.
     let resp = http
-        .get(format!("http://127.0.0.1:{}/via-host", c.proxy_port))
+        .get(format!("http://127.0.0.1:{}/via-host", c.proxy_port()?))
         .header("Host", "http-echo.default")
         .send()?;
     assert_eq!(resp.status().as_u16(), 200);
     let resp = http
-        .get(format!("http://127.0.0.1:{}/", c.proxy_port))
+        .get(format!("http://127.0.0.1:{}/", c.proxy_port()?))
         .header("Host", "nosuch.default")
         .send()?;
     assert_eq!(resp.status().as_u16(), 404, "unknown service");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use tokio_util::sync::CancellationToken;
-use wasmkube_apiserver::storage::etcd::EtcdOptions;
+use wasmkube_apiserver::storage::etcd::{EtcdOptions, RawPuts};
 use wasmkube_apiserver::{Config, StoreBackend, start};
 
 use crate::etcd::Etcd;
@@ -109,21 +109,21 @@ async fn post(c: &reqwest::Client, url: &str, token: &str, body: &serde_json::Va
 /// and stopped before that one starts), so nothing but the API server ever
 /// touches the cluster's store.
 async fn raw_puts(endpoint: &str, p: &Params) -> Result<Outcome> {
-    let client = etcd_client::Client::connect([endpoint], None).await?;
+    let client = RawPuts::connect(endpoint).await?;
     let value = serde_json::to_vec(&configmap(0))?;
-    let mut kv = client.kv_client();
     for i in 0..20 {
-        kv.put(format!("/bench-raw/warm-{i}"), value.clone(), None)
+        client
+            .put(format!("/bench-raw/warm-{i}"), value.clone())
             .await?;
     }
     closed_loop(p.clients, p.creates, |_| {
-        let kv = client.kv_client();
+        let client = client.clone();
         let value = value.clone();
         move |i| {
-            let mut kv = kv.clone();
+            let client = client.clone();
             let value = value.clone();
             async move {
-                kv.put(format!("/bench-raw/cm-{i}"), value, None).await?;
+                client.put(format!("/bench-raw/cm-{i}"), value).await?;
                 Ok(())
             }
         }
@@ -219,7 +219,7 @@ pub async fn run(p: &Params, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Re
         &on_etcd,
     ));
     notes.push(format!(
-        "api-create: {} concurrent HTTPS clients (one connection pool each) create {} ConfigMaps (~0.4 KB) as admin against an in-process server; the raw reference is {} etcd-client puts of the same JSON at the same concurrency over one gRPC channel, on a separate, identically started single-member etcd (data dir on the run's temp dir), stopped before the API's own fresh etcd starts — nothing but the API server touches the cluster's store.",
+        "api-create: {} concurrent HTTPS clients (one connection pool each) create {} ConfigMaps (~0.4 KB) as admin against an in-process server; the raw reference is {} plain etcd puts of the same JSON at the same concurrency over one gRPC channel, on a separate, identically started single-member etcd (data dir on the run's temp dir), stopped before the API's own fresh etcd starts — nothing but the API server touches the cluster's store.",
         p.clients, p.creates, p.creates
     ));
     Ok(())

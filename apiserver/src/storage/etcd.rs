@@ -933,3 +933,35 @@ mod tests {
         assert!(matches!(check_key("2/foo"), Err(Error::Backend(_))));
     }
 }
+
+/// A bare etcd key-value client with no API semantics: plain puts, for the
+/// benchmark harness's reference figure (raw etcd throughput at the API's
+/// concurrency). It lives in the storage layer so that every etcd client of
+/// the project is here; the harness points it at an etcd of its own, never
+/// at a cluster's store.
+#[derive(Clone)]
+pub struct RawPuts {
+    kv: etcd_client::KvClient,
+}
+
+impl RawPuts {
+    /// Connects to one etcd endpoint (one gRPC channel, shared by clones).
+    pub async fn connect(endpoint: &str) -> Result<RawPuts> {
+        let client = etcd_client::Client::connect([endpoint], None)
+            .await
+            .map_err(|e| Error::Backend(format!("etcd at {endpoint}: {e}")))?;
+        Ok(RawPuts {
+            kv: client.kv_client(),
+        })
+    }
+
+    /// One unconditional put.
+    pub async fn put(&self, key: String, value: Vec<u8>) -> Result<()> {
+        self.kv
+            .clone()
+            .put(key, value, None)
+            .await
+            .map_err(|e| Error::Backend(format!("etcd put: {e}")))?;
+        Ok(())
+    }
+}

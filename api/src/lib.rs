@@ -14,6 +14,7 @@
 pub use k8s_openapi;
 
 pub mod image;
+pub mod join;
 pub mod names;
 pub mod patch;
 pub mod resources;

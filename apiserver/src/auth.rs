@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -253,25 +252,38 @@ fn render(entries: &[Entry]) -> String {
 }
 
 /// Paths served without credentials (as `kube-apiserver` does by default).
+/// `/cacerts` is public material: a joining agent fetches it before it
+/// trusts anything and pins it by the hash in its join token.
 pub fn is_anonymous_path(path: &str) -> bool {
-    matches!(path, "/healthz" | "/livez" | "/readyz" | "/version")
+    matches!(
+        path,
+        "/healthz" | "/livez" | "/readyz" | "/version" | wasmkube_api::join::CACERTS_PATH
+    )
 }
 
-/// Middleware: `Authorization: Bearer <token>` → [`UserInfo`] extension, or 401.
+/// Middleware: the caller's [`UserInfo`] as a request extension, or 401.
+/// Like Kubernetes' union authenticator the first that succeeds wins: a
+/// verified client certificate ([`crate::authn`]), then
+/// `Authorization: Bearer` with a static token, then a bootstrap token.
 pub async fn authenticate(
-    State(tokens): State<Arc<Tokens>>,
+    State(state): State<crate::AppState>,
     mut req: Request,
     next: Next,
 ) -> Response {
     if is_anonymous_path(req.uri().path()) {
         return next.run(req).await;
     }
-    let user = req
+    let peer = req
+        .extensions()
+        .get::<crate::authn::PeerCertificates>()
+        .cloned();
+    let token = req
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token)
-        .and_then(|t| tokens.authenticate(t));
+        .map(str::to_string);
+    let user = identify(&state, peer.as_ref(), token.as_deref()).await;
     match user {
         Some(user) => {
             req.extensions_mut().insert(user);
@@ -279,6 +291,27 @@ pub async fn authenticate(
         }
         None => ApiError(status::unauthorized()).into_response(),
     }
+}
+
+async fn identify(
+    state: &crate::AppState,
+    peer: Option<&crate::authn::PeerCertificates>,
+    token: Option<&str>,
+) -> Option<UserInfo> {
+    match crate::authn::client_cert_user(peer) {
+        Some(Ok(user)) => return Some(user),
+        // A certificate naming no one does not authenticate; a token still may.
+        Some(Err(e)) => tracing::debug!(error = %e, "client certificate not usable"),
+        None => {}
+    }
+    let token = token?;
+    if let Some(user) = state.tokens.authenticate(token) {
+        return Some(user);
+    }
+    if crate::authn::looks_like_bootstrap_token(token) {
+        return crate::authn::bootstrap_user(&state.registry, token).await;
+    }
+    None
 }
 
 /// The token of an `Authorization` header value (scheme case-insensitive).

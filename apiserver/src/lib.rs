@@ -15,11 +15,14 @@
 #![allow(clippy::result_large_err)]
 
 pub mod auth;
+pub mod authn;
+pub mod authz;
 pub mod bootstrap;
 pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod health;
+pub mod join;
 pub mod limits;
 pub mod logs;
 pub mod metrics;
@@ -31,6 +34,7 @@ pub mod protobuf;
 pub mod registry;
 pub mod server;
 pub mod storage;
+pub mod tunnel;
 pub mod watch_cache;
 
 use std::collections::BTreeMap;
@@ -113,6 +117,11 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub tokens: Arc<auth::Tokens>,
     pub limits: limits::BodyLimits,
+    /// Agents' dial-out tunnels, by node ([`tunnel::kubelet_request`]).
+    pub tunnels: tunnel::Tunnels,
+    /// The cluster CA with its key: serves `/cacerts`, signs node
+    /// certificates at join. `None` in tests that need neither.
+    pub ca: Option<Arc<pki::ClusterCa>>,
 }
 
 /// The whole HTTP API as one router, built apart from the listener so tests
@@ -125,16 +134,25 @@ pub fn app(state: AppState) -> Router {
         .merge(discovery::routes())
         .merge(openapi::routes())
         .merge(modules::routes())
+        .merge(tunnel::routes())
+        .merge(join::routes())
         .with_state(state.clone());
     own.merge(registry::routes(state.registry.clone()))
         .fallback(limits::not_found)
         .method_not_allowed_fallback(limits::method_not_allowed)
+        // The registry's `pods/log` handler reaches kubelets through these.
+        .layer(axum::Extension(state.tunnels.clone()))
+        // Inside the body limit and authentication: runs on the user they set.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authz::authorize,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.limits,
             limits::limit_body,
         ))
         .layer(axum::middleware::from_fn_with_state(
-            state.tokens.clone(),
+            state.clone(),
             auth::authenticate,
         ))
         .layer(axum::middleware::from_fn(limits::trace))
@@ -257,6 +275,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             api: config.max_request_bytes,
             module: config.max_module_bytes,
         },
+        tunnels: tunnel::Tunnels::new(background.clone()),
+        ca: Some(Arc::new(pki::ClusterCa::from_pki(&pki)?)),
     };
     let router = app(state);
     let server_limits = server::Limits {

@@ -1,13 +1,14 @@
 //! `pods/log`: find the pod's container and node, then stream the kubelet's
-//! `/containerLogs` answer through unchanged (status, content type, body).
+//! `/containerLogs` answer through unchanged (status, content type, body),
+//! over the agent's tunnel when it has one ([`crate::tunnel`]).
 //! Follow streams live as long as the container writes; when the client goes
 //! away the response body is dropped, which drops the upstream request.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use wasmkube_api::resources;
@@ -15,9 +16,8 @@ use wasmkube_api::status;
 
 use crate::error::ApiError;
 use crate::registry::Registry;
+use crate::tunnel::Tunnels;
 
-/// How long to wait for a kubelet to accept the connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long to wait for the kubelet's response headers (the body may stream
 /// for as long as the container runs).
 const HEADERS_TIMEOUT: Duration = Duration::from_secs(30);
@@ -197,71 +197,32 @@ pub fn kubelet_endpoint(node: &Value) -> Option<(String, u16)> {
     Some((host.to_string(), port))
 }
 
-fn client() -> Result<&'static reqwest::Client, ApiError> {
-    static CLIENT: OnceLock<Result<reqwest::Client, String>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            reqwest::Client::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .no_proxy()
-                .build()
-                .map_err(|e| e.to_string())
-        })
-        .as_ref()
-        .map_err(|e| ApiError::internal(format!("building the kubelet client: {e}")))
-}
-
-fn kubelet_url(
-    host: &str,
-    port: u16,
-    namespace: &str,
-    pod: &str,
-    container: &str,
-    query: &str,
-) -> Result<reqwest::Url, ApiError> {
-    let bad = |_| ApiError::internal(format!("invalid kubelet address {host}:{port}"));
-    let mut url =
-        reqwest::Url::parse("http://127.0.0.1/").map_err(|_| ApiError::internal("kubelet URL"))?;
-    match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => url.set_ip_host(ip).map_err(bad)?,
-        Err(_) => url.set_host(Some(host)).map_err(|_| bad(()))?,
+/// The kubelet path and query of a container's log.
+fn kubelet_path(namespace: &str, pod: &str, container: &str, query: &str) -> String {
+    let mut url = match url::Url::parse("http://kubelet/") {
+        Ok(u) => u,
+        Err(_) => return "/".to_string(),
+    };
+    if let Ok(mut segments) = url.path_segments_mut() {
+        segments
+            .clear()
+            .extend(["containerLogs", namespace, pod, container]);
     }
-    url.set_port(Some(port)).map_err(bad)?;
-    url.path_segments_mut().map_err(bad)?.clear().extend([
-        "containerLogs",
-        namespace,
-        pod,
-        container,
-    ]);
     if !query.is_empty() {
         url.set_query(Some(query));
     }
-    Ok(url)
-}
-
-/// Every cause of an error, joined: reqwest's top-level message alone hides
-/// whether the connection was refused or timed out.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if parts.last() != Some(&text) {
-            parts.push(text);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
+    url[url::Position::BeforePath..].to_string()
 }
 
 /// Serve `GET /api/v1/namespaces/{namespace}/pods/{name}/log`.
 pub async fn pod_log(
     registry: Arc<Registry>,
+    tunnels: Tunnels,
     namespace: String,
     name: String,
     raw_query: Option<String>,
 ) -> Response {
-    match proxy(registry, &namespace, &name, raw_query.as_deref()).await {
+    match proxy(registry, &tunnels, &namespace, &name, raw_query.as_deref()).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     }
@@ -269,6 +230,7 @@ pub async fn pod_log(
 
 async fn proxy(
     registry: Arc<Registry>,
+    tunnels: &Tunnels,
     namespace: &str,
     name: &str,
     raw_query: Option<&str>,
@@ -288,42 +250,31 @@ async fn proxy(
             ApiError::bad_request(format!("pod {name} does not have a host assigned"))
         })?;
     let node = registry.get(nodes, None, node_name).await?;
-    let (host, port) = kubelet_endpoint(&node).ok_or_else(|| {
-        ApiError(status::unavailable(format!(
-            "node {node_name:?} does not report a kubelet address and port"
-        )))
-    })?;
-    let url = kubelet_url(
-        &host,
-        port,
-        namespace,
-        name,
-        &container,
-        &opts.kubelet_query(),
-    )?;
+    let path = kubelet_path(namespace, name, &container, &opts.kubelet_query());
+    let req = http::Request::get(path)
+        .body(Body::empty())
+        .map_err(|e| ApiError::internal(format!("kubelet request: {e}")))?;
     let unreachable = |why: String| {
         ApiError(status::unavailable(format!(
-            "unable to reach the kubelet of node {node_name:?} at {host}:{port}: {why}"
+            "unable to reach the kubelet of node {node_name:?}: {why}"
         )))
     };
-    let upstream = match tokio::time::timeout(HEADERS_TIMEOUT, client()?.get(url).send()).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return Err(unreachable(error_chain(&e))),
-        Err(_) => {
-            return Err(unreachable(
-                "timed out waiting for the response".to_string(),
-            ));
-        }
-    };
-    let code = StatusCode::from_u16(upstream.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
-    let content_type = upstream
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let mut resp = (code, Body::from_stream(upstream.bytes_stream())).into_response();
-    let ct = content_type
-        .and_then(|ct| HeaderValue::from_str(&ct).ok())
+    let upstream =
+        match tokio::time::timeout(HEADERS_TIMEOUT, tunnels.kubelet_request(&node, req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(why)) => return Err(unreachable(why)),
+            Err(_) => {
+                return Err(unreachable(
+                    "timed out waiting for the response".to_string(),
+                ));
+            }
+        };
+    let (parts, body) = upstream.into_parts();
+    let mut resp = (parts.status, body).into_response();
+    let ct = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .cloned()
         .unwrap_or_else(|| HeaderValue::from_static("text/plain"));
     resp.headers_mut().insert(header::CONTENT_TYPE, ct);
     resp.headers_mut().insert(
@@ -369,6 +320,18 @@ mod tests {
         assert!(LogOptions::parse(Some("tailLines=-1")).is_err());
         assert!(LogOptions::parse(Some("follow=maybe")).is_err());
         Ok(())
+    }
+
+    #[test]
+    fn builds_encoded_kubelet_paths() {
+        assert_eq!(
+            kubelet_path("default", "web", "main", "follow=true"),
+            "/containerLogs/default/web/main?follow=true"
+        );
+        assert_eq!(
+            kubelet_path("a b", "p/q", "c", ""),
+            "/containerLogs/a%20b/p%2Fq/c"
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Nothing is stored: each request lists the Nodes or Pods it concerns
 //! (namespace, `labelSelector` and `fieldSelector` apply to those objects),
 //! asks the kubelet of every Ready node involved for its `/stats/summary`
-//! (concurrently, each with a short timeout) and answers NodeMetrics /
+//! (concurrently, each with a short timeout, through the agent's tunnel when
+//! it has one) and answers NodeMetrics /
 //! PodMetrics from the figures. Like metrics-server, a node whose kubelet
 //! does not answer is left out rather than failing the whole list, and so
 //! is a pod with no running container that has figures yet; asking for one
@@ -15,7 +16,6 @@
 //! working set, both as canonical Kubernetes quantities ("1500u", "13208Ki").
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::Router;
@@ -30,9 +30,9 @@ use wasmkube_api::resources::{self, ResourceInfo};
 
 use crate::AppState;
 use crate::error::{ApiError, Result};
-use crate::logs::kubelet_endpoint;
 use crate::registry::object::{labels, meta_str, now};
 use crate::registry::request::{Params, method_not_allowed, not_found_path};
+use crate::tunnel::Tunnels;
 
 /// The API group served here.
 pub const GROUP: &str = "metrics.k8s.io";
@@ -160,7 +160,7 @@ async fn handle(state: &AppState, rest: &str, uri: &Uri) -> Result<Value> {
     match target {
         Target::Nodes { name: Some(name) } => {
             let node = registry.get(nodes_res, None, &name).await?;
-            let summaries = scrape([&node]).await;
+            let summaries = scrape(&state.tunnels, [&node]).await;
             let missing = || ApiError::not_found(GROUP, "nodemetrics", &name);
             let summary = summaries.get(name.as_str()).ok_or_else(missing)?;
             let mut m = node_metrics(&node, summary).ok_or_else(missing)?;
@@ -171,7 +171,7 @@ async fn handle(state: &AppState, rest: &str, uri: &Uri) -> Result<Value> {
         Target::Nodes { name: None } => {
             let filter = params.filter(nodes_res, None)?;
             let (nodes, _, _) = registry.list(nodes_res, None, &filter, None, None).await?;
-            let summaries = scrape(nodes.iter()).await;
+            let summaries = scrape(&state.tunnels, nodes.iter()).await;
             let items: Vec<Value> = nodes
                 .iter()
                 .filter_map(|n| node_metrics(n, summaries.get(meta_str(n, "name")?)?))
@@ -227,7 +227,7 @@ async fn pods_metrics(state: &AppState, pods: &[Value]) -> Result<Vec<Value>> {
             Err(e) => return Err(e),
         }
     }
-    let summaries = scrape(nodes.iter()).await;
+    let summaries = scrape(&state.tunnels, nodes.iter()).await;
     Ok(pods
         .iter()
         .filter_map(|pod| {
@@ -249,21 +249,23 @@ fn is_ready(node: &Value) -> bool {
 }
 
 /// The summaries of the Ready ones of `nodes` that answered, by node name.
-async fn scrape<'a>(nodes: impl IntoIterator<Item = &'a Value>) -> HashMap<String, Summary> {
-    let targets: Vec<(String, String, u16)> = nodes
+async fn scrape<'a>(
+    tunnels: &Tunnels,
+    nodes: impl IntoIterator<Item = &'a Value>,
+) -> HashMap<String, Summary> {
+    // Owned (a Node is small) so the futures below borrow nothing: a
+    // borrowed `&Value` makes them not `Send` for every lifetime axum needs.
+    let targets: Vec<(String, Value)> = nodes
         .into_iter()
         .filter(|n| is_ready(n))
-        .filter_map(|n| {
-            let (host, port) = kubelet_endpoint(n)?;
-            Some((meta_str(n, "name")?.to_string(), host, port))
-        })
+        .filter_map(|n| Some((meta_str(n, "name")?.to_string(), n.clone())))
         .collect();
     futures::stream::iter(targets)
-        .map(|(name, host, port)| async move {
-            match fetch_summary(&host, port).await {
+        .map(|(name, node)| async move {
+            match fetch_summary(tunnels, &node).await {
                 Ok(s) => Some((name, s)),
                 Err(why) => {
-                    tracing::info!(node = %name, %host, port, error = %why, "node left out of metrics: its kubelet did not answer");
+                    tracing::info!(node = %name, error = %why, "node left out of metrics: its kubelet did not answer");
                     None
                 }
             }
@@ -274,52 +276,21 @@ async fn scrape<'a>(nodes: impl IntoIterator<Item = &'a Value>) -> HashMap<Strin
         .await
 }
 
-fn client() -> std::result::Result<&'static reqwest::Client, String> {
-    static CLIENT: OnceLock<std::result::Result<reqwest::Client, String>> = OnceLock::new();
-    CLIENT
-        .get_or_init(|| {
-            reqwest::Client::builder()
-                .connect_timeout(SCRAPE_TIMEOUT)
-                .timeout(SCRAPE_TIMEOUT)
-                .no_proxy()
-                .build()
-                .map_err(|e| format!("building the kubelet client: {e}"))
-        })
-        .as_ref()
-        .map_err(Clone::clone)
-}
-
-fn summary_url(host: &str, port: u16) -> std::result::Result<reqwest::Url, String> {
-    let bad = || format!("invalid kubelet address {host}:{port}");
-    let mut url = reqwest::Url::parse("http://127.0.0.1/stats/summary").map_err(|_| bad())?;
-    match host.parse::<std::net::IpAddr>() {
-        Ok(ip) => url.set_ip_host(ip).map_err(|_| bad())?,
-        Err(_) => url.set_host(Some(host)).map_err(|_| bad())?,
-    }
-    url.set_port(Some(port)).map_err(|_| bad())?;
-    Ok(url)
-}
-
-async fn fetch_summary(host: &str, port: u16) -> std::result::Result<Summary, String> {
-    let url = summary_url(host, port)?;
+async fn fetch_summary(tunnels: &Tunnels, node: &Value) -> std::result::Result<Summary, String> {
     let fetch = async {
-        let resp = client()?.get(url).send().await.map_err(|e| e.to_string())?;
+        let req = axum::http::Request::get("/stats/summary")
+            .body(axum::body::Body::empty())
+            .map_err(|e| e.to_string())?;
+        let resp = tunnels.kubelet_request(node, req).await?;
         if !resp.status().is_success() {
             return Err(format!("HTTP {}", resp.status()));
         }
-        let mut body = Vec::new();
-        let mut chunks = resp.bytes_stream();
-        while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|e| e.to_string())?;
-            if body.len() + chunk.len() > MAX_SUMMARY_BYTES {
-                return Err(format!("summary larger than {MAX_SUMMARY_BYTES} bytes"));
-            }
-            body.extend_from_slice(&chunk);
-        }
+        let body = axum::body::to_bytes(resp.into_body(), MAX_SUMMARY_BYTES)
+            .await
+            .map_err(|e| format!("reading the summary (at most {MAX_SUMMARY_BYTES} bytes): {e}"))?;
         serde_json::from_slice::<Summary>(&body).map_err(|e| format!("invalid summary: {e}"))
     };
-    // The client's timeout covers the request; this also bounds a body
-    // trickling in.
+    // Bounds connecting, the answer and a body trickling in alike.
     tokio::time::timeout(SCRAPE_TIMEOUT, fetch)
         .await
         .map_err(|_| "timed out".to_string())?

@@ -38,12 +38,23 @@ pub enum Error {
 }
 
 /// The PEM files the server runs with.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Pki {
     pub dir: PathBuf,
     pub ca_pem: String,
+    /// The CA's private key: it signs node client certificates at join.
+    pub ca_key_pem: String,
     pub server_cert_pem: String,
     pub server_key_pem: String,
+}
+
+impl std::fmt::Debug for Pki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Private keys never reach logs.
+        f.debug_struct("Pki")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the serving certificate was issued for (kept beside it, so we can
@@ -85,6 +96,7 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki, Error> {
         (cert.pem(), key)
     };
 
+    let ca_key_pem = ca_key.serialize_pem();
     let mut wanted: Vec<String> = sans.to_vec();
     wanted.sort();
     wanted.dedup();
@@ -101,6 +113,7 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki, Error> {
         return Ok(Pki {
             dir: dir.to_path_buf(),
             ca_pem,
+            ca_key_pem,
             server_cert_pem: fs::read_to_string(&server_crt).map_err(io_err(&server_crt))?,
             server_key_pem: fs::read_to_string(&server_key).map_err(io_err(&server_key))?,
         });
@@ -147,9 +160,140 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki, Error> {
     Ok(Pki {
         dir: dir.to_path_buf(),
         ca_pem,
+        ca_key_pem,
         server_cert_pem: cert_pem,
         server_key_pem: key_pem,
     })
+}
+
+/// How long a node client certificate issued at join is valid.
+const NODE_CERT_VALID_DAYS: i64 = 365;
+
+/// Why a node certificate could not be issued.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The request's CSR is unusable: the caller's fault (400).
+    #[error("invalid certificate signing request: {0}")]
+    BadCsr(String),
+    /// The node name cannot name a node (422).
+    #[error("invalid node name {name:?}: {message}")]
+    BadNodeName { name: String, message: String },
+    /// Our CA could not sign: the server's fault (500).
+    #[error("signing: {0}")]
+    Signing(String),
+}
+
+/// The cluster CA with its key: what signs node client certificates.
+#[derive(Clone)]
+pub struct ClusterCa {
+    ca_pem: String,
+    key_pem: String,
+}
+
+impl std::fmt::Debug for ClusterCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterCa").finish_non_exhaustive()
+    }
+}
+
+impl ClusterCa {
+    /// A CA from its certificate and key (PEM); both are checked here, so a
+    /// broken pair fails at start rather than at the first join.
+    pub fn new(ca_pem: &str, key_pem: &str) -> Result<ClusterCa, Error> {
+        let invalid = |message: String| Error::Invalid {
+            path: PathBuf::from("ca.crt"),
+            message,
+        };
+        let key = KeyPair::from_pem(key_pem).map_err(|e| invalid(e.to_string()))?;
+        Issuer::from_ca_cert_pem(ca_pem, key).map_err(|e| invalid(e.to_string()))?;
+        Ok(ClusterCa {
+            ca_pem: ca_pem.to_string(),
+            key_pem: key_pem.to_string(),
+        })
+    }
+
+    /// The CA of a prepared [`Pki`].
+    pub fn from_pki(pki: &Pki) -> Result<ClusterCa, Error> {
+        ClusterCa::new(&pki.ca_pem, &pki.ca_key_pem)
+    }
+
+    /// The CA certificate (PEM) clients trust.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Issue a client certificate for node `node_name` for the key of
+    /// `csr_pem`: CN `system:node:<node_name>`, O `system:nodes`, EKU
+    /// clientAuth, valid [`NODE_CERT_VALID_DAYS`]. Everything the CSR asks
+    /// for besides its key (subject, SANs, extensions) is ignored: the
+    /// identity is the server's decision, the CSR only proves possession of
+    /// the key (its self-signature must verify). Pure CPU work, no I/O.
+    pub fn sign_node_client_cert(
+        &self,
+        csr_pem: &str,
+        node_name: &str,
+    ) -> Result<String, SignError> {
+        if let Err(message) = wasmkube_api::names::is_dns1123_subdomain(node_name) {
+            return Err(SignError::BadNodeName {
+                name: node_name.to_string(),
+                message,
+            });
+        }
+        let public_key = csr_public_key(csr_pem)?;
+        let key =
+            KeyPair::from_pem(&self.key_pem).map_err(|e| SignError::Signing(e.to_string()))?;
+        let issuer = Issuer::from_ca_cert_pem(&self.ca_pem, key)
+            .map_err(|e| SignError::Signing(e.to_string()))?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            DnType::CommonName,
+            format!("{}{node_name}", wasmkube_api::join::NODE_USER_PREFIX),
+        );
+        dn.push(DnType::OrganizationName, wasmkube_api::join::NODES_GROUP);
+        params.distinguished_name = dn;
+        let now = jiff::Timestamp::now();
+        params.not_before = {
+            let (y, mo, d) = ymd(now - jiff::SignedDuration::from_hours(1));
+            rcgen::date_time_ymd(y, mo, d)
+        };
+        params.not_after = {
+            let (y, mo, d) = ymd(now + jiff::SignedDuration::from_hours(24 * NODE_CERT_VALID_DAYS));
+            rcgen::date_time_ymd(y, mo, d)
+        };
+        params.serial_number = Some(random_serial());
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(&public_key, &issuer)
+            .map_err(|e| SignError::Signing(e.to_string()))?;
+        Ok(cert.pem())
+    }
+}
+
+/// The subject public key of a PEM CSR whose self-signature verifies.
+fn csr_public_key(csr_pem: &str) -> Result<rcgen::SubjectPublicKeyInfo, SignError> {
+    use x509_parser::prelude::FromDer;
+    let bad = |m: &str| SignError::BadCsr(m.to_string());
+    let der = rustls_pemfile::csr(&mut csr_pem.as_bytes())
+        .map_err(|e| SignError::BadCsr(format!("reading PEM: {e}")))?
+        .ok_or_else(|| bad("no CERTIFICATE REQUEST block in the PEM"))?;
+    let (rest, csr) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(der.as_ref())
+            .map_err(|_| bad("not a PKCS#10 certificate request"))?;
+    if !rest.is_empty() {
+        return Err(bad("trailing bytes after the certificate request"));
+    }
+    csr.verify_signature()
+        .map_err(|_| bad("the request's signature does not verify with its own key"))?;
+    // The SPKI is copied as the CSR states it (algorithm and curve included),
+    // rather than inferred from the signature algorithm.
+    rcgen::SubjectPublicKeyInfo::from_der(csr.certification_request_info.subject_pki.raw)
+        .map_err(|e| SignError::BadCsr(format!("unsupported public key: {e}")))
 }
 
 /// The CA's parameters. Rebuilt identically on every start: the issuer name
@@ -264,6 +408,58 @@ pub(crate) fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Err
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signs_node_certificates_for_any_supported_key() -> Result<(), Box<dyn std::error::Error>> {
+        use x509_parser::prelude::FromDer;
+        let dir = tempfile::tempdir()?;
+        let pki = ensure(dir.path(), &["localhost".to_string()])?;
+        let ca = ClusterCa::from_pki(&pki)?;
+        let ca_der = rustls_pemfile::certs(&mut pki.ca_pem.as_bytes())
+            .next()
+            .ok_or("no CA")??;
+        let (_, ca_cert) = x509_parser::certificate::X509Certificate::from_der(ca_der.as_ref())?;
+        for alg in [
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+            &rcgen::PKCS_ED25519,
+        ] {
+            let key = KeyPair::generate_for(alg)?;
+            let csr = CertificateParams::default()
+                .serialize_request(&key)?
+                .pem()?;
+            let pem = ca.sign_node_client_cert(&csr, "edge-1")?;
+            let der = rustls_pemfile::certs(&mut pem.as_bytes())
+                .next()
+                .ok_or("no cert")??;
+            let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der.as_ref())?;
+            cert.verify_signature(Some(ca_cert.public_key()))?;
+            assert_eq!(
+                cert.public_key().raw,
+                rcgen::PublicKeyData::subject_public_key_info(&key).as_slice(),
+                "{alg:?}: the CSR's key, algorithm parameters included"
+            );
+            assert_eq!(cert.issuer(), ca_cert.subject());
+        }
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
+        let csr = CertificateParams::default()
+            .serialize_request(&key)?
+            .pem()?;
+        assert!(matches!(
+            ca.sign_node_client_cert(&csr, "a/b"),
+            Err(SignError::BadNodeName { .. })
+        ));
+        assert!(matches!(
+            ca.sign_node_client_cert(&pki.server_key_pem, "edge-1"),
+            Err(SignError::BadCsr(_))
+        ));
+        assert!(matches!(
+            ca.sign_node_client_cert("", "edge-1"),
+            Err(SignError::BadCsr(_))
+        ));
+        assert!(format!("{pki:?}").find("PRIVATE").is_none());
+        Ok(())
+    }
 
     #[test]
     fn reuses_ca_and_reissues_on_new_sans() -> Result<(), Box<dyn std::error::Error>> {

@@ -31,10 +31,14 @@ pub enum Error {
     NoKey,
     #[error("TLS configuration: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("client certificate verification: {0}")]
+    ClientAuth(#[from] rustls::server::VerifierBuilderError),
 }
 
 /// The rustls server configuration for `pki` (ring provider, TLS 1.2 + 1.3,
-/// ALPN h2 then http/1.1 so kubectl gets HTTP/2).
+/// ALPN h2 then http/1.1 so kubectl gets HTTP/2). Clients are asked for a
+/// certificate signed by the cluster CA but may present none (token users);
+/// a presented certificate that does not verify fails the handshake.
 pub fn tls_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>, Error> {
     let certs = rustls_pemfile::certs(&mut pki.server_cert_pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
@@ -43,9 +47,19 @@ pub fn tls_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>, Error> {
         .map_err(Error::Pem)?
         .ok_or(Error::NoKey)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pemfile::certs(&mut pki.ca_pem.as_bytes()) {
+        roots.add(ca.map_err(Error::Pem)?)?;
+    }
+    let client_verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(client_verifier)
         .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
@@ -124,6 +138,27 @@ pub async fn serve(
                     return;
                 }
             };
+            // The verified client chain (if any) rides on every request of
+            // this connection for the authentication middleware.
+            let client_chain = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .filter(|c| !c.is_empty())
+                .map(|c| {
+                    crate::authn::PeerCertificates(Arc::new(
+                        c.iter().map(|c| c.clone().into_owned()).collect(),
+                    ))
+                });
+            let app = tower::ServiceExt::map_request(
+                app,
+                move |mut req: http::Request<hyper::body::Incoming>| {
+                    if let Some(chain) = &client_chain {
+                        req.extensions_mut().insert(chain.clone());
+                    }
+                    req
+                },
+            );
             let service = TowerToHyperService::new(app);
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(conn);

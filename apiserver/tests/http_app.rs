@@ -43,6 +43,8 @@ async fn app_serves_without_a_listener() -> Result<()> {
             api: 3 * 1024 * 1024,
             module: 1024,
         },
+        tunnels: Default::default(),
+        ca: None,
     });
 
     let resp = router

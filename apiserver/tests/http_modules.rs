@@ -79,6 +79,8 @@ impl Api {
                 api: 3 * 1024 * 1024,
                 module: wasmkube_api::wasm::MAX_MODULE_BYTES,
             },
+            tunnels: Default::default(),
+            ca: None,
         });
         Ok(Api {
             router,

@@ -174,6 +174,11 @@ async fn handle(reg: Arc<Registry>, req: Request) -> Result<Response> {
             ))),
             ("log", &Method::GET) => Ok(pod_log(
                 reg.clone(),
+                parts
+                    .extensions
+                    .get::<crate::tunnel::Tunnels>()
+                    .cloned()
+                    .unwrap_or_default(),
                 ns.unwrap_or("").to_string(),
                 name.to_string(),
                 params.raw.clone(),
@@ -490,9 +495,10 @@ fn bytes_response(code: StatusCode, bytes: Vec<u8>, warnings: &[String]) -> Resp
 /// `pods/{name}/log`: served by APISERVER's log proxy.
 async fn pod_log(
     reg: Arc<Registry>,
+    tunnels: crate::tunnel::Tunnels,
     namespace: String,
     name: String,
     raw_query: Option<String>,
 ) -> Response {
-    crate::logs::pod_log(reg, namespace, name, raw_query).await
+    crate::logs::pod_log(reg, tunnels, namespace, name, raw_query).await
 }

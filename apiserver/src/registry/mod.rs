@@ -173,6 +173,41 @@ impl Registry {
             .await
     }
 
+    /// The objects of `res` in `namespace` (every namespace when `None`) as
+    /// the watch cache holds them, without a store read; `None` while the
+    /// cache re-lists or has not yet applied this server's last write of
+    /// `res` (the caller reads the store then). The authorizer reads pods
+    /// this way on node requests, which are frequent enough that a store
+    /// range each time would cost.
+    pub fn cached_objects(
+        &self,
+        res: &ResourceInfo,
+        namespace: Option<&str>,
+    ) -> Option<Vec<Arc<Value>>> {
+        let cache = self.cache(res)?;
+        if cache.last_revision() < cache.written_revision() {
+            return None;
+        }
+        let list = cache.list(&collection_prefix(res, namespace))?;
+        Some(list.items.into_iter().map(|o| o.object).collect())
+    }
+
+    /// The objects of `res` in `namespace` (every namespace when `None`)
+    /// read from the store: a consistent read, for when the watch cache may
+    /// lag (e.g. an object written through another API server).
+    pub async fn stored_objects(
+        &self,
+        res: &ResourceInfo,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Value>> {
+        let filter = object::Filter {
+            namespace: namespace.map(str::to_string),
+            labels: Default::default(),
+            fields: Default::default(),
+        };
+        Ok(self.list(res, namespace, &filter, None, None).await?.0)
+    }
+
     fn cache(&self, res: &ResourceInfo) -> Option<&Arc<WatchCache>> {
         self.caches.get(&(res.group, res.plural))
     }

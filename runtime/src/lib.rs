@@ -22,6 +22,7 @@ pub mod compile_cache;
 pub mod events;
 pub mod http;
 pub mod lease;
+pub mod local_state;
 pub mod logs;
 pub mod module_cache;
 pub mod node;
@@ -33,6 +34,7 @@ pub mod sandbox;
 pub mod server;
 pub mod stats;
 pub mod status;
+pub mod tunnel;
 pub mod volumes;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -175,6 +177,9 @@ pub struct Kubelet {
     pub addr: SocketAddr,
     /// Where the node proxy's HTTP port listens.
     pub proxy_addr: SocketAddr,
+    /// The kubelet's HTTP routes (what `addr` serves), for the agent's
+    /// dial-out tunnel (`tunnel::run`) to serve as well.
+    pub router: axum::Router,
     /// Ends when the kubelet has stopped (after `shutdown`).
     pub done: JoinHandle<Result<(), Error>>,
 }
@@ -186,8 +191,16 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
+/// How long `start` waits for the first registration attempt before it
+/// leaves registration to the background.
+const FIRST_REGISTRATION_WAIT: Duration = Duration::from_secs(10);
+
 /// Starts the kubelet: binds its HTTP server, registers the Node, and runs
-/// the lease, heartbeat and pod loops in tasks until `shutdown`.
+/// the lease, heartbeat and pod loops in tasks until `shutdown`. Pods
+/// stored in `<data>/state` start at once; when the apiserver cannot be
+/// reached, registration, lease and heartbeats keep retrying in the
+/// background (an apiserver that answers and refuses the node fails the
+/// start, as it always did).
 pub async fn start(
     config: KubeletConfig,
     client: kube::Client,
@@ -238,13 +251,42 @@ pub async fn start(
         kernel_version: node::kernel_version(),
     };
     let since = jiff::Timestamp::now();
-    let registered = node::register(&client, &facts, since)
+    // A node must come up with its pods when the apiserver is unreachable
+    // (an edge device rebooting offline): only an answer refusing the node
+    // stops the start; otherwise registration goes on in the background.
+    let registered = match tokio::time::timeout(
+        FIRST_REGISTRATION_WAIT,
+        node::register(&client, &facts, since),
+    )
+    .await
+    {
+        Ok(Ok(node)) => {
+            tracing::info!(node = %config.node_name, %addr, pooled = sandbox.is_pooled(), "kubelet registered");
+            Some(node.metadata.uid)
+        }
+        Ok(Err(source)) if !local_state::is_unreachable(&source) => {
+            return Err(Error::Api {
+                what: format!("registering node {}", config.node_name),
+                source,
+            });
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(node = %config.node_name, %addr, error = %e, "the apiserver is unreachable: starting from local state, registering in the background");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(node = %config.node_name, %addr, "the apiserver does not answer: starting from local state, registering in the background");
+            None
+        }
+    };
+    let state_config = local_state::LocalStateConfig::new(config.data_dir.join("state"));
+    let local = tokio::task::spawn_blocking(move || local_state::LocalState::open(state_config))
         .await
-        .map_err(|source| Error::Api {
-            what: format!("registering node {}", config.node_name),
-            source,
+        .map_err(|e| Error::Task(e.to_string()))?
+        .map_err(|e| Error::Io {
+            what: "opening the local state".into(),
+            source: std::io::Error::other(e.to_string()),
         })?;
-    tracing::info!(node = %config.node_name, %addr, pooled = sandbox.is_pooled(), "kubelet registered");
 
     let mut module_cache_config = ModuleCacheConfig::new(config.data_dir.join("modules"));
     module_cache_config.max_bytes = config.module_cache_max_bytes;
@@ -278,7 +320,7 @@ pub async fn start(
         pods_dir: config.data_dir.join("pods"),
         sandbox: Arc::new(sandbox),
         modules: Arc::new(ModuleCache::new(client.clone(), module_cache_config)),
-        api: Arc::new(KubePodApi::new(client.clone())),
+        api: Arc::new(KubePodApi::with_local_state(client.clone(), local.clone())),
         events: Arc::new(EventRecorder::start(
             client.clone(),
             config.node_name.clone(),
@@ -296,19 +338,16 @@ pub async fn start(
         restart_backoff: config.restart_backoff,
     });
 
-    let lease = tokio::spawn(lease::run(
-        client.clone(),
-        config.node_name.clone(),
-        registered.metadata.uid.clone(),
-        config.lease_duration,
-        config.renew_interval,
-        shutdown.clone(),
-    ));
-    let heartbeats = tokio::spawn(node::run_heartbeats(
+    let node_loops = tokio::spawn(node::run(
         client.clone(),
         facts,
         since,
-        config.status_update_interval,
+        registered,
+        node::NodeTiming {
+            lease_duration: config.lease_duration,
+            renew_interval: config.renew_interval,
+            status_update_interval: config.status_update_interval,
+        },
         shutdown.clone(),
     ));
     // The node proxy: Services reach this node's HTTP containers through
@@ -320,13 +359,17 @@ pub async fn start(
     http_pods.set_router(Arc::new(node_proxy.clone()));
     let node_proxy = proxy::start(node_proxy, client.clone(), proxy_listener, shutdown.clone())
         .map_err(io("starting the node proxy"))?;
-    let pods = tokio::spawn(pod_worker::run_pods(ctx, client, shutdown.clone()));
+    let pods = tokio::spawn(pod_worker::run_pods(
+        ctx,
+        client,
+        Some(local),
+        shutdown.clone(),
+    ));
     let sampler = tokio::spawn(stats::run_sampler(stats.clone(), shutdown.clone()));
-    let server = tokio::spawn(server::serve(
+    let router = server::router(logs, stats, http_pods);
+    let server = tokio::spawn(server::serve_router(
         listener,
-        logs,
-        stats,
-        http_pods,
+        router.clone(),
         shutdown.clone(),
     ));
 
@@ -336,7 +379,7 @@ pub async fn start(
             .done
             .await
             .map_err(|e| Error::Task(e.to_string()))?;
-        for task in [lease, heartbeats, pods, sampler] {
+        for task in [node_loops, pods, sampler] {
             task.await.map_err(|e| Error::Task(e.to_string()))?;
         }
         served.map_err(io("serving kubelet HTTP"))?;
@@ -345,6 +388,7 @@ pub async fn start(
     Ok(Kubelet {
         addr,
         proxy_addr,
+        router,
         done,
     })
 }

@@ -88,6 +88,9 @@ pub struct LocalModule {
     /// Keeps the module from being evicted while any clone of this value
     /// lives (a pod worker holds it for as long as the pod exists).
     pub in_use: InUse,
+    /// Set when the image's source could not be reached and this is the
+    /// module the node last pulled the reference as: why the pull failed.
+    pub offline: Option<String>,
 }
 
 /// Why an image could not be pulled.
@@ -99,6 +102,11 @@ pub enum PullError {
     /// Anything else (`ErrImagePull`).
     #[error("{0}")]
     Failed(String),
+    /// The source could not be reached (no connection, a timeout, a proxy
+    /// or server not serving): also `ErrImagePull`, but a module pulled for
+    /// the reference before may stand in.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 /// Where modules come from; the kubelet's implementation is [`ModuleCache`].
@@ -421,15 +429,18 @@ impl ModuleCache {
             }
         };
         let path = self.records_path();
-        let tmp = temp_path(&path);
+        // Synced to disk: after a power cut offline, these records are what
+        // lets a tag run from the cache.
         let result = async {
             tokio::fs::create_dir_all(&self.inner.dir).await?;
-            tokio::fs::write(&tmp, json).await?;
-            tokio::fs::rename(&tmp, &path).await
+            tokio::task::spawn_blocking(move || {
+                crate::local_state::write_atomic(&path, &json, 0o644)
+            })
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?
         }
         .await;
         if let Err(e) = result {
-            let _ = tokio::fs::remove_file(&tmp).await;
             tracing::warn!(error = %e, "writing the image records failed");
         }
     }
@@ -495,6 +506,7 @@ impl ModuleCache {
             took: started.elapsed(),
             waited: Duration::ZERO,
             in_use: self.guard(digest),
+            offline: None,
         })
     }
 
@@ -556,6 +568,7 @@ impl ModuleCache {
             took: started.elapsed(),
             waited: Duration::ZERO,
             in_use: self.guard(digest),
+            offline: None,
         })
     }
 
@@ -622,7 +635,7 @@ impl ModuleCache {
             .client
             .request_text(req)
             .await
-            .map_err(|e| PullError::Failed(api_message(&e)))?;
+            .map_err(|e| api_pull_error(&e))?;
         let resolved: ResolvedModule = serde_json::from_str(&text)
             .map_err(|e| PullError::Failed(format!("bad answer from the module store: {e}")))?;
         if !is_valid_digest(&resolved.digest) {
@@ -644,7 +657,7 @@ impl ModuleCache {
             .client
             .request_stream(req)
             .await
-            .map_err(|e| PullError::Failed(api_message(&e)))?;
+            .map_err(|e| api_pull_error(&e))?;
         let mut body = Box::pin(body);
         let io_err = |e: std::io::Error| PullError::Failed(format!("downloading {digest}: {e}"));
         let tmp = temp_path(path);
@@ -730,7 +743,7 @@ impl ModuleCache {
                 }
                 // Another credential may be the right one.
                 Err(e @ OciError::Unauthorized(_)) => refused = Some(e),
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(registry_pull_error(e)),
             }
         }
         let Some((puller, artifact)) = resolved else {
@@ -765,6 +778,31 @@ impl ModuleCache {
         Ok(m)
     }
 
+    /// The module this node last pulled `reference` as, standing in for a
+    /// pull that could not reach its source (said in a warning and in
+    /// [`LocalModule::offline`]); the pull's error when there is none.
+    async fn offline_stand_in(
+        &self,
+        reference: &ImageRef,
+        image: &str,
+        why: String,
+        started: Instant,
+    ) -> Result<LocalModule, PullError> {
+        let Some(digest) = self.known_digest(reference) else {
+            return Err(PullError::Unreachable(why));
+        };
+        match self.use_cached(&digest, started).await {
+            Some(m) => {
+                tracing::warn!(image, digest = %digest, error = %why, "the module's source is unreachable: running the module this node last pulled for it");
+                Ok(LocalModule {
+                    offline: Some(why),
+                    ..m
+                })
+            }
+            None => Err(PullError::Unreachable(why)),
+        }
+    }
+
     /// The digest this node knows `reference` by: a module store digest
     /// names the module itself; anything else is what it was last pulled as.
     fn known_digest(&self, reference: &ImageRef) -> Option<String> {
@@ -792,6 +830,33 @@ impl<'a> Queued<'a> {
 impl Drop for Queued<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A failed apiserver request as a pull error.
+fn api_pull_error(e: &kube::Error) -> PullError {
+    if crate::local_state::is_unreachable(e) {
+        PullError::Unreachable(api_message(e))
+    } else {
+        PullError::Failed(api_message(e))
+    }
+}
+
+/// A failed registry resolve as a pull error. `oci` words a transport
+/// failure as "reaching <registry>: …" and a gateway's answer as "the
+/// registry answered HTTP 50x"; an answer about the image itself
+/// (`manifest unknown`, denied) is not a connectivity failure.
+fn registry_pull_error(e: OciError) -> PullError {
+    match e {
+        OciError::Registry(text)
+            if text.starts_with("reaching ")
+                || ["502", "503", "504"]
+                    .iter()
+                    .any(|c| text.starts_with(&format!("the registry answered HTTP {c}"))) =>
+        {
+            PullError::Unreachable(text)
+        }
+        other => other.into(),
     }
 }
 
@@ -836,7 +901,13 @@ impl ModuleSource for ModuleCache {
             self.pull_from_registry(&reference, keyring, started).await
         };
         drop(slot);
-        let m = pulled?;
+        let m = match pulled {
+            Err(PullError::Unreachable(why)) => {
+                self.offline_stand_in(&reference, image, why, started)
+                    .await?
+            }
+            other => other?,
+        };
         self.evict(&m.digest).await;
         Ok(LocalModule {
             took: started.elapsed(),
@@ -1007,6 +1078,29 @@ mod tests {
         let restarted = new_cache(dir.path(), DEFAULT_MAX_CACHE_BYTES)?;
         let found = restarted.present("127.0.0.1:5000/app:v1").await?;
         assert_eq!(found.map(|f| (f.digest, f.cached)), Some((m.digest, true)));
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_source_falls_back_to_the_module_last_pulled() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let cache = new_cache(dir.path(), DEFAULT_MAX_CACHE_BYTES)?;
+        // Both sources are a closed loopback port here.
+        let store = put(&cache, "app:latest", b"store module").await?;
+        let registry = put(&cache, "127.0.0.1:9/app:v1", b"registry module").await?;
+        drop((store.clone(), registry.clone()));
+        drop(cache);
+        let restarted = new_cache(dir.path(), DEFAULT_MAX_CACHE_BYTES)?;
+        for (image, want) in [("app:latest", &store), ("127.0.0.1:9/app:v1", &registry)] {
+            let m = restarted.pull(image, &Keyring::default()).await?;
+            assert_eq!(m.digest, want.digest, "{image}");
+            assert!(m.offline.is_some(), "{image}: the stand-in is said");
+        }
+        // Never pulled: nothing to stand in.
+        assert!(matches!(
+            restarted.pull("other:latest", &Keyring::default()).await,
+            Err(PullError::Unreachable(_))
+        ));
         Ok(())
     }
 

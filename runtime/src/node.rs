@@ -258,6 +258,76 @@ pub async fn run_heartbeats(
     }
 }
 
+/// How often the node's loops write.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeTiming {
+    /// `leaseDurationSeconds` of the node Lease.
+    pub lease_duration: Duration,
+    /// How often the Lease is renewed.
+    pub renew_interval: Duration,
+    /// How often the Node status heartbeat is written.
+    pub status_update_interval: Duration,
+}
+
+/// The first wait between registration attempts while the apiserver is
+/// unreachable; it doubles up to [`MAX_REGISTER_RETRY`].
+const FIRST_REGISTER_RETRY: Duration = Duration::from_secs(1);
+/// The longest wait between registration attempts.
+const MAX_REGISTER_RETRY: Duration = Duration::from_secs(30);
+
+/// The node's API loops until `shutdown`: registers the Node first when
+/// `registered_uid` is `None` (retrying with back-off for as long as it
+/// takes: a kubelet runs its pods without the apiserver), then renews the
+/// Lease and writes heartbeats.
+pub async fn run(
+    client: kube::Client,
+    facts: NodeFacts,
+    since: jiff::Timestamp,
+    registered_uid: Option<Option<String>>,
+    timing: NodeTiming,
+    shutdown: CancellationToken,
+) {
+    let uid = match registered_uid {
+        Some(uid) => uid,
+        None => {
+            let mut wait = FIRST_REGISTER_RETRY;
+            loop {
+                match register(&client, &facts, since).await {
+                    Ok(node) => {
+                        tracing::info!(node = %facts.name, "kubelet registered");
+                        break node.metadata.uid;
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = %facts.name, error = %e, retry_in = ?wait, "registering the node failed");
+                    }
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(MAX_REGISTER_RETRY);
+            }
+        }
+    };
+    tokio::join!(
+        crate::lease::run(
+            client.clone(),
+            facts.name.clone(),
+            uid,
+            timing.lease_duration,
+            timing.renew_interval,
+            shutdown.clone(),
+        ),
+        run_heartbeats(
+            client,
+            facts,
+            since,
+            timing.status_update_interval,
+            shutdown
+        ),
+    );
+}
+
 /// CPU cores of this host.
 pub fn host_cpus() -> u32 {
     std::thread::available_parallelism()

@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{EventSink, EventType, PodEvent};
+use crate::local_state::LocalState;
 use crate::logs::{ContainerLog, ContainerLogs, LogRegistry};
 use crate::module_cache::{
     LocalModule, ModuleSource, PullError, PullPolicy, api_message, go_duration,
@@ -73,19 +74,65 @@ pub trait PodApi: Send + Sync + 'static {
         namespace: &str,
         name: &str,
     ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String>;
+    /// Keeps `status`, just computed for `pod`, where a restarted kubelet
+    /// finds it (whether or not it reaches the apiserver). Nothing by
+    /// default.
+    async fn save_status(&self, pod: &Pod, status: &PodStatus) {
+        let _ = (pod, status);
+    }
 }
 
-/// [`PodApi`] over `kube::Client`.
+/// [`PodApi`] over `kube::Client`, with the node's local state as the
+/// fallback for ConfigMaps and Secrets when the apiserver cannot be reached.
 #[derive(Clone)]
 pub struct KubePodApi {
     client: kube::Client,
+    local: Option<crate::local_state::LocalState>,
 }
 
 impl KubePodApi {
     /// Wraps a client.
     pub fn new(client: kube::Client) -> KubePodApi {
-        KubePodApi { client }
+        KubePodApi {
+            client,
+            local: None,
+        }
     }
+
+    /// Wraps a client; what is read is also kept in `local`, and read from
+    /// there while the apiserver is unreachable.
+    pub fn with_local_state(
+        client: kube::Client,
+        local: crate::local_state::LocalState,
+    ) -> KubePodApi {
+        KubePodApi {
+            client,
+            local: Some(local),
+        }
+    }
+}
+
+/// What the local copy of an object has to say when reading it from the
+/// apiserver failed with `e`: the copy when the apiserver was unreachable,
+/// else the error.
+async fn fall_back<T, F, Fut>(
+    local: Option<&crate::local_state::LocalState>,
+    e: &kube::Error,
+    what: String,
+    read: F,
+) -> Result<Option<T>, String>
+where
+    F: FnOnce(crate::local_state::LocalState) -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    if let Some(local) = local
+        && crate::local_state::is_unreachable(e)
+        && let Some(data) = read(local.clone()).await
+    {
+        tracing::warn!(object = %what, error = %e, "the apiserver is unreachable: using the node's stored copy");
+        return Ok(Some(data));
+    }
+    Err(api_message(e))
 }
 
 fn not_found(e: &kube::Error) -> bool {
@@ -133,9 +180,31 @@ impl PodApi for KubePodApi {
     ) -> Result<Option<BTreeMap<String, String>>, String> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
         match api.get(name).await {
-            Ok(cm) => Ok(Some(cm.data.unwrap_or_default())),
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(api_message(&e)),
+            Ok(cm) => {
+                let data = cm.data.unwrap_or_default();
+                if let Some(local) = &self.local
+                    && let Err(e) = local.save_config_map(namespace, name, &data).await
+                {
+                    tracing::warn!(configmap = %name, error = %e, "storing a configmap locally failed");
+                }
+                Ok(Some(data))
+            }
+            // The apiserver answered: the object is gone, and so is the copy.
+            Err(e) if not_found(&e) => {
+                if let Some(local) = &self.local {
+                    local.remove_config_map(namespace, name).await;
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                fall_back(
+                    self.local.as_ref(),
+                    &e,
+                    format!("configmap {namespace}/{name}"),
+                    |l| async move { l.config_map(namespace, name).await },
+                )
+                .await
+            }
         }
     }
 
@@ -156,10 +225,37 @@ impl PodApi for KubePodApi {
                 for (k, v) in s.string_data.unwrap_or_default() {
                     data.insert(k, v.into_bytes());
                 }
+                if let Some(local) = &self.local
+                    && let Err(e) = local.save_secret(namespace, name, &data).await
+                {
+                    tracing::warn!(secret = %name, error = %e, "storing a secret locally failed");
+                }
                 Ok(Some(data))
             }
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(api_message(&e)),
+            Err(e) if not_found(&e) => {
+                if let Some(local) = &self.local {
+                    local.remove_secret(namespace, name).await;
+                }
+                Ok(None)
+            }
+            Err(e) => {
+                fall_back(
+                    self.local.as_ref(),
+                    &e,
+                    format!("secret {namespace}/{name}"),
+                    |l| async move { l.secret(namespace, name).await },
+                )
+                .await
+            }
+        }
+    }
+
+    async fn save_status(&self, pod: &Pod, status: &PodStatus) {
+        if let Some(local) = &self.local
+            && let Some(uid) = pod.metadata.uid.as_deref()
+            && let Err(e) = local.save_pod_status(uid, status).await
+        {
+            tracing::warn!(pod = %status::pod_ref(pod), error = %e, "storing the pod status locally failed");
         }
     }
 }
@@ -260,6 +356,11 @@ struct Worker {
     slots: Vec<Slot>,
     start_time: jiff::Timestamp,
     last_reported: Option<PodStatus>,
+    /// The status last kept in the local state.
+    last_saved: Option<PodStatus>,
+    /// When a status write that failed (apiserver unreachable) is retried,
+    /// and the back-off it waited.
+    status_retry: Option<(Instant, Duration)>,
     exit_tx: mpsc::Sender<Exit>,
     /// Where the containers' probes report.
     probe_tx: mpsc::Sender<crate::probes::Update>,
@@ -441,6 +542,8 @@ impl Worker {
             slots,
             start_time,
             last_reported: None,
+            last_saved: None,
+            status_retry: None,
             exit_tx,
             probe_tx,
             probes_stop: CancellationToken::new(),
@@ -621,7 +724,10 @@ impl Worker {
                     format!("Pulling image \"{image}\""),
                 );
                 let pulled = self.ctx.modules.pull(image, &keyring).await;
-                if let Ok(m) = &pulled {
+                // A stand-in for an unreachable source is said below.
+                if let Ok(m) = &pulled
+                    && m.offline.is_none()
+                {
                     let pulling = go_duration(m.took.saturating_sub(m.waited));
                     let total = go_duration(m.took);
                     self.event(
@@ -640,6 +746,17 @@ impl Worker {
         };
         match result {
             Ok(m) => {
+                if let Some(why) = &m.offline {
+                    self.event(
+                        Some(name),
+                        EventType::Warning,
+                        "Pulled",
+                        format!(
+                            "Failed to pull image \"{image}\" ({why}); running the module this node last pulled for it ({})",
+                            m.digest
+                        ),
+                    );
+                }
                 self.slots[i].module = Some(m.clone());
                 self.slots[i].retry_backoff = None;
                 self.records[i].image_id = Some(format!("wasmkube://{}", m.digest));
@@ -656,7 +773,7 @@ impl Worker {
                 self.retry_later(i, "InvalidImageName", message);
                 None
             }
-            Err(PullError::Failed(msg)) => {
+            Err(PullError::Failed(msg) | PullError::Unreachable(msg)) => {
                 let message = format!("Failed to pull image \"{image}\": {msg}");
                 self.event(Some(name), EventType::Warning, "Failed", message.clone());
                 self.event(
@@ -1013,6 +1130,7 @@ impl Worker {
             .flatten()
             .chain(self.grace_deadline.filter(|_| !self.killed))
             .chain(self.retry_at)
+            .chain(self.status_retry.map(|(at, _)| at))
             // Volume housekeeping runs only while the pod is not being deleted.
             .chain(
                 self.volumes
@@ -1186,7 +1304,16 @@ impl Worker {
             status.reason = Some("Evicted".into());
             status.message = Some(message.to_string());
         }
-        if self.last_reported.as_ref() == Some(&status) {
+        if self.last_saved.as_ref() != Some(&status) {
+            self.ctx.api.save_status(&self.pod, &status).await;
+            self.last_saved = Some(status.clone());
+        }
+        // Someone else (the node lifecycle controller, while this node was
+        // unreachable) may have changed the Ready condition: say it again.
+        let ready_in_api = ready_condition(self.pod.status.as_ref());
+        if self.last_reported.as_ref() == Some(&status)
+            && (ready_in_api.is_none() || ready_in_api == ready_condition(Some(&status)))
+        {
             return;
         }
         match self
@@ -1195,8 +1322,19 @@ impl Worker {
             .patch_status(&self.namespace, &self.name, &status)
             .await
         {
-            Ok(()) => self.last_reported = Some(status),
-            Err(e) => tracing::warn!(pod = %self.name, error = %e, "reporting pod status failed"),
+            Ok(()) => {
+                self.last_reported = Some(status);
+                self.status_retry = None;
+            }
+            Err(e) => {
+                // Retried until it lands; each retry sends the status as it
+                // is then, so the latest one wins.
+                let delay = self
+                    .status_retry
+                    .map_or(STATUS_RETRY_FIRST, |(_, d)| (d * 2).min(STATUS_RETRY_MAX));
+                self.status_retry = Some((Instant::now() + delay, delay));
+                tracing::warn!(pod = %self.name, error = %e, retry_in = ?delay, "reporting pod status failed");
+            }
         }
     }
 
@@ -1283,6 +1421,22 @@ impl Worker {
         }
         Ok(env)
     }
+}
+
+/// The first wait before a failed status write is retried; it doubles up
+/// to [`STATUS_RETRY_MAX`].
+const STATUS_RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between status write retries.
+const STATUS_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// The status of a pod's `Ready` condition.
+fn ready_condition(status: Option<&PodStatus>) -> Option<String> {
+    status?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| c.status.clone())
 }
 
 /// A progress channel that is already closed: the log is complete.
@@ -1461,16 +1615,82 @@ struct WorkerHandle {
 }
 
 /// Watches this node's pods and runs a worker per pod until `shutdown`.
-pub async fn run_pods(ctx: Arc<WorkerContext>, client: kube::Client, shutdown: CancellationToken) {
+/// With `local`, the pods stored there start before the apiserver is
+/// reached, and every pod seen is stored there.
+pub async fn run_pods(
+    ctx: Arc<WorkerContext>,
+    client: kube::Client,
+    local: Option<LocalState>,
+    shutdown: CancellationToken,
+) {
     let api: Api<Pod> = Api::all(client);
     let config = watcher::Config::default()
         .any_semantic()
         .fields(&format!("spec.nodeName={}", ctx.node_name));
-    let (reader, writer) = reflector::store::<Pod>();
-    let mut stream = Box::pin(reflector::reflector(writer, watcher(api, config)).default_backoff());
+    dispatch(ctx, local, shutdown, move |writer| {
+        reflector::reflector(writer, watcher(api, config)).default_backoff()
+    })
+    .await;
+}
+
+/// What a [`dispatch`] run did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DispatchSummary {
+    /// Pod workers started (a worker kept across a relist counts once).
+    pub workers_started: usize,
+}
+
+/// The dispatcher of [`run_pods`] over any stream of pod events:
+/// `events` gets the reflector's writer, already holding the pods of
+/// `local`, and returns the reflected event stream.
+pub async fn dispatch<S>(
+    ctx: Arc<WorkerContext>,
+    local: Option<LocalState>,
+    shutdown: CancellationToken,
+    events: impl FnOnce(reflector::store::Writer<Pod>) -> S,
+) -> DispatchSummary
+where
+    S: futures::Stream<Item = Result<watcher::Event<Pod>, watcher::Error>>,
+{
+    let (reader, mut writer) = reflector::store::<Pod>();
+    if let Some(local) = &local {
+        // Seeded as a completed initial list: the watcher's own list
+        // replaces it once the apiserver answers (a pod gone by then is
+        // stopped), and until then the pods run as last seen.
+        let stored: Vec<Pod> = local
+            .load_pods()
+            .await
+            .into_iter()
+            .filter(|p| {
+                p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&ctx.node_name)
+            })
+            .collect();
+        if !stored.is_empty() {
+            tracing::info!(pods = stored.len(), "starting the pods stored on this node");
+            writer.apply_watcher_event(&watcher::Event::Init);
+            for p in stored {
+                writer.apply_watcher_event(&watcher::Event::InitApply(p));
+            }
+            writer.apply_watcher_event(&watcher::Event::InitDone);
+        }
+    }
+    let mut stream = Box::pin(events(writer));
     let mut workers: HashMap<ObjectRef<Pod>, WorkerHandle> = HashMap::new();
     // Pods whose worker finished deleting them; never restarted.
     let mut finished: HashSet<String> = HashSet::new();
+    // uid → resourceVersion of the copy in `local`.
+    let mut stored: HashMap<String, Option<String>> = HashMap::new();
+    let mut summary = DispatchSummary::default();
+    for key in all_keys(&reader, &workers) {
+        summary.workers_started += usize::from(sync_key(
+            &ctx,
+            &reader,
+            &mut workers,
+            &mut finished,
+            key,
+            &shutdown,
+        ));
+    }
     let mut resync = tokio::time::interval(RESYNC);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut swept = false;
@@ -1484,7 +1704,16 @@ pub async fn run_pods(ctx: Arc<WorkerContext>, client: kube::Client, shutdown: C
                     tracing::warn!(error = %e, "pod watch failed; retrying");
                     continue;
                 }
-                Some(Ok(watcher::Event::Apply(p) | watcher::Event::Delete(p))) => {
+                Some(Ok(watcher::Event::Apply(p))) => {
+                    store_pod(local.as_ref(), &mut stored, &p).await;
+                    vec![ObjectRef::from_obj(&p)]
+                }
+                Some(Ok(watcher::Event::Delete(p))) => {
+                    if let Some(local) = &local {
+                        let live: Vec<Pod> = reader.state().iter().map(|p| (**p).clone()).collect();
+                        local.retain_pods(&live).await;
+                        stored.retain(|uid, _| live.iter().any(|p| p.metadata.uid.as_ref() == Some(uid)));
+                    }
                     vec![ObjectRef::from_obj(&p)]
                 }
                 Some(Ok(watcher::Event::InitDone)) => {
@@ -1504,18 +1733,59 @@ pub async fn run_pods(ctx: Arc<WorkerContext>, client: kube::Client, shutdown: C
                         )
                         .await;
                     }
+                    if let Some(local) = &local {
+                        // What the apiserver no longer lists is gone.
+                        let live: Vec<Pod> = reader.state().iter().map(|p| (**p).clone()).collect();
+                        local.retain_pods(&live).await;
+                        stored.retain(|uid, _| live.iter().any(|p| p.metadata.uid.as_ref() == Some(uid)));
+                    }
                     all_keys(&reader, &workers)
                 }
-                Some(Ok(watcher::Event::Init | watcher::Event::InitApply(_))) => continue,
+                Some(Ok(watcher::Event::InitApply(p))) => {
+                    store_pod(local.as_ref(), &mut stored, &p).await;
+                    continue;
+                }
+                Some(Ok(watcher::Event::Init)) => continue,
             },
         };
         for key in keys {
-            sync_key(&ctx, &reader, &mut workers, &mut finished, key, &shutdown);
+            summary.workers_started += usize::from(sync_key(
+                &ctx,
+                &reader,
+                &mut workers,
+                &mut finished,
+                key,
+                &shutdown,
+            ));
         }
     }
     // Shutdown: workers stop their containers and return.
     for (_, w) in workers.drain() {
         let _ = tokio::time::timeout(Duration::from_secs(10), w.task).await;
+    }
+    summary
+}
+
+/// Keeps `pod` in the local state unless that copy is already there.
+async fn store_pod(
+    local: Option<&LocalState>,
+    stored: &mut HashMap<String, Option<String>>,
+    pod: &Pod,
+) {
+    let (Some(local), Some(uid)) = (local, pod.metadata.uid.as_ref()) else {
+        return;
+    };
+    let version = pod.metadata.resource_version.clone();
+    if version.is_some() && stored.get(uid) == Some(&version) {
+        return;
+    }
+    match local.save_pod(pod).await {
+        Ok(()) => {
+            stored.insert(uid.clone(), version);
+        }
+        Err(e) => {
+            tracing::warn!(pod = %status::pod_ref(pod), error = %e, "storing the pod locally failed");
+        }
     }
 }
 
@@ -1541,7 +1811,7 @@ fn sync_key(
     finished: &mut HashSet<String>,
     key: ObjectRef<Pod>,
     shutdown: &CancellationToken,
-) {
+) -> bool {
     let pod = reader.get(&key);
     if let Some(w) = workers.get(&key) {
         let same = pod
@@ -1554,7 +1824,7 @@ fn sync_key(
             if let Some(p) = &pod {
                 w.tx.send_replace(p.clone());
             }
-            return;
+            return false;
         } else {
             // Gone, or replaced by a new pod of the same name.
             w.vanished.cancel();
@@ -1562,11 +1832,11 @@ fn sync_key(
         }
     }
     let Some(pod) = pod else {
-        return;
+        return false;
     };
     let uid = pod.uid().unwrap_or_default();
     if finished.contains(&uid) {
-        return;
+        return false;
     }
     // Finished pods get a worker too: it serves their logs, starts nothing
     // (their containers are done by the restart policy) and finalizes
@@ -1593,6 +1863,7 @@ fn sync_key(
         let live: HashSet<String> = reader.state().iter().filter_map(|p| p.uid()).collect();
         finished.retain(|u| live.contains(u));
     }
+    true
 }
 
 #[cfg(test)]
@@ -1695,11 +1966,25 @@ mod tests {
         statuses: Mutex<Vec<PodStatus>>,
         deleted: Mutex<Vec<String>>,
         changed: tokio::sync::Notify,
+        /// How many status writes fail (as with an unreachable apiserver)
+        /// before they land.
+        failing_writes: std::sync::atomic::AtomicUsize,
     }
 
     #[async_trait::async_trait]
     impl PodApi for FakeApi {
         async fn patch_status(&self, _: &str, _: &str, status: &PodStatus) -> Result<(), String> {
+            let failing = &self.failing_writes;
+            if failing
+                .fetch_update(
+                    std::sync::atomic::Ordering::SeqCst,
+                    std::sync::atomic::Ordering::SeqCst,
+                    |n| n.checked_sub(1),
+                )
+                .is_ok()
+            {
+                return Err("connection refused".into());
+            }
             self.statuses
                 .lock()
                 .map_err(|e| e.to_string())?
@@ -2298,5 +2583,185 @@ mod tests {
         assert_eq!(parse_quantity("bogus"), None);
         assert_eq!(parse_quantity_scaled("500m", 1000.0), Some(500));
         assert_eq!(parse_quantity_scaled("2", 1000.0), Some(2000));
+    }
+
+    impl Harness {
+        /// Waits (bounded) for an event `reason` about pod `uid`.
+        async fn wait_event(&self, uid: &str, reason: &str) -> anyhow::Result<()> {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while self.count_events(uid, reason) == 0 {
+                anyhow::ensure!(Instant::now() < deadline, "no {reason} event for {uid}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok(())
+        }
+
+        fn count_events(&self, uid: &str, reason: &str) -> usize {
+            self.events
+                .0
+                .lock()
+                .map(|v| {
+                    v.iter()
+                        .filter(|e| e.uid == uid && e.reason == reason)
+                        .count()
+                })
+                .unwrap_or_default()
+        }
+    }
+
+    fn named(mut p: Pod, name: &str, uid: &str, version: &str) -> Pod {
+        p.metadata.name = Some(name.into());
+        p.metadata.uid = Some(uid.into());
+        p.metadata.resource_version = Some(version.into());
+        p
+    }
+
+    #[tokio::test]
+    async fn stored_pods_run_without_the_api_and_keep_their_worker_on_relist() -> anyhow::Result<()>
+    {
+        let h = harness()?;
+        let local = crate::local_state::LocalState::open(
+            crate::local_state::LocalStateConfig::new(h._dir.path().join("state")),
+        )?;
+        let kept = named(pod("spin:v1", "Always"), "p", "u1", "5");
+        let gone = named(pod("spin:v1", "Always"), "gone", "u3", "6");
+        local.save_pod(&kept).await?;
+        local.save_pod(&gone).await?;
+        // The watch stream: nothing arrives until the test says so, as
+        // with an apiserver that cannot be reached.
+        let (tx, rx) = mpsc::channel::<Result<watcher::Event<Pod>, watcher::Error>>(8);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(dispatch(
+            h.ctx.clone(),
+            Some(local.clone()),
+            shutdown.clone(),
+            move |writer| {
+                reflector::reflector(writer, tokio_stream::wrappers::ReceiverStream::new(rx))
+            },
+        ));
+        h.wait_event("u1", "Started").await?;
+        h.wait_event("u3", "Started").await?;
+        // The apiserver answers: the same pod, newer (another
+        // resourceVersion, its status as the API last had it), and without
+        // the pod deleted meanwhile.
+        let mut relisted = named(pod("spin:v1", "Always"), "p", "u1", "9");
+        relisted.status = Some(PodStatus {
+            phase: Some("Pending".into()),
+            ..Default::default()
+        });
+        relisted.metadata.labels = Some([("seen".to_string(), "api".to_string())].into());
+        tx.send(Ok(watcher::Event::Init)).await?;
+        tx.send(Ok(watcher::Event::InitApply(relisted))).await?;
+        tx.send(Ok(watcher::Event::InitDone)).await?;
+        // Processed in order: once this one runs, the relist was handled.
+        let marker = named(pod("ok:v1", "Never"), "q", "u2", "10");
+        tx.send(Ok(watcher::Event::Apply(marker))).await?;
+        h.wait_event("u2", "Started").await?;
+
+        let stored = local.load_pods().await;
+        let uids: Vec<_> = stored
+            .iter()
+            .filter_map(|p| p.metadata.uid.clone())
+            .collect();
+        assert_eq!(uids, ["u1", "u2"], "the vanished pod is forgotten");
+        let labels = stored[0].metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get("seen").map(String::as_str), Some("api"));
+        // The vanished pod is stopped.
+        h.wait_event("u3", "Killing").await?;
+
+        shutdown.cancel();
+        let summary = tokio::time::timeout(Duration::from_secs(30), task).await??;
+        assert_eq!(
+            summary.workers_started, 3,
+            "u1's worker was kept across the relist"
+        );
+        assert_eq!(h.count_events("u1", "Started"), 1);
+        assert_eq!(h.count_events("u1", "Killing"), 0);
+        Ok(())
+    }
+
+    /// A client whose every request fails to connect (a closed port).
+    fn unreachable_client() -> anyhow::Result<kube::Client> {
+        let config = kube::Config::new("http://127.0.0.1:9".parse()?);
+        Ok(kube::Client::try_from(config)?)
+    }
+
+    /// A client to an apiserver answering every request with `code`.
+    fn answering_client(code: u16) -> kube::Client {
+        let service =
+            tower::service_fn(move |_req: http::Request<kube::client::Body>| async move {
+                let status = serde_json::json!({
+                    "kind": "Status", "apiVersion": "v1", "metadata": {},
+                    "status": "Failure", "reason": "NotFound", "code": code,
+                    "message": "configmaps \"cfg\" not found"
+                });
+                http::Response::builder()
+                    .status(code)
+                    .header("content-type", "application/json")
+                    .body(http_body_util::Full::new(bytes::Bytes::from(
+                        status.to_string(),
+                    )))
+            });
+        kube::Client::new(service, "default")
+    }
+
+    #[tokio::test]
+    async fn config_reads_fall_back_to_the_stored_copy_only_when_unreachable() -> anyhow::Result<()>
+    {
+        let dir = tempfile::tempdir()?;
+        let local = crate::local_state::LocalState::open(
+            crate::local_state::LocalStateConfig::new(dir.path().join("state")),
+        )?;
+        let cm: BTreeMap<String, String> = [("greeting".to_string(), "hi".to_string())].into();
+        let secret: BTreeMap<String, Vec<u8>> = [("k".to_string(), b"v".to_vec())].into();
+        local.save_config_map("default", "cfg", &cm).await?;
+        local.save_secret("default", "creds", &secret).await?;
+
+        let offline = KubePodApi::with_local_state(unreachable_client()?, local.clone());
+        assert_eq!(
+            offline.config_map("default", "cfg").await,
+            Ok(Some(cm.clone()))
+        );
+        assert_eq!(offline.secret("default", "creds").await, Ok(Some(secret)));
+        assert!(offline.config_map("default", "never-read").await.is_err());
+        // Without local state, as before: an error.
+        let plain = KubePodApi::new(unreachable_client()?);
+        assert!(plain.config_map("default", "cfg").await.is_err());
+        // A server error is not an answer about the object either.
+        let failing = KubePodApi::with_local_state(answering_client(503), local.clone());
+        assert_eq!(failing.config_map("default", "cfg").await, Ok(Some(cm)));
+
+        // A reachable apiserver saying NotFound is believed, and the copy
+        // goes.
+        let online = KubePodApi::with_local_state(answering_client(404), local.clone());
+        assert_eq!(online.config_map("default", "cfg").await, Ok(None));
+        assert_eq!(online.secret("default", "creds").await, Ok(None));
+        assert_eq!(local.config_map("default", "cfg").await, None);
+        assert_eq!(local.secret("default", "creds").await, None);
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_status_that_failed_to_land_is_written_again() -> anyhow::Result<()> {
+        let h = harness()?;
+        // Every write of the first pass fails; nothing else would wake the
+        // worker of a container that just runs.
+        h.api
+            .failing_writes
+            .store(1, std::sync::atomic::Ordering::SeqCst);
+        let (_tx, rx) = watch::channel(Arc::new(pod("spin:v1", "Always")));
+        let task = tokio::spawn(run_pod(
+            h.ctx.clone(),
+            rx,
+            CancellationToken::new(),
+            CancellationToken::new(),
+        ));
+        let s = h
+            .wait_status(|s| s.phase.as_deref() == Some("Running"))
+            .await?;
+        let running = container_state(&s).and_then(|st| st.running);
+        assert!(running.is_some(), "the latest status landed");
+        task.abort();
+        Ok(())
     }
 }

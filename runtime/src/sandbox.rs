@@ -365,7 +365,13 @@ impl WasmtimeSandbox {
     /// Builds the engine (pooling if possible), the linkers, the compiled
     /// cache and the ticker.
     pub fn new(config: &SandboxConfig) -> Result<WasmtimeSandbox, SandboxError> {
-        let (engine, pooled) = build_engine(config)?;
+        WasmtimeSandbox::within(config, address_space_limit())
+    }
+
+    /// [`WasmtimeSandbox::new`] for a process whose address space is
+    /// limited to `limit` bytes.
+    fn within(config: &SandboxConfig, limit: Option<u64>) -> Result<WasmtimeSandbox, SandboxError> {
+        let (engine, pooled) = build_engine(config, limit)?;
         let mut linker: Linker<Host<WasiP1Ctx>> = Linker::new(&engine);
         p1::add_to_linker_async(&mut linker, |h: &mut Host<WasiP1Ctx>| &mut h.wasi)
             .map_err(|e| SandboxError::Start(format!("linking WASI preview 1: {e}")))?;
@@ -478,32 +484,162 @@ impl WasmtimeSandbox {
     }
 }
 
-fn build_engine(config: &SandboxConfig) -> Result<(Engine, bool), SandboxError> {
+/// Bytes of address space one pooled or default on-demand linear memory
+/// takes: the 4 GiB reservation that lets compiled code skip bounds checks,
+/// plus wasmtime's default 32 MiB guard after it.
+const FULL_MEMORY_RESERVATION: u64 = MAX_INSTANCE_MEMORY;
+const FULL_MEMORY_GUARD: u64 = 32 << 20;
+/// Guard of the small reservations used where address space is scarce:
+/// enough to fold small constant offsets into one bounds check.
+const SMALL_MEMORY_GUARD: u64 = 64 << 10;
+/// Bounds of a small per-memory reservation (it may still grow past it by
+/// moving, so this bounds speed, not what a guest may use).
+const SMALL_RESERVATION_MIN: u64 = 1 << 20;
+const SMALL_RESERVATION_MAX: u64 = 256 << 20;
+const WASM_PAGE: u64 = 64 << 10;
+
+/// What each on-demand linear memory reserves of the address space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Reservation {
+    /// Reserved up front; the memory grows in place up to this, then moves.
+    bytes: u64,
+    /// Inaccessible guard after it.
+    guard: u64,
+}
+
+/// Address space the memory pool alone asks for (stacks and tables come on
+/// top).
+fn pool_bytes(slots: u32) -> u64 {
+    u64::from(slots).saturating_mul(FULL_MEMORY_RESERVATION + FULL_MEMORY_GUARD)
+}
+
+/// The process's address-space limit (`RLIMIT_AS` soft limit), if any; a
+/// 32-bit host never has more than its 4 GiB.
+fn address_space_limit() -> Option<u64> {
+    #[cfg(unix)]
+    let limit = rustix::process::getrlimit(rustix::process::Resource::As).current;
+    #[cfg(not(unix))]
+    let limit = None;
+    if cfg!(target_pointer_width = "64") {
+        limit
+    } else {
+        Some(limit.unwrap_or(u64::MAX).min(4 << 30))
+    }
+}
+
+/// The on-demand allocation for a host whose address space is `limit`:
+/// wasmtime's 4 GiB reservations (fast code, no bounds checks) when
+/// `instances` of them fit in half of it, else reservations sized so they
+/// do — without this every instance would fail to reserve its memory under
+/// a small `RLIMIT_AS`, pooled or not.
+fn on_demand_for(limit: Option<u64>, instances: u32) -> Reservation {
+    let full = Reservation {
+        bytes: FULL_MEMORY_RESERVATION,
+        guard: FULL_MEMORY_GUARD,
+    };
+    let Some(limit) = limit else {
+        return full;
+    };
+    // The other half stays for the rest of the process: thread stacks,
+    // malloc arenas, compiled code.
+    let share = (limit / 2) / u64::from(instances.max(1));
+    if share >= FULL_MEMORY_RESERVATION + FULL_MEMORY_GUARD {
+        return full;
+    }
+    let bytes = share
+        .saturating_sub(SMALL_MEMORY_GUARD)
+        .clamp(SMALL_RESERVATION_MIN, SMALL_RESERVATION_MAX)
+        / WASM_PAGE
+        * WASM_PAGE;
+    Reservation {
+        bytes,
+        guard: SMALL_MEMORY_GUARD,
+    }
+}
+
+/// Builds the engine: the pooling allocator when its reservation fits in
+/// the address space (`limit` is the process's `RLIMIT_AS`; the kernel's
+/// address-space size, e.g. 39 bits on many ARM boards, or qemu-user's, is
+/// only found out by trying), else on-demand allocation, logged with why.
+///
+/// The pool is not shrunk to fit: fewer slots would cap concurrent
+/// instances (wasi:http serves one per request) and smaller slots would cap
+/// each instance's memory below what pods may be given; on-demand keeps
+/// both and costs only instantiation speed (and bounds checks where the
+/// reservations must be small).
+fn build_engine(
+    config: &SandboxConfig,
+    limit: Option<u64>,
+) -> Result<(Engine, bool), SandboxError> {
     let mut base = Config::new();
     base.epoch_interruption(true);
     // The build carries no garbage collector; WASI commands do not need the
     // GC-based proposals.
     base.gc_support(false);
+    let n = config.max_instances.max(1);
     if config.pooling {
-        let mut pool = PoolingAllocationConfig::new();
-        let n = config.max_instances.max(1);
-        pool.total_core_instances(n)
-            .total_memories(n)
-            .total_tables(n)
-            .total_stacks(n)
-            .max_memories_per_module(1)
-            .max_tables_per_module(1)
-            .max_memory_size(usize::try_from(MAX_INSTANCE_MEMORY).unwrap_or(usize::MAX));
-        let mut pooled = base.clone();
-        pooled.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        match Engine::new(&pooled) {
-            Ok(engine) => return Ok((engine, true)),
-            Err(e) => {
-                tracing::warn!(error = %e, "pooling allocator unavailable; using on-demand allocation")
+        let asked = pool_bytes(n);
+        let attempt = match limit {
+            // Skip an attempt that cannot fit rather than let the kernel
+            // say so.
+            Some(limit) if asked > limit => Err(format!(
+                "the memory pool needs {asked} bytes but the address space is limited to {limit} bytes"
+            )),
+            _ => {
+                let mut pool = PoolingAllocationConfig::new();
+                pool.total_core_instances(n)
+                    .total_memories(n)
+                    .total_tables(n)
+                    .total_stacks(n)
+                    .max_memories_per_module(1)
+                    .max_tables_per_module(1)
+                    .max_memory_size(usize::try_from(MAX_INSTANCE_MEMORY).unwrap_or(usize::MAX));
+                let mut pooled = base.clone();
+                pooled
+                    .memory_reservation(FULL_MEMORY_RESERVATION)
+                    .memory_guard_size(FULL_MEMORY_GUARD)
+                    .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+                Engine::new(&pooled).map_err(|e| format!("{e:#}"))
+            }
+        };
+        match attempt {
+            Ok(engine) => {
+                tracing::info!(
+                    slots = n,
+                    pool_bytes = asked,
+                    "wasm engine: pooling allocator"
+                );
+                return Ok((engine, true));
+            }
+            Err(error) => {
+                let fallback = on_demand_for(limit, n);
+                tracing::warn!(
+                    %error,
+                    slots = n,
+                    slot_bytes = FULL_MEMORY_RESERVATION + FULL_MEMORY_GUARD,
+                    pool_bytes = asked,
+                    address_space_limit = limit,
+                    memory_reservation = fallback.bytes,
+                    memory_guard = fallback.guard,
+                    "pooling allocator cannot reserve its address space; using on-demand allocation"
+                );
             }
         }
     }
-    let engine = Engine::new(&base).map_err(|e| SandboxError::Start(format!("wasmtime: {e}")))?;
+    let reservation = on_demand_for(limit, n);
+    let mut on_demand = base;
+    on_demand
+        .memory_reservation(reservation.bytes)
+        .memory_guard_size(reservation.guard)
+        .memory_reservation_for_growth(reservation.bytes.min(2 << 30));
+    let engine =
+        Engine::new(&on_demand).map_err(|e| SandboxError::Start(format!("wasmtime: {e}")))?;
+    if !config.pooling {
+        tracing::debug!(
+            memory_reservation = reservation.bytes,
+            "wasm engine: on-demand allocation"
+        );
+    }
     Ok((engine, false))
 }
 
@@ -1091,6 +1227,100 @@ mod tests {
             .await?;
         assert_eq!(status, ExitStatus::Exited(0));
         assert_eq!(out, "world\nGREETING=hi\n");
+        Ok(())
+    }
+
+    /// A pool no address space can hold (a million 4 GiB memory slots, as a
+    /// 39-bit or `RLIMIT_AS`-limited host sees a normal one): the engine
+    /// falls back to on-demand allocation and still runs modules.
+    #[tokio::test]
+    async fn a_pool_that_cannot_be_reserved_falls_back_to_on_demand() -> anyhow::Result<()> {
+        let f = fixture_with(SandboxConfig {
+            max_instances: 1 << 20,
+            ..SandboxConfig::default()
+        })?;
+        assert!(!f.sandbox.is_pooled());
+        let digest = f.module(HELLO).await?;
+        let (status, out) = f
+            .run(
+                &digest,
+                &["hello", "edge"],
+                &[("ARCH", "aarch64")],
+                DEFAULT_MEMORY_LIMIT,
+                CancellationToken::new(),
+            )
+            .await?;
+        assert_eq!(status, ExitStatus::Exited(0));
+        assert_eq!(out, "edge\nARCH=aarch64\n");
+        // The same settings with a pool that fits are pooled: the fallback
+        // came from the reservation's size alone.
+        assert!(fixture()?.sandbox.is_pooled());
+        Ok(())
+    }
+
+    #[test]
+    fn on_demand_reservations_shrink_only_when_the_address_space_is_limited() {
+        let full = on_demand_for(None, 440);
+        assert_eq!(full.bytes, FULL_MEMORY_RESERVATION);
+        assert_eq!(on_demand_for(Some(u64::MAX), 440), full);
+        let small = on_demand_for(Some(8 << 30), 440);
+        assert!(small.bytes >= SMALL_RESERVATION_MIN && small.bytes < 16 << 20);
+        assert_eq!(small.bytes % WASM_PAGE, 0);
+        assert_eq!(small.guard, SMALL_MEMORY_GUARD);
+        // A tiny limit still leaves each memory a usable reservation.
+        assert_eq!(
+            on_demand_for(Some(1 << 20), 440).bytes,
+            SMALL_RESERVATION_MIN
+        );
+    }
+
+    /// Under an `RLIMIT_AS` of 1 GiB the pool is not even tried, memories
+    /// get small reservations, and a guest can still grow well past its
+    /// reservation (the memory moves).
+    #[tokio::test]
+    async fn a_limited_address_space_runs_modules_that_outgrow_their_reservation()
+    -> anyhow::Result<()> {
+        let limit = 1 << 30;
+        let reservation = on_demand_for(Some(limit), 8);
+        assert!(reservation.bytes < 100 << 20);
+        let sandbox = WasmtimeSandbox::within(
+            &SandboxConfig {
+                max_instances: 8,
+                ..SandboxConfig::default()
+            },
+            Some(limit),
+        )?;
+        assert!(!sandbox.is_pooled());
+        let f = Fixture {
+            dir: tempfile::tempdir()?,
+            sandbox: Arc::new(sandbox),
+        };
+        // Grows by 128 MiB, then writes and reads back its last byte;
+        // traps if either fails.
+        let digest = f
+            .module(
+                r#"
+                (module
+                  (memory 1)
+                  (func (export "_start")
+                    (if (i32.eq (memory.grow (i32.const 2048)) (i32.const -1))
+                      (then unreachable))
+                    (i32.store8 (i32.const 134283263) (i32.const 42))
+                    (if (i32.ne (i32.load8_u (i32.const 134283263)) (i32.const 42))
+                      (then unreachable))))
+                "#,
+            )
+            .await?;
+        let (status, _) = f
+            .run(
+                &digest,
+                &["grow"],
+                &[],
+                DEFAULT_MEMORY_LIMIT,
+                CancellationToken::new(),
+            )
+            .await?;
+        assert_eq!(status, ExitStatus::Exited(0));
         Ok(())
     }
 

@@ -61,8 +61,18 @@ pub fn app_with(
         })
 }
 
-/// Serves `app` and the HTTP pods' route ([`pod_http_app`]) on `listener`
-/// until `shutdown`.
+/// The whole kubelet router: [`app`] and the HTTP pods' route
+/// ([`pod_http_app`]). The TCP listener ([`serve`]) and the agent's tunnel
+/// (`crate::tunnel`) serve this same router.
+pub fn router(
+    logs: Arc<LogRegistry>,
+    stats: Arc<StatsRegistry>,
+    http: crate::http::HttpPods,
+) -> Router {
+    app(logs, stats).merge(pod_http_app(http))
+}
+
+/// Serves [`router`] on `listener` until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     logs: Arc<LogRegistry>,
@@ -70,7 +80,15 @@ pub async fn serve(
     http: crate::http::HttpPods,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let app = app(logs, stats).merge(pod_http_app(http));
+    serve_router(listener, router(logs, stats, http), shutdown).await
+}
+
+/// Serves `app` (normally [`router`]) on `listener` until `shutdown`.
+pub async fn serve_router(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(
         listener,
         app.into_make_service_with_connect_info::<std::net::SocketAddr>(),

@@ -1,11 +1,14 @@
 //! `wasmkube`: the one binary. It parses flags and calls the crates' `run`
 //! functions; all behaviour lives in the library crates.
 
+mod agent;
 mod flags;
 mod kubeconfig;
+mod kubelet_args;
 mod modules;
 mod push;
 mod server;
+mod token;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -85,6 +88,25 @@ enum Command {
     /// (`wasmkube modules rm NAME:TAG`).
     Modules(modules::ModulesArgs),
 
+    /// Run a node that joins a cluster over the network (an edge device or
+    /// another machine): the kubelet and the node proxy, no control plane.
+    ///
+    /// The first start exchanges the join token (`wasmkube token create`
+    /// on the server) for the node's own client certificate, after checking
+    /// the server's CA against the hash in the token; the credential is kept
+    /// in DATA_DIR/agent/ and later starts need neither the token nor the
+    /// network. Pods bound to the node keep running while the server is
+    /// unreachable. Prints `agent NAME joined URL`, then
+    /// `wasmkube agent is ready` once the Node reports Ready. Ctrl-C or
+    /// SIGTERM stops it gracefully.
+    #[command(after_long_help = agent::EXAMPLES)]
+    Agent(agent::AgentArgs),
+
+    /// Create, list and revoke the join tokens agents use to join
+    /// (`wasmkube token create|list|revoke`). Needs the admin kubeconfig.
+    #[command(after_long_help = token::EXAMPLES)]
+    Token(token::TokenArgs),
+
     /// Print the wasmkube version.
     Version,
 }
@@ -121,17 +143,6 @@ struct ServerArgs {
     #[arg(long)]
     no_node: bool,
 
-    /// Port of the built-in kubelet's HTTP endpoint, used by `kubectl logs`
-    /// (0 picks a free one).
-    #[arg(long, default_value_t = 10250, value_name = "PORT")]
-    kubelet_port: u16,
-
-    /// HTTP port of the built-in node's proxy: Services answer there by
-    /// Host header (`<service>.<namespace>`), and other nodes' proxies
-    /// forward to it (0 picks a free one).
-    #[arg(long, default_value_t = 8080, value_name = "PORT")]
-    proxy_port: u16,
-
     /// Store objects in this etcd cluster instead of the embedded store
     /// (comma-separated client URLs, e.g. http://10.0.0.1:2379,http://10.0.0.2:2379).
     /// Several servers may share one etcd.
@@ -164,48 +175,23 @@ struct ServerArgs {
     #[arg(long, value_name = "FILE", requires = "etcd_certfile")]
     etcd_keyfile: Option<PathBuf>,
 
-    /// The built-in node's first crash-loop back-off (e.g. 1s, 500ms); it
-    /// doubles after each crash up to --max-container-restart-period.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = flags::parse_positive_duration)]
-    container_restart_initial_backoff: std::time::Duration,
+    /// How long a node may miss its heartbeats (Lease renewals and status
+    /// updates) before it is marked NotReady/Unknown and tainted
+    /// `node.kubernetes.io/unreachable` (Kubernetes'
+    /// --node-monitor-grace-period).
+    #[arg(long, value_name = "DURATION", default_value = "40s", value_parser = flags::parse_positive_duration)]
+    node_monitor_grace_period: std::time::Duration,
 
-    /// The built-in node's longest crash-loop back-off (the kubelet's
-    /// maxContainerRestartPeriod); a container that ran twice this long
-    /// starts over at the first back-off.
-    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = flags::parse_positive_duration)]
-    max_container_restart_period: std::time::Duration,
+    /// How long pods without a toleration of their own stay bound to an
+    /// unreachable or not-ready node before they are evicted (Kubernetes'
+    /// --default-unreachable-toleration-seconds). Raise it for edge nodes
+    /// with flaky links.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    default_unreachable_toleration_seconds: u64,
 
-    /// Size at which a container's log file is rotated (e.g. 10Mi); at most
-    /// twice this is kept per container run.
-    #[arg(long, value_name = "QUANTITY", default_value = "10Mi", value_parser = flags::parse_size)]
-    container_log_max_size: u64,
-
-    /// PEM bundle of extra CAs the built-in node trusts for HTTPS registries
-    /// (registries on loopback are reached over plain HTTP).
-    #[arg(long, value_name = "FILE")]
-    registry_ca: Option<PathBuf>,
-
-    /// Size the built-in node's module cache is kept under (e.g. 2Gi);
-    /// modules no pod uses are evicted least recently used first.
-    #[arg(long, value_name = "QUANTITY", default_value = "2Gi", value_parser = flags::parse_size)]
-    module_cache_max_size: u64,
-
-    /// Size the built-in node's cache of compiled modules is kept under
-    /// (e.g. 512Mi), so restarts load machine code instead of compiling;
-    /// the least recently used are evicted first.
-    #[arg(long, value_name = "QUANTITY", default_value = "1Gi", value_parser = flags::parse_size)]
-    compiled_cache_max_size: u64,
-
-    /// How many image pulls the built-in node runs at once (the kubelet's
-    /// maxParallelImagePulls).
-    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
-    max_parallel_image_pulls: u16,
-
-    /// A directory below which the built-in node may mount hostPath
-    /// volumes (repeatable; judged after resolving symlinks). Without it
-    /// every hostPath volume is refused.
-    #[arg(long = "allow-host-path", value_name = "DIR")]
-    allow_host_path: Vec<PathBuf>,
+    /// Settings of the built-in node (ignored with --no-node).
+    #[command(flatten)]
+    kubelet: kubelet_args::KubeletArgs,
 }
 
 impl ServerArgs {
@@ -297,6 +283,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Server(args) => server::run(args.into()).await,
         Command::Push(args) => push::run(args).await,
         Command::Modules(args) => modules::run(args).await,
+        Command::Agent(args) => agent::run(args).await,
+        Command::Token(args) => token::run(args).await,
         Command::Version => {
             println!("wasmkube {}", env!("CARGO_PKG_VERSION"));
             Ok(())
@@ -306,8 +294,23 @@ async fn run(command: Command) -> anyhow::Result<()> {
 
 impl From<ServerArgs> for server::Options {
     fn from(a: ServerArgs) -> Self {
+        let k = &a.kubelet;
         server::Options {
             store: a.store(),
+            kubelet_port: k.kubelet_port,
+            proxy_port: k.proxy_port,
+            restart_backoff: k.restart_backoff(),
+            container_log_max_size: k.container_log_max_size,
+            registry_ca: k.registry_ca.clone(),
+            module_cache_max_size: k.module_cache_max_size,
+            compiled_cache_max_size: k.compiled_cache_max_size,
+            max_parallel_image_pulls: usize::from(k.max_parallel_image_pulls),
+            allow_host_paths: k.allow_host_path.clone(),
+            node_lease_duration: k.lease_duration(),
+            node_monitor_grace_period: a.node_monitor_grace_period,
+            pod_eviction_timeout: std::time::Duration::from_secs(
+                a.default_unreachable_toleration_seconds,
+            ),
             data_dir: a.data_dir,
             bind_address: a.bind_address,
             port: a.port,
@@ -315,18 +318,6 @@ impl From<ServerArgs> for server::Options {
             tls_sans: a.tls_sans,
             node_name: a.node_name,
             no_node: a.no_node,
-            kubelet_port: a.kubelet_port,
-            proxy_port: a.proxy_port,
-            restart_backoff: wasmkube_runtime::status::RestartBackoff::new(
-                a.container_restart_initial_backoff,
-                a.max_container_restart_period,
-            ),
-            container_log_max_size: a.container_log_max_size,
-            registry_ca: a.registry_ca,
-            module_cache_max_size: a.module_cache_max_size,
-            compiled_cache_max_size: a.compiled_cache_max_size,
-            max_parallel_image_pulls: usize::from(a.max_parallel_image_pulls),
-            allow_host_paths: a.allow_host_path,
         }
     }
 }
@@ -353,8 +344,8 @@ mod tests {
         };
         assert_eq!(a.bind_address.to_string(), "127.0.0.1");
         assert_eq!(a.port, 6443);
-        assert_eq!(a.kubelet_port, 10250);
-        assert_eq!(a.proxy_port, 8080);
+        assert_eq!(a.kubelet.kubelet_port, 10250);
+        assert_eq!(a.kubelet.proxy_port, 8080);
         assert!(!a.no_node);
         assert!(a.tls_sans.is_empty());
         assert!(matches!(
@@ -433,8 +424,8 @@ mod tests {
         assert_eq!(a.tls_sans, vec!["a.example", "10.0.0.1"]);
         assert_eq!(a.node_name.as_deref(), Some("n1"));
         assert!(a.no_node);
-        assert_eq!(a.kubelet_port, 11250);
-        assert_eq!(a.proxy_port, 0);
+        assert_eq!(a.kubelet.kubelet_port, 11250);
+        assert_eq!(a.kubelet.proxy_port, 0);
         assert_eq!(a.write_kubeconfig, Some(PathBuf::from("/tmp/kc")));
         Ok(())
     }
@@ -576,6 +567,77 @@ mod tests {
             "one password source"
         );
         assert!(parse(&["wasmkube", "push", "m", "r.io/m:v1", "--password", "p"]).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn node_lifecycle_flags() -> anyhow::Result<()> {
+        use std::time::Duration;
+        let Command::Server(a) = parse(&["wasmkube", "server"])?.command else {
+            anyhow::bail!("not server");
+        };
+        let o = server::Options::from(a);
+        let defaults = wasmkube_controllers::ControllersConfig::default();
+        assert_eq!(
+            o.node_monitor_grace_period,
+            defaults.node_monitor_grace_period
+        );
+        assert_eq!(o.pod_eviction_timeout, Duration::from_secs(300));
+        assert_eq!(o.node_lease_duration, Duration::from_secs(40));
+        let Command::Server(a) = parse(&[
+            "wasmkube",
+            "server",
+            "--node-monitor-grace-period",
+            "2m",
+            "--default-unreachable-toleration-seconds",
+            "3600",
+            "--node-lease-duration-seconds=100",
+        ])?
+        .command
+        else {
+            anyhow::bail!("not server");
+        };
+        let o = server::Options::from(a);
+        assert_eq!(o.node_monitor_grace_period, Duration::from_secs(120));
+        assert_eq!(o.pod_eviction_timeout, Duration::from_secs(3600));
+        assert_eq!(o.node_lease_duration, Duration::from_secs(100));
+        for bad in [
+            ["--node-monitor-grace-period", "0s"],
+            ["--default-unreachable-toleration-seconds", "-1"],
+            ["--node-lease-duration-seconds", "0"],
+        ] {
+            let mut args = vec!["wasmkube", "server"];
+            args.extend(bad);
+            assert!(parse(&args).is_err(), "{bad:?} is rejected");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn agent_and_token_subcommands() -> anyhow::Result<()> {
+        let Command::Agent(a) = parse(&[
+            "wasmkube",
+            "agent",
+            "--server",
+            "https://10.0.0.5:6443",
+            "--token",
+            "abcdef.0123456789abcdef",
+            "--kubelet-port",
+            "0",
+        ])?
+        .command
+        else {
+            anyhow::bail!("not agent");
+        };
+        assert_eq!(a.kubelet.kubelet_port, 0);
+        assert!(matches!(
+            parse(&["wasmkube", "token", "create"])?.command,
+            Command::Token(_)
+        ));
+        assert!(
+            parse(&["wasmkube", "token"]).is_err(),
+            "token needs a subcommand"
+        );
         Ok(())
     }
 

@@ -45,6 +45,12 @@ pub struct Options {
     pub max_parallel_image_pulls: usize,
     /// Directories below which the built-in node mounts hostPath volumes.
     pub allow_host_paths: Vec<PathBuf>,
+    /// The built-in node's Lease duration (renewed every quarter of it).
+    pub node_lease_duration: Duration,
+    /// How long a node may miss heartbeats before it is NotReady/Unknown.
+    pub node_monitor_grace_period: Duration,
+    /// How long untolerating pods stay on an unreachable node.
+    pub pod_eviction_timeout: Duration,
 }
 
 const SCHEDULER_USER: &str = "system:kube-scheduler";
@@ -91,7 +97,7 @@ pub fn node_name_from_hostname(host: &str) -> String {
 }
 
 /// This host's name, cleaned up as a Node name.
-fn hostname_or_default() -> String {
+pub(crate) fn hostname_or_default() -> String {
     let host = hostname::get()
         .ok()
         .and_then(|h| h.into_string().ok())
@@ -133,7 +139,7 @@ async fn component_client(
 }
 
 /// Cancels `token` on SIGINT or SIGTERM.
-fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
+pub(crate) fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -150,7 +156,7 @@ fn cancel_on_signals(token: CancellationToken) -> anyhow::Result<()> {
 
 /// The node is registered and its kubelet has reported Ready since `since`
 /// (on a restart the Node object from the previous run already exists).
-fn node_reports_since(node: &Node, since: jiff::Timestamp) -> bool {
+pub(crate) fn node_reports_since(node: &Node, since: jiff::Timestamp) -> bool {
     // Heartbeats have second precision.
     let since = since - jiff::SignedDuration::from_secs(1);
     node.status
@@ -219,6 +225,8 @@ fn spawn_kubelet(
     config.compiled_cache_max_bytes = opts.compiled_cache_max_size;
     config.max_parallel_image_pulls = opts.max_parallel_image_pulls;
     config.allowed_host_paths = opts.allow_host_paths.clone();
+    config.lease_duration = opts.node_lease_duration;
+    config.renew_interval = opts.node_lease_duration / 4;
     tasks.spawn(async move {
         let r = wasmkube_runtime::run(config, client, token).await;
         ("kubelet", r.map_err(anyhow::Error::from))
@@ -297,15 +305,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     let controllers_client = component_client(&running, CONTROLLER_MANAGER_USER).await?;
     let lease = LeaderConfig::new(CONTROLLER_MANAGER_LEASE, identity.clone());
+    let controllers_config = wasmkube_controllers::ControllersConfig {
+        node_monitor_grace_period: opts.node_monitor_grace_period,
+        pod_eviction_timeout: opts.pod_eviction_timeout,
+        ..Default::default()
+    };
     let token = components.clone();
     tasks.spawn(async move {
         let client = controllers_client.clone();
         let r = leader_election::run_while_leader(client, lease, token, |led| {
-            wasmkube_controllers::run(
-                controllers_client.clone(),
-                wasmkube_controllers::ControllersConfig::default(),
-                led,
-            )
+            wasmkube_controllers::run(controllers_client.clone(), controllers_config.clone(), led)
         })
         .await;
         ("controllers", r.map_err(anyhow::Error::from))

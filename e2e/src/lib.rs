@@ -105,6 +105,9 @@ pub struct Cluster {
     cache_dir: PathBuf,
     starts: u32,
     extra_args: Vec<String>,
+    /// Whether readiness includes the built-in node-1 being Ready (false for
+    /// a control plane alone, see [`Cluster::start_without_node`]).
+    wait_node: bool,
     /// The etcd this cluster stores its objects in, when it has its own;
     /// dropped after the server is stopped.
     _etcd: Option<Etcd>,
@@ -174,6 +177,25 @@ impl Cluster {
 
     /// Starts a cluster with `options`.
     pub fn start_with(options: ClusterOptions) -> Result<Cluster> {
+        Self::start_inner(options, true)
+    }
+
+    /// Starts a pure control plane (`--no-node` plus `extra_args`) on the
+    /// embedded store: ready once the API answers, since no node of its own
+    /// will ever be Ready. Agents ([`Agent`]) provide the nodes.
+    pub fn start_without_node(extra_args: &[&str]) -> Result<Cluster> {
+        let mut args = vec!["--no-node".to_string()];
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        Self::start_inner(
+            ClusterOptions {
+                extra_args: args,
+                ..ClusterOptions::default()
+            },
+            false,
+        )
+    }
+
+    fn start_inner(options: ClusterOptions, wait_node: bool) -> Result<Cluster> {
         let dir = tempfile::Builder::new().prefix("wasmkube-e2e-").tempdir()?;
         let kubeconfig = dir.path().join("kubeconfig");
         let cache_dir = dir.path().join("kubectl-cache");
@@ -186,6 +208,7 @@ impl Cluster {
             dir,
             starts: 0,
             extra_args: options.extra_args,
+            wait_node,
             _etcd: None,
         };
         if let Some(from) = &options.share_credentials_with {
@@ -263,6 +286,12 @@ impl Cluster {
             },
         )
         .and_then(|()| {
+            if !self.wait_node {
+                return wait_for("the API to answer", Duration::from_secs(60), || {
+                    let out = self.kubectl(&["get", "--raw", "/readyz"])?;
+                    Ok(out.status.success().then_some(()))
+                });
+            }
             wait_for("node-1 to be Ready", Duration::from_secs(60), || {
                 let out = self.kubectl(&[
                     "get",
@@ -714,6 +743,511 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         for i in 0..self.members.len() {
             self.kill(i);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Agents: nodes that join a control plane over the network.
+// ---------------------------------------------------------------------------
+
+impl Cluster {
+    /// Whether the server process is running (not killed, not exited).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// `wasmkube token create` with the admin kubeconfig; returns the join
+    /// string (`WK1<ca-hash>::<id>.<secret>`).
+    pub fn create_join_token(&self) -> Result<String> {
+        let out = Command::new(wasmkube_bin())
+            .args(["token", "create"])
+            // The env var, not the flag: it works wherever the flag sits
+            // (`token --kubeconfig K create` or `token create --kubeconfig K`).
+            .env("KUBECONFIG", &self.kubeconfig)
+            .stdin(Stdio::null())
+            .output()
+            .context("running wasmkube token create")?;
+        if !out.status.success() {
+            bail!(
+                "wasmkube token create failed ({}): {}{}",
+                out.status,
+                stdout(&out),
+                stderr(&out)
+            );
+        }
+        let text = stdout(&out);
+        text.lines()
+            .map(str::trim)
+            .find(|l| l.starts_with("WK1"))
+            .map(str::to_string)
+            .ok_or_else(|| anyhow!("no join string in the output of token create: {text:?}"))
+    }
+
+    /// The status of a node's `Ready` condition (`True`, `False`, `Unknown`;
+    /// `""` before the kubelet first reports).
+    pub fn node_ready(&self, node: &str) -> Result<String> {
+        Ok(self
+            .field(
+                &["node", node],
+                r#"{.status.conditions[?(@.type=="Ready")].status}"#,
+            )?
+            .trim()
+            .to_string())
+    }
+
+    /// Waits until a node's `Ready` condition is `want`.
+    pub fn wait_node_ready_is(&self, node: &str, want: &str, timeout: Duration) -> Result<()> {
+        wait_for(&format!("node {node} Ready={want}"), timeout, || {
+            let got = self.node_ready(node)?;
+            if got == want {
+                Ok(Some(()))
+            } else {
+                bail!("Ready is {got:?}")
+            }
+        })
+    }
+}
+
+/// How to start an [`Agent`].
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// `--node-lease-duration-seconds`: the Lease renews every quarter of it.
+    pub lease_duration_seconds: u32,
+    /// More `wasmkube agent` flags.
+    pub extra_args: Vec<String>,
+}
+
+impl Default for AgentOptions {
+    fn default() -> Self {
+        AgentOptions {
+            // Short, so a lost node stops renewing visibly within a test's
+            // time; the control plane's grace period decides when it counts.
+            lease_duration_seconds: 4,
+            extra_args: Vec::new(),
+        }
+    }
+}
+
+/// One `wasmkube agent` process on loopback with its own data dir: a node
+/// that joined `server` with a join token. Its stdout and stderr go to one
+/// log file per start; it is killed on drop.
+pub struct Agent {
+    dir: tempfile::TempDir,
+    /// The node name (`--name`).
+    pub name: String,
+    server: String,
+    token: String,
+    options: AgentOptions,
+    child: Option<Child>,
+    starts: u32,
+    cache_dir: PathBuf,
+}
+
+impl Agent {
+    /// Spawns an agent joining `server` (an `https://` URL, possibly a
+    /// [`TcpRelay`]'s) as node `name`, without waiting for it.
+    pub fn spawn(server: &str, token: &str, name: &str, options: AgentOptions) -> Result<Agent> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("wasmkube-agent-{name}-"))
+            .tempdir()?;
+        let cache_dir = dir.path().join("kubectl-cache");
+        let mut a = Agent {
+            dir,
+            name: name.to_string(),
+            server: server.to_string(),
+            token: token.to_string(),
+            options,
+            child: None,
+            starts: 0,
+            cache_dir,
+        };
+        a.respawn()?;
+        Ok(a)
+    }
+
+    /// Spawns an agent and waits until it says it is ready.
+    pub fn start(server: &str, token: &str, name: &str, options: AgentOptions) -> Result<Agent> {
+        let mut a = Self::spawn(server, token, name, options)?;
+        a.wait_ready()?;
+        Ok(a)
+    }
+
+    /// The agent's `--data-dir`.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The kubeconfig holding the node's own credential (client cert).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir().join("agent").join("kubeconfig")
+    }
+
+    fn log_path(&self, n: u32) -> PathBuf {
+        self.dir.path().join(format!("agent-{n}.log"))
+    }
+
+    /// Spawns the process again on the same data dir and flags (after
+    /// [`Agent::kill9`]), as a service manager would after a reboot.
+    pub fn respawn(&mut self) -> Result<()> {
+        if self.is_running() {
+            bail!("agent {} is still running", self.name);
+        }
+        self.starts += 1;
+        let log = File::create(self.log_path(self.starts))?;
+        let child = Command::new(wasmkube_bin())
+            .arg("agent")
+            .args(["--server", &self.server])
+            .args(["--token", &self.token])
+            .args(["--name", &self.name])
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(["--kubelet-port", "0", "--proxy-port", "0"])
+            .args([
+                "--node-lease-duration-seconds",
+                &self.options.lease_duration_seconds.to_string(),
+            ])
+            .args(&self.options.extra_args)
+            .env("RUST_LOG", "info,wasmkube=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting wasmkube agent")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// What the current start has printed so far.
+    pub fn current_log(&self) -> String {
+        std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default()
+    }
+
+    /// Everything the agent printed, across restarts.
+    pub fn log(&self) -> String {
+        (1..=self.starts)
+            .map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n--- restart ---\n")
+    }
+
+    /// Waits until the current start has printed a line containing
+    /// `needle`; fails at once if the process exits.
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        let what = format!("agent {} to print {needle:?}", self.name);
+        let r = wait_for(&what, timeout, || {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("agent exited with {status}");
+            }
+            Ok(self.current_log().contains(needle).then_some(()))
+        });
+        r.map_err(|e| {
+            anyhow!(
+                "{e:#}\n--- agent {} log ---\n{}",
+                self.name,
+                tail(&self.log(), 80)
+            )
+        })
+    }
+
+    /// Waits for `wasmkube agent is ready` (the Node reported Ready).
+    pub fn wait_ready(&mut self) -> Result<()> {
+        self.wait_log("wasmkube agent is ready", Duration::from_secs(90))
+    }
+
+    /// `kill -9` of the agent process (its pods' instances run inside it,
+    /// so they die with it).
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// `kill -9`, then the same command again (a crash and a service
+    /// manager's restart, or a device reboot).
+    pub fn restart(&mut self) -> Result<()> {
+        self.kill9()?;
+        self.respawn()
+    }
+
+    /// A `kubectl` command authenticated as this node (its kubeconfig,
+    /// a cache dir of its own).
+    pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("kubectl");
+        cmd.arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .arg("--cache-dir")
+            .arg(&self.cache_dir)
+            .arg("--request-timeout=30s")
+            .args(args)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs kubectl as this node.
+    pub fn kubectl(&self, args: &[&str]) -> Result<Output> {
+        self.kubectl_cmd(args)
+            .output()
+            .context("running kubectl (is it installed?)")
+    }
+
+    /// The text of every line the containers of pod `uid` wrote on this
+    /// agent, read from the container log files in its data dir (no API or
+    /// kubelet involved, so it works while the agent is cut off). Files of
+    /// the pod's containers and attempts are read in path order.
+    pub fn container_log_lines(&self, uid: &str) -> Result<Vec<String>> {
+        let mut files = Vec::new();
+        for dir in find_dirs_named(&self.data_dir(), uid, 8) {
+            collect_log_files(&dir, &mut files, 4);
+        }
+        files.sort();
+        let mut lines = Vec::new();
+        for f in files {
+            // A file may be rotated away between listing and reading.
+            let Ok(text) = std::fs::read_to_string(&f) else {
+                continue;
+            };
+            lines.extend(text.lines().map(|l| cri_log_text(l).to_string()));
+        }
+        Ok(lines)
+    }
+}
+
+impl Agent {
+    /// Whether the kubelet's local state holds pod `uid` (the pod as last
+    /// seen from the API, `<kubelet data>/state/pods/<uid>.json`), which it
+    /// runs from when the server is unreachable.
+    pub fn has_local_pod(&self, uid: &str) -> bool {
+        let file = format!("{uid}.json");
+        find_dirs_named(&self.data_dir(), "state", 4)
+            .iter()
+            .any(|state| state.join("pods").join(&file).is_file())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- agent {} log (tail) ---\n{}",
+                self.name,
+                tail(&self.log(), 120)
+            );
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The text of one CRI-format log line (`<time> <stream> <P|F> <text>`);
+/// the line itself when it is not in that format.
+pub fn cri_log_text(line: &str) -> &str {
+    let mut parts = line.splitn(4, ' ');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some("stdout" | "stderr"), Some("P" | "F"), Some(text)) => text,
+        _ => line,
+    }
+}
+
+/// Directories called `name` below `root`, at most `depth` levels down.
+fn find_dirs_named(root: &Path, name: &str, depth: usize) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        if e.file_name() == name {
+            found.push(path);
+        } else if depth > 0 {
+            found.extend(find_dirs_named(&path, name, depth - 1));
+        }
+    }
+    found
+}
+
+/// Container log files (`<n>.log`, rotated `<n>.log.1`) below `dir`.
+fn collect_log_files(dir: &Path, out: &mut Vec<PathBuf>, depth: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() && depth > 0 => collect_log_files(&path, out, depth - 1),
+            Ok(t) if t.is_file() && e.file_name().to_string_lossy().contains(".log") => {
+                out.push(path)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A loopback TCP relay the test controls, standing between an agent and
+/// its server to simulate a network partition: [`TcpRelay::cut`] drops
+/// every open connection and refuses new ones (accepted, then closed at
+/// once), [`TcpRelay::heal`] relays again. Stopped on drop.
+pub struct TcpRelay {
+    /// The relay's own loopback port.
+    pub port: u16,
+    shared: std::sync::Arc<RelayShared>,
+    accept: Option<std::thread::JoinHandle<()>>,
+}
+
+struct RelayShared {
+    upstream: std::net::SocketAddr,
+    cut: std::sync::atomic::AtomicBool,
+    stop: std::sync::atomic::AtomicBool,
+    /// Both ends of every open relayed connection, to shut them down on cut.
+    conns: std::sync::Mutex<std::collections::HashMap<u64, [std::net::TcpStream; 2]>>,
+}
+
+impl RelayShared {
+    fn close_all(&self) {
+        let conns = std::mem::take(&mut *self.conns.lock().unwrap_or_else(|p| p.into_inner()));
+        for [a, b] in conns.into_values() {
+            let _ = a.shutdown(std::net::Shutdown::Both);
+            let _ = b.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl TcpRelay {
+    /// Relays 127.0.0.1:<new port> to `upstream_port` on loopback.
+    pub fn start(upstream_port: u16) -> Result<TcpRelay> {
+        use std::sync::Arc;
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        let shared = Arc::new(RelayShared {
+            upstream: std::net::SocketAddr::from(([127, 0, 0, 1], upstream_port)),
+            cut: Default::default(),
+            stop: Default::default(),
+            conns: Default::default(),
+        });
+        let s = Arc::clone(&shared);
+        let accept = std::thread::spawn(move || relay_accept(listener, s));
+        Ok(TcpRelay {
+            port,
+            shared,
+            accept: Some(accept),
+        })
+    }
+
+    /// The relay as an `https://` URL (the server's certificate names
+    /// 127.0.0.1, so TLS through the relay verifies).
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// Drops every open connection and refuses new ones until [`heal`](Self::heal).
+    pub fn cut(&self) {
+        // The flag is set under the lock the accept thread registers new
+        // connections under, so none slips through after the close.
+        {
+            let _guard = self.shared.conns.lock().unwrap_or_else(|p| p.into_inner());
+            self.shared
+                .cut
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.shared.close_all();
+    }
+
+    /// Relays new connections again.
+    pub fn heal(&self) {
+        self.shared
+            .cut
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many relayed connections are open.
+    pub fn open_connections(&self) -> usize {
+        self.shared
+            .conns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+}
+
+impl Drop for TcpRelay {
+    fn drop(&mut self) {
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the blocking accept.
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        self.shared.close_all();
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn relay_accept(listener: TcpListener, shared: std::sync::Arc<RelayShared>) {
+    use std::sync::atomic::Ordering;
+    let mut next_id: u64 = 0;
+    for conn in listener.incoming() {
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(client) = conn else { continue };
+        if shared.cut.load(Ordering::SeqCst) {
+            continue; // dropped: the peer sees the connection closed
+        }
+        let Ok(upstream) =
+            std::net::TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(2))
+        else {
+            continue; // the server is down: so is the connection
+        };
+        let (Ok(c2), Ok(u2), Ok(c3), Ok(u3)) = (
+            client.try_clone(),
+            upstream.try_clone(),
+            client.try_clone(),
+            upstream.try_clone(),
+        ) else {
+            continue;
+        };
+        next_id += 1;
+        let id = next_id;
+        {
+            let mut conns = shared.conns.lock().unwrap_or_else(|p| p.into_inner());
+            if shared.cut.load(Ordering::SeqCst) {
+                continue;
+            }
+            conns.insert(id, [c3, u3]);
+        }
+        for (mut from, mut to) in [(client, u2), (upstream, c2)] {
+            let shared = std::sync::Arc::clone(&shared);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut from, &mut to);
+                // One direction ended: end the whole connection, as a
+                // partition or a closed peer would.
+                let _ = from.shutdown(std::net::Shutdown::Both);
+                let _ = to.shutdown(std::net::Shutdown::Both);
+                shared
+                    .conns
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+            });
         }
     }
 }

@@ -699,6 +699,9 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     args.kubelet.configure(&mut config);
     config.node_ip = node_ip;
     config.bind_address = node_ip;
+    // The kubelet endpoint (logs, stats) is unauthenticated; the API server
+    // reaches it through the tunnel, so it stays off the network.
+    config.kubelet_bind_address = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
     tracing::info!(node = %credential.node_name, %node_ip, server = %server_url.url, "starting the node");
 
     let components = CancellationToken::new();

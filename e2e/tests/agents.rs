@@ -209,9 +209,20 @@ fn starts(lines: &[String]) -> usize {
 #[test]
 fn three_agents_join_and_run_a_daemon_set_with_logs() -> Result<()> {
     let (c, token) = control_plane(&[])?;
+    // Each agent advertises its own loopback address (all of 127/8 is
+    // local) while its kubelet endpoint listens on 127.0.0.1 only: the
+    // Node's address does not reach the kubelet, so logs can only come
+    // through the tunnel.
     let mut agents = NAMES
         .iter()
-        .map(|n| Agent::spawn(&c.url(), &token, n, AgentOptions::default()))
+        .zip(2..)
+        .map(|(n, i)| {
+            let options = AgentOptions {
+                extra_args: vec!["--node-ip".into(), format!("127.0.0.{i}")],
+                ..AgentOptions::default()
+            };
+            Agent::spawn(&c.url(), &token, n, options)
+        })
         .collect::<Result<Vec<_>>>()?;
     let r = three_agents(&c, &mut agents);
     explain(r, &c, &agents.iter().collect::<Vec<_>>())
@@ -244,8 +255,8 @@ fn three_agents(c: &Cluster, agents: &mut [Agent]) -> Result<()> {
     let placed = wait_daemon_pods(c, &names)?;
 
     // The API server reaches each agent's kubelet for the logs through the
-    // tunnel the agent dialled out (the server prefers a node's tunnel to
-    // its address whenever it holds one).
+    // tunnel the agent dialled out: the Node's address (127.0.0.2–4) has
+    // no kubelet listening.
     for (node, p) in &placed {
         wait_tunnel(c, node, 0)?;
         wait_for(

@@ -35,18 +35,24 @@ fn rollout_status(c: &Cluster, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Pods of `app=web` that are not being deleted.
+/// Pods of `app=web` that are not being deleted. One list, so a pod that
+/// goes away between two reads cannot be counted in one and not the other.
 fn live_pods(c: &Cluster) -> Result<usize> {
-    let names = c.kubectl_ok(&[
+    let rows = c.kubectl_ok(&[
         "get",
         "pods",
         "-l",
         "app=web",
         "-o",
-        "jsonpath={range .items[?(@.metadata.deletionTimestamp)]}{.metadata.name}{\"\\n\"}{end}",
+        "jsonpath={range .items[*]}{.metadata.name}{\" \"}{.metadata.deletionTimestamp}{\"\\n\"}{end}",
     ])?;
-    let all = c.kubectl_ok(&["get", "pods", "-l", "app=web", "-o", "name"])?;
-    Ok(all.lines().count() - names.lines().filter(|l| !l.is_empty()).count())
+    Ok(rows
+        .lines()
+        .filter(|row| {
+            let mut fields = row.split_whitespace();
+            fields.next().is_some() && fields.next().is_none()
+        })
+        .count())
 }
 
 #[test]

@@ -93,8 +93,13 @@ pub struct KubeletConfig {
     pub data_dir: PathBuf,
     /// The node's address (InternalIP, and every pod's IP).
     pub node_ip: IpAddr,
-    /// Address the kubelet HTTP server binds.
+    /// Address the node proxy (proxy port, NodePorts) and, unless
+    /// `kubelet_bind_address` says otherwise, the kubelet HTTP server bind.
     pub bind_address: IpAddr,
+    /// Where the kubelet's own HTTP endpoint (logs, stats) listens, when it
+    /// should differ from `bind_address`: an agent serves it to the API
+    /// server through its tunnel and keeps it on loopback, off the network.
+    pub kubelet_bind_address: Option<IpAddr>,
     /// Kubelet HTTP port; 0 picks a free one (reported in the Node).
     pub port: u16,
     /// The node proxy's HTTP port (Services by Host header, and requests
@@ -148,6 +153,7 @@ impl KubeletConfig {
             data_dir: data_dir.into(),
             node_ip: loopback,
             bind_address: loopback,
+            kubelet_bind_address: None,
             port: 10250,
             proxy_port: proxy::DEFAULT_PROXY_PORT,
             max_pods: 110,
@@ -214,7 +220,8 @@ pub async fn start(
     // wasmtime's own compilation cache lived here before compiled modules
     // moved to `compiled/` (capped, evicted); nothing reads it any more.
     let _ = tokio::fs::remove_dir_all(config.data_dir.join("cache")).await;
-    let listener = tokio::net::TcpListener::bind((config.bind_address, config.port))
+    let kubelet_bind = config.kubelet_bind_address.unwrap_or(config.bind_address);
+    let listener = tokio::net::TcpListener::bind((kubelet_bind, config.port))
         .await
         .map_err(io("binding the kubelet port"))?;
     let addr = listener

@@ -336,7 +336,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         kubeconfig::component_config(&running.url, &running.ca_pem, &running.admin_token).await?;
     let admin = kube::Client::try_from(admin_config).context("admin client")?;
     let ready_node = (!opts.no_node).then(|| node_name.clone());
-    let ready = wait_ready(admin, ready_node, started, shutdown.clone());
+    let ready = wait_ready(admin, ready_node.clone(), started, shutdown.clone());
     let mut ready = std::pin::pin!(ready);
     let mut announced = false;
 
@@ -348,7 +348,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 announced = true;
                 if ok {
                     println!("wasmkube is ready");
-                    tracing::info!(node = %node_name, "wasmkube is ready");
+                    match &ready_node {
+                        Some(node) => tracing::info!(%node, "wasmkube is ready"),
+                        None => tracing::info!("wasmkube is ready (no node: --no-node)"),
+                    }
                 }
             }
             joined = tasks.join_next() => {

@@ -73,7 +73,9 @@ pub struct TunnelOptions {
     pub bearer_token: Option<String>,
     /// The first wait after a failure; doubled after each further failure…
     pub initial_backoff: Duration,
-    /// …up to this.
+    /// …up to this. Kept short: while the tunnel is down `kubectl logs`
+    /// cannot reach the node, and one TLS dial every few seconds costs a
+    /// device nothing.
     pub max_backoff: Duration,
     /// Bounds the TCP connect, the TLS handshake and the upgrade answer, each.
     pub connect_timeout: Duration,
@@ -88,7 +90,7 @@ impl Default for TunnelOptions {
         Self {
             bearer_token: None,
             initial_backoff: Duration::from_secs(1),
-            max_backoff: Duration::from_secs(30),
+            max_backoff: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
             keep_alive_interval: Duration::from_secs(20),
             keep_alive_timeout: Duration::from_secs(20),

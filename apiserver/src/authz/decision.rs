@@ -83,8 +83,20 @@ pub fn identify(user: &UserInfo) -> Identity {
     Identity::Unrestricted
 }
 
+/// Asking who one is (`kubectl auth whoami`): Kubernetes grants it to every
+/// authenticated user (`system:basic-user`).
+fn is_self_review(attrs: &Attributes) -> bool {
+    attrs.resource_request
+        && attrs.verb == "create"
+        && attrs.api_group == "authentication.k8s.io"
+        && attrs.resource == "selfsubjectreviews"
+}
+
 /// The decision for `user` doing `attrs`.
 pub fn decide(user: &UserInfo, attrs: &Attributes) -> Decision {
+    if is_self_review(attrs) {
+        return Decision::Allow;
+    }
     match identify(user) {
         Identity::Unrestricted => Decision::Allow,
         Identity::Bootstrapper => bootstrapper(attrs),
@@ -324,6 +336,25 @@ mod tests {
             (Method::GET, "/metrics"),
             (Method::GET, "/wasmkube/v1/nodes/other/tunnel"),
         ]
+    }
+
+    #[test]
+    fn everyone_may_ask_who_they_are_and_nothing_more_there() {
+        let review = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
+        let bootstrapper = user("system:bootstrap:abcdef", &[BOOTSTRAPPERS_GROUP]);
+        for u in [
+            node("n1"),
+            bootstrapper.clone(),
+            user("system:nodes-only", &[NODES_GROUP]),
+        ] {
+            assert!(allowed(&u, Method::POST, review), "{u:?}");
+        }
+        assert!(denied(&node("n1"), Method::DELETE, review));
+        assert!(denied(
+            &bootstrapper,
+            Method::POST,
+            "/apis/authentication.k8s.io/v1/tokenreviews"
+        ));
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! node credentials get Kubernetes' Node authorizer + NodeRestriction
 //! semantics, the admin is unaffected.
 
-use std::sync::Arc;
+mod common;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
@@ -12,12 +12,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
-use wasmkube_apiserver::auth::Tokens;
-use wasmkube_apiserver::limits::BodyLimits;
-use wasmkube_apiserver::registry::Registry;
-use wasmkube_apiserver::storage::Store;
-use wasmkube_apiserver::storage::embedded::EmbeddedStore;
-use wasmkube_apiserver::{AppState, app, bootstrap};
+use wasmkube_apiserver::{app, bootstrap};
 
 struct Cluster {
     router: Router,
@@ -36,34 +31,22 @@ impl Drop for Cluster {
 
 async fn cluster() -> Result<Cluster> {
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("store.redb"))?);
     let shutdown = CancellationToken::new();
-    let registry = Registry::start(store.clone(), shutdown.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    bootstrap::ensure_namespaces(&registry).await?;
-    let tokens = Arc::new(Tokens::load_or_create(
-        &dir.path().join("tokens.csv"),
-        &["system:node:n1".to_string(), "system:node:n2".to_string()],
-    )?);
-    let by_user = tokens.by_user();
-    let token = |u: &str| by_user.get(u).cloned().context(u.to_string());
+    let state = common::app_state(
+        dir.path(),
+        common::embedded_store(dir.path())?,
+        &["system:node:n1", "system:node:n2"],
+        &shutdown,
+    )
+    .await?;
+    bootstrap::ensure_namespaces(&state.registry).await?;
+    let token = |u: &str| common::token_of(&state.tokens, u);
     let (admin, n1, n2) = (
         token("admin")?,
         token("system:node:n1")?,
         token("system:node:n2")?,
     );
-    let router = app(AppState {
-        registry,
-        store,
-        tokens,
-        limits: BodyLimits {
-            api: 3 * 1024 * 1024,
-            module: 1024,
-        },
-        tunnels: Default::default(),
-        ca: None,
-    });
+    let router = app(state);
     Ok(Cluster {
         router,
         admin,

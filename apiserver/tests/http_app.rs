@@ -1,21 +1,16 @@
 //! The router without a socket (`tower::ServiceExt::oneshot`): the same
 //! middleware stack and routes `start` serves, over a temporary store.
 
-use std::sync::Arc;
+mod common;
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
-use wasmkube_apiserver::auth::Tokens;
-use wasmkube_apiserver::limits::BodyLimits;
-use wasmkube_apiserver::registry::Registry;
-use wasmkube_apiserver::storage::Store;
-use wasmkube_apiserver::storage::embedded::EmbeddedStore;
-use wasmkube_apiserver::{AppState, app};
+use wasmkube_apiserver::app;
 
 async fn body_of(resp: axum::response::Response) -> Result<Vec<u8>> {
     Ok(resp.into_body().collect().await?.to_bytes().to_vec())
@@ -24,28 +19,16 @@ async fn body_of(resp: axum::response::Response) -> Result<Vec<u8>> {
 #[tokio::test]
 async fn app_serves_without_a_listener() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("store.redb"))?);
     let shutdown = CancellationToken::new();
-    let registry = Registry::start(store.clone(), shutdown.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let tokens = Arc::new(Tokens::load_or_create(&dir.path().join("tokens.csv"), &[])?);
-    let token = tokens
-        .by_user()
-        .get("admin")
-        .cloned()
-        .context("admin token")?;
-    let router = app(AppState {
-        registry,
-        store,
-        tokens,
-        limits: BodyLimits {
-            api: 3 * 1024 * 1024,
-            module: 1024,
-        },
-        tunnels: Default::default(),
-        ca: None,
-    });
+    let state = common::app_state(
+        dir.path(),
+        common::embedded_store(dir.path())?,
+        &[],
+        &shutdown,
+    )
+    .await?;
+    let token = common::token_of(&state.tokens, "admin")?;
+    let router = app(state);
 
     let resp = router
         .clone()

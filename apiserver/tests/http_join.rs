@@ -3,7 +3,8 @@
 //! `selfsubjectreviews`, through the router (`oneshot`) and, for the TLS
 //! client-certificate path, through the real listener.
 
-use std::net::{IpAddr, Ipv4Addr};
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,14 +17,10 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use wasmkube_api::join::{self, BootstrapToken, JoinResponse};
-use wasmkube_apiserver::auth::Tokens;
+use wasmkube_apiserver::app;
 use wasmkube_apiserver::authn::PeerCertificates;
 use wasmkube_apiserver::limits::BodyLimits;
 use wasmkube_apiserver::pki::{self, ClusterCa};
-use wasmkube_apiserver::registry::Registry;
-use wasmkube_apiserver::storage::Store;
-use wasmkube_apiserver::storage::embedded::EmbeddedStore;
-use wasmkube_apiserver::{AppState, Config, app, start};
 
 const WHOAMI: &str = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
 
@@ -44,35 +41,24 @@ impl Drop for Harness {
 
 async fn harness() -> Result<Harness> {
     let dir = tempfile::tempdir()?;
-    let store: Arc<dyn Store> = Arc::new(EmbeddedStore::open(&dir.path().join("store.redb"))?);
     let shutdown = CancellationToken::new();
-    let registry = Registry::start(store.clone(), shutdown.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    wasmkube_apiserver::bootstrap::ensure_namespaces(&registry).await?;
-    let tokens = Arc::new(Tokens::load_or_create(
-        &dir.path().join("tokens.csv"),
-        &["system:kube-scheduler".to_string()],
-    )?);
-    let by_user = tokens.by_user();
-    let admin = by_user.get("admin").cloned().context("admin token")?;
-    let scheduler = by_user
-        .get("system:kube-scheduler")
-        .cloned()
-        .context("scheduler token")?;
+    let mut state = common::app_state(
+        dir.path(),
+        common::embedded_store(dir.path())?,
+        &["system:kube-scheduler"],
+        &shutdown,
+    )
+    .await?;
+    wasmkube_apiserver::bootstrap::ensure_namespaces(&state.registry).await?;
+    let admin = common::token_of(&state.tokens, "admin")?;
+    let scheduler = common::token_of(&state.tokens, "system:kube-scheduler")?;
     let pki = pki::ensure(&dir.path().join("pki"), &["localhost".to_string()])?;
-    let ca = ClusterCa::from_pki(&pki)?;
-    let router = app(AppState {
-        registry,
-        store,
-        tokens,
-        limits: BodyLimits {
-            api: 1024 * 1024,
-            module: 1024,
-        },
-        tunnels: Default::default(),
-        ca: Some(Arc::new(ca)),
-    });
+    state.ca = Some(Arc::new(ClusterCa::from_pki(&pki)?));
+    state.limits = BodyLimits {
+        api: 1024 * 1024,
+        module: 1024,
+    };
+    let router = app(state);
     Ok(Harness {
         _dir: dir,
         router,
@@ -463,24 +449,10 @@ fn tamper(csr_pem: &str) -> Result<String> {
 /// against the cluster CA, and the request is authenticated as its subject.
 #[tokio::test]
 async fn client_certificate_over_tls_authenticates_as_the_node() -> Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir()?;
     let shutdown = CancellationToken::new();
-    let running = start(
-        Config {
-            data_dir: dir.path().to_path_buf(),
-            bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 0,
-            shutdown_grace: Duration::from_secs(2),
-            ..Config::default()
-        },
-        shutdown.clone(),
-    )
-    .await?;
-    let ca = reqwest::Certificate::from_pem(running.ca_pem.as_bytes())?;
-    let plain = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(ca.clone())
+    let running = common::start_server(dir.path(), &shutdown).await?;
+    let plain = common::https_client(&running.ca_pem)?
         .timeout(Duration::from_secs(30))
         .build()?;
     let url = |p: &str| format!("{}{p}", running.url);
@@ -510,9 +482,7 @@ async fn client_certificate_over_tls_authenticates_as_the_node() -> Result<()> {
 
     let identity =
         reqwest::Identity::from_pem(format!("{}{key_pem}", joined.certificate).as_bytes())?;
-    let node = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(ca.clone())
+    let node = common::https_client(&running.ca_pem)?
         .identity(identity)
         .timeout(Duration::from_secs(30))
         .build()?;
@@ -550,9 +520,7 @@ async fn client_certificate_over_tls_authenticates_as_the_node() -> Result<()> {
     let other_ca = ClusterCa::from_pki(&other_pki)?;
     let (rogue_key, rogue_csr) = key_and_csr()?;
     let rogue_cert = other_ca.sign_node_client_cert(&rogue_csr, "x")?;
-    let rogue = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(ca)
+    let rogue = common::https_client(&running.ca_pem)?
         .identity(reqwest::Identity::from_pem(
             format!("{rogue_cert}{rogue_key}").as_bytes(),
         )?)

@@ -1,6 +1,8 @@
 //! `pods/log` through the real server: the apiserver finds the pod's node and
 //! streams a (fake) kubelet's answer through unchanged, as it arrives.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +13,6 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use wasmkube_apiserver::{Config, start};
 
 struct Api {
     base: String,
@@ -130,26 +131,13 @@ async fn status_of(r: reqwest::Response) -> Result<(u16, Value)> {
 
 #[tokio::test]
 async fn pod_logs_are_proxied_from_the_kubelet() -> Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir()?;
     let shutdown = CancellationToken::new();
-    let running = start(
-        Config {
-            data_dir: dir.path().to_path_buf(),
-            port: 0,
-            shutdown_grace: Duration::from_secs(2),
-            ..Config::default()
-        },
-        shutdown.clone(),
-    )
-    .await?;
+    let running = common::start_server(dir.path(), &shutdown).await?;
     let api = Api {
         base: running.url.clone(),
         token: running.admin_token.clone(),
-        client: reqwest::Client::builder()
-            .use_rustls_tls()
-            .add_root_certificate(reqwest::Certificate::from_pem(running.ca_pem.as_bytes())?)
-            .build()?,
+        client: common::https_client(&running.ca_pem)?.build()?,
     };
     let release = Arc::new(Notify::new());
     let port = fake_kubelet(release.clone()).await?;

@@ -4,12 +4,13 @@
 //! apply, a kubelet that does not answer leaves its node out, and missing
 //! metrics are a 404 Status.
 
+mod common;
+
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use wasmkube_apiserver::{Config, start};
 
 struct Api {
     base: String,
@@ -177,26 +178,13 @@ fn names(list: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn metrics_api_serves_kubelet_figures() -> Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir()?;
     let shutdown = CancellationToken::new();
-    let running = start(
-        Config {
-            data_dir: dir.path().to_path_buf(),
-            port: 0,
-            shutdown_grace: Duration::from_secs(2),
-            ..Config::default()
-        },
-        shutdown.clone(),
-    )
-    .await?;
+    let running = common::start_server(dir.path(), &shutdown).await?;
     let api = Api {
         base: running.url.clone(),
         token: running.admin_token.clone(),
-        client: reqwest::Client::builder()
-            .use_rustls_tls()
-            .add_root_certificate(reqwest::Certificate::from_pem(running.ca_pem.as_bytes())?)
-            .build()?,
+        client: common::https_client(&running.ca_pem)?.build()?,
     };
 
     // Discovery, as kubectl's `SupportedMetricsAPIVersionAvailable` reads it.

@@ -4,7 +4,8 @@
 
 mod http_modules_support;
 
-use std::net::{IpAddr, Ipv4Addr};
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,13 +17,10 @@ use http_modules_support::{Backend, TestStore, module_of, sha256};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
-use wasmkube_apiserver::auth::Tokens;
-use wasmkube_apiserver::limits::BodyLimits;
 use wasmkube_apiserver::modules::blobs::CHUNK_BYTES;
 use wasmkube_apiserver::modules::gc::{GcOptions, collect_garbage};
-use wasmkube_apiserver::registry::Registry;
 use wasmkube_apiserver::storage::Store;
-use wasmkube_apiserver::{AppState, Config, app};
+use wasmkube_apiserver::{Config, app};
 
 macro_rules! both_backends {
     ($($name:ident),+ $(,)?) => {$(
@@ -59,29 +57,10 @@ impl Api {
         let t = TestStore::open(backend).await?;
         let store = t.store.clone();
         let shutdown = CancellationToken::new();
-        let registry = Registry::start(store.clone(), shutdown.clone())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let tokens = Arc::new(Tokens::load_or_create(
-            &t.dir.path().join("tokens.csv"),
-            &[],
-        )?);
-        let token = tokens
-            .by_user()
-            .get("admin")
-            .cloned()
-            .context("admin token")?;
-        let router = app(AppState {
-            registry,
-            store: store.clone(),
-            tokens,
-            limits: BodyLimits {
-                api: 3 * 1024 * 1024,
-                module: wasmkube_api::wasm::MAX_MODULE_BYTES,
-            },
-            tunnels: Default::default(),
-            ca: None,
-        });
+        let mut state = common::app_state(t.dir.path(), store.clone(), &[], &shutdown).await?;
+        state.limits.module = wasmkube_api::wasm::MAX_MODULE_BYTES;
+        let token = common::token_of(&state.tokens, "admin")?;
+        let router = app(state);
         Ok(Api {
             router,
             token,
@@ -301,29 +280,22 @@ async fn concurrent_pushes_of_one_module_store_it_once(backend: Backend) -> Resu
 /// `start` runs the collector: a deleted tag's module goes, a tagged one stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_collects_modules_whose_tags_are_deleted() -> Result<()> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir()?;
     let shutdown = CancellationToken::new();
     let running = wasmkube_apiserver::start(
         Config {
-            data_dir: dir.path().to_path_buf(),
-            bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 0,
-            shutdown_grace: Duration::from_secs(2),
             // A grace period of a few seconds: long enough for a push to
             // write its tag, short enough for the test.
             module_gc: GcOptions {
                 interval: Duration::from_secs(1),
                 grace: Duration::from_secs(3),
             },
-            ..Config::default()
+            ..common::server_config(dir.path())
         },
         shutdown.clone(),
     )
     .await?;
-    let client = reqwest::Client::builder()
-        .use_rustls_tls()
-        .add_root_certificate(reqwest::Certificate::from_pem(running.ca_pem.as_bytes())?)
+    let client = common::https_client(&running.ca_pem)?
         .timeout(Duration::from_secs(60))
         .build()?;
     let url = |p: &str| format!("{}{p}", running.url);

@@ -2,16 +2,17 @@
 //! lease, a pod run to completion with its logs, image pull errors, and
 //! deletion.
 
-use std::net::{IpAddr, Ipv4Addr};
+mod common;
+
 use std::time::Duration;
 
 use anyhow::Context;
+use common::{client, push};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use kube::Api;
 use kube::api::{DeleteParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
-use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 use wasmkube_runtime::KubeletConfig;
 
@@ -37,14 +38,6 @@ const SPIN: &str = r#"
 (module (memory (export "memory") 1) (func (export "_start") (loop $l (br $l))))
 "#;
 
-async fn push(client: &Client, name: &str, wat: &str) -> anyhow::Result<()> {
-    let req = http::Request::put(format!("/wasmkube/v1/modules/{name}/v1"))
-        .header("content-type", "application/wasm")
-        .body(wat::parse_str(wat)?)?;
-    client.request_text(req).await.context("pushing a module")?;
-    Ok(())
-}
-
 fn waiting_reason(p: Option<&Pod>) -> Option<String> {
     p.and_then(|p| p.status.as_ref())
         .and_then(|s| s.container_statuses.as_ref())
@@ -52,12 +45,6 @@ fn waiting_reason(p: Option<&Pod>) -> Option<String> {
         .and_then(|c| c.state.as_ref())
         .and_then(|s| s.waiting.as_ref())
         .and_then(|w| w.reason.clone())
-}
-
-async fn client(kubeconfig: &std::path::Path) -> anyhow::Result<Client> {
-    let kc = Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-    Ok(Client::try_from(config)?)
 }
 
 fn pod(name: &str, image: &str, restart_policy: &str) -> anyhow::Result<Pod> {
@@ -78,27 +65,11 @@ fn pod(name: &str, image: &str, restart_policy: &str) -> anyhow::Result<Pod> {
 async fn kubelet_runs_pods_against_the_apiserver() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let shutdown = CancellationToken::new();
-    let running = wasmkube_apiserver::start(
-        wasmkube_apiserver::Config {
-            data_dir: dir.path().join("server"),
-            bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 0,
-            ..Default::default()
-        },
-        shutdown.clone(),
-    )
-    .await?;
+    let running = common::start_apiserver(dir.path(), &shutdown).await?;
     let client = client(&running.kubeconfig_path).await?;
 
     // Push a module to the cluster's module store.
-    let wasm = wat::parse_str(HELLO)?;
-    let req = http::Request::put("/wasmkube/v1/modules/hello/v1")
-        .header("content-type", "application/wasm")
-        .body(wasm)?;
-    client
-        .request_text(req)
-        .await
-        .context("pushing the module")?;
+    push(&client, "hello", HELLO).await?;
 
     let mut config = KubeletConfig::new("node-1", dir.path().join("kubelet"));
     config.port = 0;
@@ -270,16 +241,7 @@ async fn kubelet_runs_pods_against_the_apiserver() -> anyhow::Result<()> {
 async fn kubelet_restart_resyncs_without_recreating_pods() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let server_shutdown = CancellationToken::new();
-    let running = wasmkube_apiserver::start(
-        wasmkube_apiserver::Config {
-            data_dir: dir.path().join("server"),
-            bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 0,
-            ..Default::default()
-        },
-        server_shutdown.clone(),
-    )
-    .await?;
+    let running = common::start_apiserver(dir.path(), &server_shutdown).await?;
     let client = client(&running.kubeconfig_path).await?;
     push(&client, "spin", SPIN).await?;
 

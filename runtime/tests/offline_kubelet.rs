@@ -2,13 +2,15 @@
 //! apiserver cannot be reached, and once it can, the kubelet registers,
 //! reports the status it buffered and keeps the pods it already runs.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context;
+use common::{client_via, closed_port, wait_for};
 use k8s_openapi::api::core::v1::{Node, Pod, PodStatus};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client};
 use sha2::{Digest, Sha256};
@@ -46,33 +48,6 @@ fn pod(image: &str) -> anyhow::Result<Pod> {
             }]
         }
     }))?)
-}
-
-/// Polls `check` every 50 ms until it gives a value or `timeout` passes.
-async fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl AsyncFnMut() -> anyhow::Result<Option<T>>,
-) -> anyhow::Result<T> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let last = match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => "not yet".to_string(),
-            Err(e) => format!("{e:#}"),
-        };
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A port nothing listens on.
-async fn closed_port() -> anyhow::Result<u16> {
-    let l = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
-    Ok(l.local_addr()?.port())
 }
 
 /// The kubelet's log of `p/main`, when it serves one.
@@ -169,41 +144,13 @@ async fn relay(upstream: SocketAddr) -> anyhow::Result<(SocketAddr, watch::Sende
     Ok((addr, open_tx))
 }
 
-async fn client_via(
-    kubeconfig: &std::path::Path,
-    server: Option<SocketAddr>,
-) -> anyhow::Result<Client> {
-    let mut kc = Kubeconfig::read_from(kubeconfig)?;
-    if let Some(server) = server {
-        for cluster in &mut kc.clusters {
-            if let Some(c) = cluster.cluster.as_mut() {
-                c.server = Some(format!("https://{server}"));
-            }
-        }
-    }
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-    Ok(Client::try_from(config)?)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn back_online_the_kubelet_reports_and_keeps_its_pod() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let server_shutdown = CancellationToken::new();
-    let running = wasmkube_apiserver::start(
-        wasmkube_apiserver::Config {
-            data_dir: dir.path().join("server"),
-            bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 0,
-            ..Default::default()
-        },
-        server_shutdown.clone(),
-    )
-    .await?;
-    let client = client_via(&running.kubeconfig_path, None).await?;
-    let req = http::Request::put("/wasmkube/v1/modules/hello/v1")
-        .header("content-type", "application/wasm")
-        .body(wat::parse_str(HELLO_SPIN)?)?;
-    client.request_text(req).await.context("pushing a module")?;
+    let running = common::start_apiserver(dir.path(), &server_shutdown).await?;
+    let client = common::client(&running.kubeconfig_path).await?;
+    common::push(&client, "hello", HELLO_SPIN).await?;
 
     let start = |client: Client, token: CancellationToken| {
         let mut config = KubeletConfig::new("node-1", dir.path().join("kubelet"));

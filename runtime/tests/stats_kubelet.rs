@@ -3,15 +3,16 @@
 //! figures the sandbox keeps, a pod's figures go when the pod does, and the
 //! apiserver's `metrics.k8s.io` serves them as metrics-server would.
 
-use std::net::{IpAddr, Ipv4Addr};
+mod common;
+
 use std::time::Duration;
 
 use anyhow::Context;
+use common::wait_for;
 use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
 use kube::api::{DeleteParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::{await_condition, conditions};
-use kube::{Api, Client};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use wasmkube_runtime::KubeletConfig;
@@ -20,12 +21,6 @@ use wasmkube_runtime::KubeletConfig;
 const SPIN: &str = r#"
 (module (memory (export "memory") 3) (func (export "_start") (loop $l (br $l))))
 "#;
-
-async fn client(kubeconfig: &std::path::Path) -> anyhow::Result<Client> {
-    let kc = Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-    Ok(Client::try_from(config)?)
-}
 
 fn pod(name: &str) -> anyhow::Result<Pod> {
     Ok(serde_json::from_value(serde_json::json!({
@@ -45,27 +40,6 @@ fn pod(name: &str) -> anyhow::Result<Pod> {
     }))?)
 }
 
-/// Polls `check` every 100 ms until it gives a value or `timeout` passes.
-async fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl AsyncFnMut() -> anyhow::Result<Option<T>>,
-) -> anyhow::Result<T> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let last = match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => "not yet".to_string(),
-            Err(e) => format!("{e:#}"),
-        };
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}; last: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 fn pod_stats<'a>(summary: &'a Value, name: &str) -> Option<&'a Value> {
     summary["pods"]
         .as_array()?
@@ -77,24 +51,9 @@ fn pod_stats<'a>(summary: &'a Value, name: &str) -> Option<&'a Value> {
 async fn stats_follow_real_pods() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let shutdown = CancellationToken::new();
-    let running = wasmkube_apiserver::start(
-        wasmkube_apiserver::Config {
-            data_dir: dir.path().join("server"),
-            bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 0,
-            ..Default::default()
-        },
-        shutdown.clone(),
-    )
-    .await?;
-    let client = client(&running.kubeconfig_path).await?;
-    let req = http::Request::put("/wasmkube/v1/modules/spin/v1")
-        .header("content-type", "application/wasm")
-        .body(wat::parse_str(SPIN)?)?;
-    client
-        .request_text(req)
-        .await
-        .context("pushing the module")?;
+    let running = common::start_apiserver(dir.path(), &shutdown).await?;
+    let client = common::client(&running.kubeconfig_path).await?;
+    common::push(&client, "spin", SPIN).await?;
 
     let mut config = KubeletConfig::new("node-1", dir.path().join("kubelet"));
     config.port = 0;

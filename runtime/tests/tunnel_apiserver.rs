@@ -3,12 +3,15 @@
 //! through the tunnel the agent opened (here through a TCP relay the test
 //! can cut), and the agent redials when its connection is cut.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+mod common;
+
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use common::{closed_port, wait_for};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
@@ -71,27 +74,6 @@ impl Relay {
 
     fn connections(&self) -> usize {
         self.accepted.load(Ordering::SeqCst)
-    }
-}
-
-/// Polls `check` every 50 ms until it gives a value or `timeout` passes.
-async fn wait_for<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl AsyncFnMut() -> Result<Option<T>>,
-) -> Result<T> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let last = match check().await {
-            Ok(Some(v)) => return Ok(v),
-            Ok(None) => "not yet".to_string(),
-            Err(e) => format!("{e:#}"),
-        };
-        ensure!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}; last: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -167,12 +149,6 @@ async fn read_until(resp: &mut reqwest::Response, seen: &mut String, wanted: &st
     Ok(())
 }
 
-/// A port nothing listens on.
-async fn closed_port() -> Result<u16> {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    Ok(l.local_addr()?.port())
-}
-
 /// The real kubelet router with one pod's log and stats.
 async fn kubelet_router(
     dir: &std::path::Path,
@@ -226,12 +202,8 @@ async fn logs_and_metrics_reach_a_kubelet_through_its_tunnel() -> Result<()> {
     let node_user = format!("system:node:{NODE}");
     let running = wasmkube_apiserver::start(
         wasmkube_apiserver::Config {
-            data_dir: dir.path().join("server"),
-            bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 0,
-            shutdown_grace: Duration::from_secs(1),
             component_users: vec![node_user.clone()],
-            ..wasmkube_apiserver::Config::default()
+            ..common::apiserver_config(dir.path())
         },
         shutdown.clone(),
     )

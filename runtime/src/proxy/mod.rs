@@ -43,6 +43,18 @@ use table::{RoutingTable, Target};
 pub const ENDPOINT_HEADER: &str = "x-wasmkube-endpoint";
 /// The proxy port of a node unless configured.
 pub const DEFAULT_PROXY_PORT: u16 = 8080;
+/// On a proxy's answer to another node's proxy: the endpoint the request
+/// named does not take requests here (its pod was deleted, and the sender
+/// has not yet seen its endpoint go), and the request reached no
+/// container, so the sender may try another endpoint. Never passed on.
+pub const ENDPOINT_GONE_HEADER: &str = "x-wasmkube-endpoint-gone";
+/// Request bodies up to this size are held, so a request whose endpoint
+/// turns out to be gone can be sent to another one.
+const HELD_BODY_MAX: usize = 64 * 1024;
+/// How long a body of unknown length may take to arrive whole before it is
+/// streamed instead of held (a client that waits for the answer before it
+/// ends its body must not wait for it forever).
+const HELD_BODY_WAIT: Duration = Duration::from_secs(1);
 
 /// Proxy errors (setting it up; requests never fail, they get answers).
 #[derive(Debug, thiserror::Error)]
@@ -165,21 +177,28 @@ fn add_forwarded_for(headers: &mut HeaderMap, peer: IpAddr) {
 /// Makes the request origin-form (`/path?query`), keeping an absolute
 /// URI's authority as the Host header, and drops per-connection headers.
 fn normalize(req: &mut Request<Body>) {
-    if let Some(authority) = req.uri().authority().cloned()
-        && !req.headers().contains_key(header::HOST)
+    let (mut parts, body) = std::mem::take(req).into_parts();
+    normalize_parts(&mut parts);
+    *req = Request::from_parts(parts, body);
+}
+
+/// [`normalize`] of a request's head.
+fn normalize_parts(parts: &mut http::request::Parts) {
+    if let Some(authority) = parts.uri.authority().cloned()
+        && !parts.headers.contains_key(header::HOST)
         && let Ok(host) = HeaderValue::from_str(authority.as_str())
     {
-        req.headers_mut().insert(header::HOST, host);
+        parts.headers.insert(header::HOST, host);
     }
-    let path = req
-        .uri()
+    let path = parts
+        .uri
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
     if let Ok(uri) = Uri::try_from(path) {
-        *req.uri_mut() = uri;
+        parts.uri = uri;
     }
-    strip_hop_by_hop(req.headers_mut());
+    strip_hop_by_hop(&mut parts.headers);
 }
 
 /// `<namespace>/<pod>:<port>`.
@@ -201,6 +220,68 @@ fn host_of(req: &Request<Body>) -> Option<(String, Option<u16>)> {
         None => req.uri().authority()?.clone(),
     };
     Some((authority.host().to_string(), authority.port_u16()))
+}
+
+/// A request body that can be sent again (held whole), or only once.
+enum RequestBody {
+    Held(Bytes),
+    Once(Option<Body>),
+}
+
+impl RequestBody {
+    /// Holds `body` when it is small and arrives promptly; streams it
+    /// otherwise. Err when the client's body breaks off.
+    async fn of(body: Body) -> Result<RequestBody, axum::Error> {
+        if body.is_end_stream() || body.size_hint().exact() == Some(0) {
+            return Ok(RequestBody::Held(Bytes::new()));
+        }
+        if body.size_hint().lower() > HELD_BODY_MAX as u64 {
+            return Ok(RequestBody::Once(Some(body)));
+        }
+        let deadline = tokio::time::Instant::now() + HELD_BODY_WAIT;
+        let mut held = bytes::BytesMut::new();
+        let mut stream = body.into_data_stream();
+        loop {
+            let next = tokio::time::timeout_at(deadline, stream.next()).await;
+            match next {
+                Ok(None) => return Ok(RequestBody::Held(held.freeze())),
+                Ok(Some(chunk)) => {
+                    held.extend_from_slice(&chunk?);
+                    if held.len() <= HELD_BODY_MAX {
+                        continue;
+                    }
+                }
+                Err(_) => {}
+            }
+            // Too large or too slow: what arrived goes first, the rest follows.
+            let prefix = futures::stream::iter([Ok::<_, axum::Error>(held.freeze())]);
+            return Ok(RequestBody::Once(Some(Body::from_stream(
+                prefix.chain(stream),
+            ))));
+        }
+    }
+
+    /// The body for the next attempt; `None` when it was sent already.
+    fn take(&mut self) -> Option<Body> {
+        match self {
+            RequestBody::Held(bytes) => Some(Body::from(bytes.clone())),
+            RequestBody::Once(body) => body.take(),
+        }
+    }
+}
+
+/// Whether `response` says its endpoint took no request (see
+/// [`ENDPOINT_GONE_HEADER`]).
+fn endpoint_gone(response: &Response<Body>) -> bool {
+    response.headers().contains_key(ENDPOINT_GONE_HEADER)
+}
+
+/// `response`, marked as coming from an endpoint that took no request.
+fn gone(mut response: Response<Body>) -> Response<Body> {
+    response
+        .headers_mut()
+        .insert(ENDPOINT_GONE_HEADER, HeaderValue::from_static("1"));
+    response
 }
 
 /// The key of `target` as the HTTP container it is.
@@ -375,13 +456,13 @@ impl Proxy {
             );
         };
         if !self.0.pods.contains(&key) {
-            return text(
+            return gone(text(
                 StatusCode::NOT_FOUND,
                 format!(
                     "no HTTP container serves {key} on node {}",
                     self.0.options.node_name
                 ),
-            );
+            ));
         }
         normalize(&mut req);
         if let Some(peer) = peer {
@@ -391,53 +472,106 @@ impl Proxy {
     }
 
     /// Sends `req` to a picked endpoint of Service `namespace/service`'s
-    /// port `port` (or first port).
+    /// port `port` (or first port). An endpoint that turns out to be gone
+    /// (deleted on its node before this proxy saw its endpoint go) is
+    /// skipped for the next one, as long as the request body can be sent
+    /// again; each endpoint is tried once.
     async fn to_service(
         &self,
         namespace: &str,
         service: &str,
         port: Option<u16>,
-        mut req: Request<Body>,
+        req: Request<Body>,
         peer: Option<SocketAddr>,
     ) -> Response<Body> {
+        let (mut parts, body) = req.into_parts();
+        let mut body = match RequestBody::of(body).await {
+            Ok(body) => body,
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("reading the request body: {e}"),
+                );
+            }
+        };
+        normalize_parts(&mut parts);
+        if let Some(peer) = peer {
+            add_forwarded_for(&mut parts.headers, peer.ip());
+            parts.extensions.insert(RemoteAddr(peer));
+        }
+        let mut tried: Vec<Target> = Vec::new();
+        loop {
+            let Some(body) = body.take() else {
+                // The one-shot body went to an endpoint that was gone.
+                return text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the picked endpoint of service {namespace}/{service} was gone"),
+                );
+            };
+            let req = Request::from_parts(parts.clone(), body);
+            let (target, mut response) = match self
+                .to_one_endpoint(namespace, service, port, req, &tried)
+                .await
+            {
+                Ok(answer) => answer,
+                Err(response) => return response,
+            };
+            if !endpoint_gone(&response) {
+                return response;
+            }
+            tracing::debug!(service = %format!("{namespace}/{service}"), endpoint = %key_of(&target), "endpoint gone; trying another");
+            response.headers_mut().remove(ENDPOINT_GONE_HEADER);
+            tried.push(target);
+        }
+    }
+
+    /// One attempt of [`Proxy::to_service`]: sends `req` (normalized) to an
+    /// endpoint not in `tried`; returns it and its answer, or Err with the
+    /// answer when there is no endpoint to send to.
+    async fn to_one_endpoint(
+        &self,
+        namespace: &str,
+        service: &str,
+        port: Option<u16>,
+        req: Request<Body>,
+        tried: &[Target],
+    ) -> Result<(Target, Response<Body>), Response<Body>> {
         let table = self.table();
         let Some(route) = table.service(namespace, service) else {
-            return text(
+            return Err(text(
                 StatusCode::NOT_FOUND,
                 format!("no service {namespace}/{service}"),
-            );
+            ));
         };
         let Some(port_route) = route.port(port) else {
-            return text(
+            return Err(text(
                 StatusCode::NOT_FOUND,
                 match port {
                     Some(p) => format!("service {namespace}/{service} has no port {p}"),
                     None => format!("service {namespace}/{service} has no TCP port"),
                 },
-            );
+            ));
         };
         let me = self.0.options.node_name.as_str();
         // Skip endpoints that cannot take the request: a local container
         // no longer registered (its pod is draining and the slice has not
         // caught up yet), a remote one whose node's proxy is unknown.
         let picked = port_route
-            .pick(|t| match t.node.as_deref() {
-                Some(n) if n == me => !self.0.pods.contains(&key_of(t)),
-                Some(n) => table.node(n).is_none(),
-                None => !self.0.pods.contains(&key_of(t)),
+            .pick(|t| {
+                tried.contains(t)
+                    || match t.node.as_deref() {
+                        Some(n) if n == me => !self.0.pods.contains(&key_of(t)),
+                        Some(n) => table.node(n).is_none(),
+                        None => !self.0.pods.contains(&key_of(t)),
+                    }
             })
             .cloned();
         let Some(target) = picked else {
-            return text(
+            return Err(text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("no ready endpoints for service {namespace}/{service}"),
-            );
+            ));
         };
-        normalize(&mut req);
-        if let Some(peer) = peer {
-            add_forwarded_for(req.headers_mut(), peer.ip());
-            req.extensions_mut().insert(RemoteAddr(peer));
-        }
         let key = key_of(&target);
         let remote = target
             .node
@@ -445,22 +579,25 @@ impl Proxy {
             .filter(|n| *n != me)
             .and_then(|n| table.node(n));
         drop(table);
-        match remote {
+        let response = match remote {
             None => self.serve_local(&key, req).await,
             Some(addr) => self.forward(addr, &key, req).await,
-        }
+        };
+        Ok((target, response))
     }
 
     async fn serve_local(&self, key: &EndpointKey, req: Request<Body>) -> Response<Body> {
         match self.0.pods.serve(key, req).await {
             Ok(mut response) => {
                 strip_hop_by_hop(response.headers_mut());
+                // Only proxies say an endpoint is gone, never a container.
+                response.headers_mut().remove(ENDPOINT_GONE_HEADER);
                 response
             }
-            Err(HttpError::NotFound(key)) => text(
+            Err(HttpError::NotFound(key)) => gone(text(
                 StatusCode::BAD_GATEWAY,
                 format!("endpoint {key} stopped taking requests"),
-            ),
+            )),
         }
     }
 

@@ -711,3 +711,129 @@ where
     }
     Ok(())
 }
+
+/// An HTTP container whose own answer carries the gone header, as if it
+/// tried to make the proxy send its request elsewhere.
+struct ClaimsGone;
+
+#[async_trait::async_trait]
+impl Handler for ClaimsGone {
+    async fn handle(&self, _req: Request<Body>) -> Response<Body> {
+        let mut response = Response::new(Body::from("mine"));
+        response
+            .headers_mut()
+            .insert(ENDPOINT_GONE_HEADER, HeaderValue::from_static("1"));
+        response
+    }
+}
+
+#[tokio::test]
+async fn endpoints_gone_on_their_node_are_skipped_for_the_next_one() -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    // n2 runs cart-1 only: cart-0's pod was deleted there, and n1 has not
+    // seen its endpoint go yet (both still listed Ready).
+    let n2_pods = HttpPods::new();
+    register(&n2_pods, "shop", "cart-1", 8080, None).await?;
+    let (p1, a1) = proxy_on("n1", HttpPods::new(), &shutdown).await?;
+    let (p2, a2) = proxy_on("n2", n2_pods.clone(), &shutdown).await?;
+    let services = [
+        service("shop", "cart", &[("", 80, None)]),
+        service("shop", "gone", &[("", 80, None)]),
+        service("shop", "claims", &[("", 80, None)]),
+    ];
+    let slices = [
+        slice(
+            "shop",
+            "cart",
+            "1",
+            &[("", 8080)],
+            &[
+                ("cart-0", "n2", State::Ready),
+                ("cart-1", "n2", State::Ready),
+            ],
+        ),
+        slice(
+            "shop",
+            "gone",
+            "1",
+            &[("", 8080)],
+            &[("g-0", "n2", State::Ready), ("g-1", "n2", State::Ready)],
+        ),
+        slice(
+            "shop",
+            "claims",
+            "1",
+            &[("", 8080)],
+            &[("c-0", "n2", State::Ready), ("c-1", "n2", State::Ready)],
+        ),
+    ];
+    let nodes = [
+        node("n1", "127.0.0.1", a1.port()),
+        node("n2", "127.0.0.1", a2.port()),
+    ];
+    p1.update(&services, &slices, &nodes);
+    p2.update(&services, &slices, &nodes);
+    let c = client()?;
+    // Round-robin starts at each endpoint in turn: every request, with a
+    // body or without, lands on cart-1.
+    for i in 0..4 {
+        let (status, body) = get(&c, a1, "cart.shop").await?;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(pod_of(&body), "cart-1", "{body}");
+        let r = c
+            .post(format!("http://{a1}/add"))
+            .header("host", "cart.shop")
+            .body(format!("apple-{i}"))
+            .send()
+            .await?;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.headers().get(ENDPOINT_GONE_HEADER).is_none());
+        let body = r.text().await?;
+        assert!(body.starts_with("pod=cart-1 "), "{body}");
+        assert!(body.ends_with(&format!("body=apple-{i}")), "{body}");
+    }
+    // So do wasi:http guests' calls.
+    let req = Request::post("http://cart.shop/add")
+        .body(Body::from("pear"))
+        .map_err(anyhow::Error::from)?;
+    let r = ServiceRouter::route(&p1, "shop", "cart", None, req).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let body = r.into_body().collect().await?.to_bytes();
+    assert!(body.starts_with(b"pod=cart-1 "), "{body:?}");
+
+    // Every endpoint gone: the Service has none to offer.
+    let (status, body) = get(&c, a1, "gone.shop").await?;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+
+    // A container cannot claim to be gone: its answer is passed on as it
+    // is, once, without the header.
+    for pod in ["c-0", "c-1"] {
+        let key = EndpointKey {
+            namespace: "shop".into(),
+            pod: pod.into(),
+            port: 8080,
+        };
+        let pods = n2_pods.clone();
+        let k = key.clone();
+        tokio::spawn(async move {
+            pods.register(
+                k,
+                Arc::new(ClaimsGone),
+                CancellationToken::new(),
+                CancellationToken::new(),
+            )
+            .await
+        });
+        eventually(|| n2_pods.contains(&key)).await?;
+    }
+    let r = c
+        .get(format!("http://{a1}/"))
+        .header("host", "claims.shop")
+        .send()
+        .await?;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().get(ENDPOINT_GONE_HEADER).is_none());
+    assert_eq!(r.text().await?, "mine");
+    shutdown.cancel();
+    Ok(())
+}

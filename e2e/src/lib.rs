@@ -95,6 +95,29 @@ pub fn wait_for<T>(
     }
 }
 
+/// The `x-served-by` header of an answer (the replica that served it, as
+/// the http-echo sample says), empty when absent.
+pub fn served_by(resp: &reqwest::blocking::Response) -> String {
+    resp.headers()
+        .get("x-served-by")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `kubectl` with `kubeconfig`, its own cache dir and a request timeout.
+fn kubectl_command(kubeconfig: &Path, cache_dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("kubectl");
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(cache_dir)
+        .arg("--request-timeout=30s")
+        .args(args)
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// One running all-in-one server (apiserver, scheduler, controllers, node).
 pub struct Cluster {
     dir: tempfile::TempDir,
@@ -328,15 +351,7 @@ impl Cluster {
 
     /// A `kubectl` command bound to this cluster (fresh cache dir, kubeconfig).
     pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("kubectl");
-        cmd.arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .arg("--cache-dir")
-            .arg(&self.cache_dir)
-            .arg("--request-timeout=30s")
-            .args(args)
-            .stdin(Stdio::null());
-        cmd
+        kubectl_command(&self.kubeconfig, &self.cache_dir, args)
     }
 
     /// Runs kubectl to completion.
@@ -986,15 +1001,7 @@ impl Agent {
     /// A `kubectl` command authenticated as this node (its kubeconfig,
     /// a cache dir of its own).
     pub fn kubectl_cmd(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new("kubectl");
-        cmd.arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .arg("--cache-dir")
-            .arg(&self.cache_dir)
-            .arg("--request-timeout=30s")
-            .args(args)
-            .stdin(Stdio::null());
-        cmd
+        kubectl_command(&self.kubeconfig(), &self.cache_dir, args)
     }
 
     /// Runs kubectl as this node.

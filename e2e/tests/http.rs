@@ -59,12 +59,7 @@ fn node_port(c: &Cluster, svc: &str) -> Result<u16> {
 fn get(http: &reqwest::blocking::Client, url: &str) -> Result<(u16, String)> {
     let resp = http.get(url).send()?;
     let status = resp.status().as_u16();
-    let served_by = resp
-        .headers()
-        .get("x-served-by")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let served_by = wasmkube_e2e::served_by(&resp);
     Ok((status, served_by))
 }
 

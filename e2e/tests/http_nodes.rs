@@ -209,12 +209,7 @@ fn get(
     }
     let resp = req.send()?;
     let status = resp.status().as_u16();
-    let served_by = resp
-        .headers()
-        .get("x-served-by")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let served_by = wasmkube_e2e::served_by(&resp);
     Ok((status, served_by, resp.text()?))
 }
 
@@ -354,12 +349,7 @@ fn echo_on_every_node(k: &ThreeNodes) -> Result<()> {
         ensure!(status == 200, "{via_host}: {status} {body}");
         for _ in 0..pods.len() {
             let resp = http.post(&url).body("payload").send()?;
-            let by = resp
-                .headers()
-                .get("x-served-by")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
+            let by = wasmkube_e2e::served_by(&resp);
             let body: Value = resp.error_for_status()?.json()?;
             ensure!(
                 body["method"] == "POST" && body["path"] == "/hi?n=1" && body["body"] == "payload",
@@ -477,12 +467,7 @@ fn rolling_update_across_nodes(k: &ThreeNodes) -> Result<()> {
 fn post(http: &reqwest::blocking::Client, url: &str, body: &str) -> Result<(u16, String, String)> {
     let resp = http.post(url).body(body.to_string()).send()?;
     let status = resp.status().as_u16();
-    let served_by = resp
-        .headers()
-        .get("x-served-by")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let served_by = wasmkube_e2e::served_by(&resp);
     let text = resp.text()?;
     if status == 200 {
         let echoed: Value = serde_json::from_str(&text)?;

@@ -1678,8 +1678,8 @@ where
     let mut workers: HashMap<ObjectRef<Pod>, WorkerHandle> = HashMap::new();
     // Pods whose worker finished deleting them; never restarted.
     let mut finished: HashSet<String> = HashSet::new();
-    // uid → resourceVersion of the copy in `local`.
-    let mut stored: HashMap<String, Option<String>> = HashMap::new();
+    // uid → fingerprint of the desired state of the copy in `local`.
+    let mut stored: HashMap<String, u64> = HashMap::new();
     let mut summary = DispatchSummary::default();
     for key in all_keys(&reader, &workers) {
         summary.workers_started += usize::from(sync_key(
@@ -1766,27 +1766,42 @@ where
     summary
 }
 
-/// Keeps `pod` in the local state unless that copy is already there.
-async fn store_pod(
-    local: Option<&LocalState>,
-    stored: &mut HashMap<String, Option<String>>,
-    pod: &Pod,
-) {
+/// Keeps `pod` in the local state unless its desired state is stored
+/// already. Status-only changes (most watch events: this kubelet's own
+/// status writes come back as events) are not rewritten: the stored copy
+/// exists to restart the pod, and the kubelet keeps its computed status
+/// apart (`LocalState::save_pod_status`).
+async fn store_pod(local: Option<&LocalState>, stored: &mut HashMap<String, u64>, pod: &Pod) {
     let (Some(local), Some(uid)) = (local, pod.metadata.uid.as_ref()) else {
         return;
     };
-    let version = pod.metadata.resource_version.clone();
-    if version.is_some() && stored.get(uid) == Some(&version) {
+    let fingerprint = desired_state_fingerprint(pod);
+    if fingerprint.is_some() && stored.get(uid) == fingerprint.as_ref() {
         return;
     }
     match local.save_pod(pod).await {
         Ok(()) => {
-            stored.insert(uid.clone(), version);
+            if let Some(f) = fingerprint {
+                stored.insert(uid.clone(), f);
+            }
         }
         Err(e) => {
             tracing::warn!(pod = %status::pod_ref(pod), error = %e, "storing the pod locally failed");
         }
     }
+}
+
+/// A hash of what the pod asks for: metadata and spec, without the status,
+/// the resourceVersion and the managed fields that change with every write.
+fn desired_state_fingerprint(pod: &Pod) -> Option<u64> {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut metadata = pod.metadata.clone();
+    metadata.resource_version = None;
+    metadata.managed_fields = None;
+    let json = serde_json::to_vec(&(&metadata, &pod.spec)).ok()?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    json.hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 fn all_keys(

@@ -1020,7 +1020,7 @@ fn http_client() -> Result<&'static reqwest::Client, String> {
 
 /// An error and its causes, `: `-separated (reqwest's own text alone says
 /// only "error sending request").
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -26,6 +26,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
+use crate::probes::error_chain;
+
 /// The `Upgrade` protocol token of a tunnel (the API server's
 /// `tunnel::PROTOCOL`).
 pub const PROTOCOL: &str = "wasmkube-tunnel/1";
@@ -407,19 +409,6 @@ async fn serve(
             "shutting down".to_string()
         }
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        let text = s.to_string();
-        if parts.last() != Some(&text) {
-            parts.push(text);
-        }
-        cur = s.source();
-    }
-    parts.join(": ")
 }
 
 #[cfg(test)]

@@ -232,8 +232,18 @@ pub(crate) struct MemoryLimit {
 }
 
 impl MemoryLimit {
+    /// A limit for the one instance of a container run: `usage` is reset
+    /// and then shows what this instance holds.
     pub(crate) fn new(limit: u64, usage: Arc<Usage>) -> MemoryLimit {
         usage.memory_bytes.store(0, Ordering::Relaxed);
+        MemoryLimit::sharing(limit, usage)
+    }
+
+    /// A limit for one of several instances reporting into the same
+    /// `usage` (an HTTP container's per-request instances): each adds what
+    /// it is granted and takes it back when dropped, so the figure is the
+    /// memory of the instances alive now.
+    pub(crate) fn sharing(limit: u64, usage: Arc<Usage>) -> MemoryLimit {
         MemoryLimit {
             limit: limit.min(MAX_INSTANCE_MEMORY),
             exceeded: false,
@@ -254,18 +264,32 @@ impl MemoryLimit {
             )));
         }
         self.pending = desired.saturating_sub(current);
-        self.granted = total;
-        self.usage.memory_bytes.store(total, Ordering::Relaxed);
+        self.report(total);
         Ok(true)
     }
 
     /// Takes back the last grant: wasmtime could not perform it.
     fn grow_failed(&mut self) {
-        self.granted = self.granted.saturating_sub(self.pending);
+        self.report(self.granted.saturating_sub(self.pending));
         self.pending = 0;
-        self.usage
-            .memory_bytes
-            .store(self.granted, Ordering::Relaxed);
+    }
+
+    /// Moves the granted total to `total`, adding the difference to the
+    /// shared figure (saturating: it never wraps below zero).
+    fn report(&mut self, total: u64) {
+        let before = self.granted;
+        self.granted = total;
+        let shared = &self.usage.memory_bytes;
+        let _ = shared.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_add(total).saturating_sub(before))
+        });
+    }
+}
+
+impl Drop for MemoryLimit {
+    fn drop(&mut self) {
+        // The instance is gone with its store: so is its memory.
+        self.report(0);
     }
 }
 

@@ -391,6 +391,51 @@ async fn a_request_past_its_deadline_is_504_and_its_instance_is_gone() -> anyhow
 }
 
 #[tokio::test]
+async fn the_container_memory_is_that_of_its_requests_in_flight() -> anyhow::Result<()> {
+    use std::sync::atomic::Ordering;
+    let f = fixture().await?;
+    let mut spec = f.spec(&wat::parse_str(SPIN)?, true).await?;
+    spec.timeout = Duration::from_secs(60);
+    let usage = spec.usage.clone();
+    let handler = f.handler(spec).await?;
+    let memory = || usage.memory_bytes.load(Ordering::Relaxed);
+    assert_eq!(memory(), 0, "no request, no instance");
+
+    // Two spinning requests: each instance holds its one page.
+    let first = tokio::spawn({
+        let h = handler.clone();
+        async move { call(h.as_ref(), request("GET", "/", "")?).await }
+    });
+    let second = tokio::spawn({
+        let h = handler.clone();
+        async move { call(h.as_ref(), request("GET", "/", "")?).await }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while memory() != 2 * 65536 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "memory stuck at {}",
+            memory()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Ending the container's requests gives their memory back.
+    first.abort();
+    second.abort();
+    let _ = first.await;
+    let _ = second.await;
+    while memory() != 0 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "memory left at {} after the requests ended",
+            memory()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn each_request_has_the_memory_limit() -> anyhow::Result<()> {
     let f = fixture().await?;
     let mut spec = f.spec(&wat::parse_str(HOG)?, true).await?;

@@ -91,9 +91,9 @@ impl WagiHandler {
         }
         let host = Host {
             wasi: builder.build_p1(),
-            // The container's memory figure is not per request: each
-            // instance counts against its own limit.
-            limits: MemoryLimit::new(spec.memory_limit, Arc::default()),
+            // Each instance counts against its own limit; the container's
+            // figure is the sum over the requests in flight.
+            limits: MemoryLimit::sharing(spec.memory_limit, spec.usage.clone()),
         };
         let mut store = new_store(&self.engine, host, spec.cpu_limit_millis);
         let ran = timed(run(&self.pre, &mut store), spec.usage.clone()).await;

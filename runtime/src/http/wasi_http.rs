@@ -188,7 +188,9 @@ impl Handler for WasiHttpHandler {
                     endpoint: spec.key.to_string(),
                 },
             },
-            limits: MemoryLimit::new(spec.memory_limit, Arc::default()),
+            // Each instance counts against its own limit; the container's
+            // figure is the sum over the requests in flight.
+            limits: MemoryLimit::sharing(spec.memory_limit, spec.usage.clone()),
         };
         let mut store = new_store(self.pre.engine(), host, spec.cpu_limit_millis);
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -13,16 +13,14 @@ cd "$(dirname "$0")/.."
 DATA=${WASMKUBE_DATA_DIR:-$PWD/.wasmkube-demo}
 PORT=${WASMKUBE_PORT:-6443}
 KUBECONFIG_PATH=$DATA/kubeconfig
-PIDFILE=$DATA/server.pid
-LOG=$DATA/server.log
+BIN=$PWD/target/release/wasmkube
 
 if [ "${1:-}" = stop ]; then
-  if [ -f "$PIDFILE" ] && kill "$(cat "$PIDFILE")" 2>/dev/null; then
-    echo "stopped wasmkube (pid $(cat "$PIDFILE"))"
+  if [ -x "$BIN" ]; then
+    "$BIN" down --data-dir "$DATA"
   else
-    echo "no wasmkube server from this script is running"
+    echo "no wasmkube binary at $BIN: nothing was started"
   fi
-  rm -f "$PIDFILE"
   exit 0
 fi
 
@@ -30,23 +28,10 @@ scripts/setup.sh
 echo "==> building wasmkube and the samples (the first build takes a few minutes)"
 cargo build --release -p wasmkube
 cargo build --release --target wasm32-wasip1 --manifest-path wasm-samples/Cargo.toml
-BIN=$PWD/target/release/wasmkube
 SAMPLES=$PWD/wasm-samples/target/wasm32-wasip1/release
-mkdir -p "$DATA"
 
-if [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then
-  echo "==> wasmkube already running (pid $(cat "$PIDFILE"))"
-else
-  echo "==> starting wasmkube server (log: $LOG)"
-  nohup "$BIN" server --data-dir "$DATA" --port "$PORT" >"$LOG" 2>&1 &
-  echo $! >"$PIDFILE"
-  for _ in $(seq 1 600); do
-    grep -q "wasmkube is ready" "$LOG" 2>/dev/null && break
-    kill -0 "$(cat "$PIDFILE")" 2>/dev/null || { cat "$LOG"; echo "wasmkube exited" >&2; exit 1; }
-    sleep 0.1
-  done
-  grep -q "wasmkube is ready" "$LOG" || { tail -50 "$LOG"; echo "wasmkube did not become ready" >&2; exit 1; }
-fi
+echo "==> wasmkube up (log: $DATA/wasmkube.log)"
+"$BIN" up --data-dir "$DATA" -- --port "$PORT" >/dev/null
 
 export KUBECONFIG=$KUBECONFIG_PATH
 echo "==> wasmkube push hello.wasm hello:v1"
@@ -61,7 +46,7 @@ echo "==> kubectl logs hello"
 kubectl logs hello
 cat <<MSG
 
-wasmkube keeps running (pid $(cat "$PIDFILE")). To use it with kubectl:
+wasmkube keeps running ($("$BIN" status --data-dir "$DATA" | head -1)). To use it with kubectl:
   export KUBECONFIG=$KUBECONFIG_PATH
 Stop it with: scripts/demo.sh stop
 MSG

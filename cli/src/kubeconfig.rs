@@ -90,10 +90,56 @@ pub fn from_process(flag: Option<&Path>) -> Source {
     )
 }
 
+/// The kubeconfig of the laptop commands (`run`, `status`): like kubectl's
+/// (`--kubeconfig`, then `KUBECONFIG`), except that a server started by
+/// `wasmkube up` (`up_kubeconfig`) comes before `~/.kube/config`, and the
+/// default data directory's kubeconfig is the last resort — so they work
+/// right after `wasmkube up`, before anyone exported `KUBECONFIG`.
+pub fn resolve_laptop(
+    flag: Option<&Path>,
+    env: Option<&OsStr>,
+    home: Option<&Path>,
+    up_kubeconfig: Option<&Path>,
+    data_kubeconfig: &Path,
+) -> Source {
+    let kubectl = resolve(flag, env, home);
+    let explicit = flag.is_some_and(|p| !p.as_os_str().is_empty())
+        || env.is_some_and(|v| std::env::split_paths(v).any(|p| !p.as_os_str().is_empty()));
+    if explicit {
+        return kubectl;
+    }
+    if let Some(up) = up_kubeconfig.filter(|p| p.exists()) {
+        return Source::Explicit(up.to_path_buf());
+    }
+    match &kubectl {
+        Source::Merged(paths) if !paths.iter().any(|p| p.exists()) && data_kubeconfig.exists() => {
+            Source::Explicit(data_kubeconfig.to_path_buf())
+        }
+        _ => kubectl,
+    }
+}
+
+/// [`resolve_laptop`] for this process, with the files of `paths`.
+pub fn laptop_source(flag: Option<&Path>, paths: &crate::up::Paths) -> Source {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let up = paths.running().map(|_| paths.kubeconfig.clone());
+    resolve_laptop(
+        flag,
+        std::env::var_os("KUBECONFIG").as_deref(),
+        home.as_deref(),
+        up.as_deref(),
+        &paths.kubeconfig,
+    )
+}
+
 /// A kube client for the chosen kubeconfig and context.
 pub async fn client(flag: Option<&Path>, context: Option<&str>) -> anyhow::Result<kube::Client> {
-    let source = from_process(flag);
-    let kubeconfig = load(&source)?;
+    client_from(&from_process(flag), context).await
+}
+
+/// A kube client for the kubeconfig of `source` and `context`.
+pub async fn client_from(source: &Source, context: Option<&str>) -> anyhow::Result<kube::Client> {
+    let kubeconfig = load(source)?;
     let options = KubeConfigOptions {
         context: context.map(str::to_string),
         ..Default::default()
@@ -147,6 +193,49 @@ mod tests {
         format!(
             "apiVersion: v1\nkind: Config\n{current}clusters:\n- name: {cluster}\n  cluster:\n    server: {server}\n    insecure-skip-tls-verify: true\nusers:\n- name: {cluster}-user\n  user:\n    token: tok-{cluster}\ncontexts:\n- name: {cluster}\n  context:\n    cluster: {cluster}\n    user: {cluster}-user\n"
         )
+    }
+
+    #[test]
+    fn laptop_commands_prefer_a_running_up_server_to_the_home_config() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let home = dir.path().join("home");
+        let up = write(dir.path(), "up-kubeconfig", "x");
+        let data = dir.path().join("data-kubeconfig");
+        // Nothing explicit, `up` running: its kubeconfig.
+        assert_eq!(
+            resolve_laptop(None, None, Some(&home), Some(&up), &data),
+            Source::Explicit(up.clone())
+        );
+        // KUBECONFIG and --kubeconfig still win, as for kubectl.
+        let env = OsStr::new("/elsewhere/config");
+        assert_eq!(
+            resolve_laptop(None, Some(env), Some(&home), Some(&up), &data),
+            Source::Merged(vec![PathBuf::from("/elsewhere/config")])
+        );
+        let flag = Path::new("/given");
+        assert_eq!(
+            resolve_laptop(Some(flag), Some(env), Some(&home), Some(&up), &data),
+            Source::Explicit(flag.to_path_buf())
+        );
+        // Not running: ~/.kube/config when there is one…
+        std::fs::create_dir_all(home.join(".kube"))?;
+        let kube_home = write(&home.join(".kube"), "config", "x");
+        assert_eq!(
+            resolve_laptop(None, None, Some(&home), None, &data),
+            Source::Merged(vec![kube_home.clone()])
+        );
+        // …else the data directory's kubeconfig.
+        std::fs::remove_file(&kube_home)?;
+        assert_eq!(
+            resolve_laptop(None, None, Some(&home), None, &data),
+            Source::Merged(vec![kube_home])
+        );
+        let data = write(dir.path(), "data-kubeconfig", "x");
+        assert_eq!(
+            resolve_laptop(None, None, Some(&home), None, &data),
+            Source::Explicit(data)
+        );
+        Ok(())
     }
 
     #[test]

@@ -4,11 +4,14 @@
 mod agent;
 mod flags;
 mod kubeconfig;
+mod kubeconfig_cmd;
 mod kubelet_args;
 mod modules;
 mod push;
+mod run;
 mod server;
 mod token;
+mod up;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -106,6 +109,40 @@ enum Command {
     /// (`wasmkube token create|list|revoke`). Needs the admin kubeconfig.
     #[command(after_long_help = token::EXAMPLES)]
     Token(token::TokenArgs),
+
+    /// Start the all-in-one server in the background (logs and pid in the
+    /// data directory) and print how to use it with kubectl.
+    #[command(after_long_help = up::UP_EXAMPLES)]
+    Up(up::UpArgs),
+
+    /// Stop the server `wasmkube up` started.
+    Down(up::DownArgs),
+
+    /// Summarise the cluster: nodes, and pods by state (naming the ones that
+    /// do not run).
+    Status(up::StatusArgs),
+
+    /// Push a module and run it: a Deployment (or a Job with --once, and a
+    /// NodePort Service with --port); waits until it runs, prints where to
+    /// reach it and follows its logs until Ctrl-C, which leaves it running
+    /// (--rm removes it).
+    #[command(after_long_help = run::EXAMPLES)]
+    Run(run::RunArgs),
+
+    /// Print the admin kubeconfig, or add it to ~/.kube/config as context
+    /// `wasmkube` (--merge).
+    #[command(after_long_help = kubeconfig_cmd::EXAMPLES)]
+    Kubeconfig(kubeconfig_cmd::KubeconfigArgs),
+
+    /// Print a shell completion script.
+    #[command(after_long_help = "Examples:\n  \
+        source <(wasmkube completion bash)\n  \
+        wasmkube completion zsh > \"${fpath[1]}/_wasmkube\"\n  \
+        wasmkube completion fish > ~/.config/fish/completions/wasmkube.fish")]
+    Completion {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 
     /// Print the wasmkube version.
     Version,
@@ -285,6 +322,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Modules(args) => modules::run(args).await,
         Command::Agent(args) => agent::run(args).await,
         Command::Token(args) => token::run(args).await,
+        Command::Up(args) => up::up(args),
+        Command::Down(args) => up::down(args),
+        Command::Status(args) => up::status(args).await,
+        Command::Run(args) => run::run(args).await,
+        Command::Kubeconfig(args) => kubeconfig_cmd::run(args),
+        Command::Completion { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "wasmkube",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::Version => {
             println!("wasmkube {}", env!("CARGO_PKG_VERSION"));
             Ok(())

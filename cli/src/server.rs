@@ -65,7 +65,7 @@ const CONTROLLER_MANAGER_LEASE: &str = "wasmkube-controller-manager";
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// `~/.wasmkube` unless given.
-fn data_dir(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+pub(crate) fn data_dir(explicit: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     if let Some(d) = explicit {
         return Ok(d);
     }

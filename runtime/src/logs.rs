@@ -168,26 +168,50 @@ async fn write_log(
                 Err(_) => break,
             }
         }
-        if written > 0 && written + buf.len() as u64 > max_bytes {
-            file.flush().await?;
-            drop(file);
-            let mut rotated = path.clone().into_os_string();
-            rotated.push(".1");
-            tokio::fs::rename(&path, PathBuf::from(rotated)).await?;
-            file = tokio::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .await?;
-            written = 0;
+        // Encoding multiplies short lines (each gets a timestamp and tags),
+        // so the batch is written in pieces of whole lines, each checked
+        // against the cap: a file passes it by at most one line.
+        let mut rest: &[u8] = &buf;
+        while !rest.is_empty() {
+            let (piece, next) = rest.split_at(piece_len(rest, batch));
+            if written > 0 && written + piece.len() as u64 > max_bytes {
+                file.flush().await?;
+                drop(file);
+                let mut rotated = path.clone().into_os_string();
+                rotated.push(".1");
+                tokio::fs::rename(&path, PathBuf::from(rotated)).await?;
+                file = tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .await?;
+                written = 0;
+            }
+            file.write_all(piece).await?;
+            written += piece.len() as u64;
+            rest = next;
         }
-        file.write_all(&buf).await?;
         file.flush().await?;
-        written += buf.len() as u64;
         progress.send_replace(written);
     }
     file.flush().await?;
     Ok(())
+}
+
+/// The length of the first piece of `encoded` to write: whole lines up to
+/// `max` bytes, or the first line alone when it is longer.
+fn piece_len(encoded: &[u8], max: usize) -> usize {
+    if encoded.len() <= max {
+        return encoded.len();
+    }
+    let within = &encoded[..max.max(1)];
+    match within.iter().rposition(|b| *b == b'\n') {
+        Some(i) => i + 1,
+        None => encoded
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(encoded.len(), |i| i + 1),
+    }
 }
 
 fn encode_chunk(chunk: &Chunk, out: &mut Vec<u8>) {
@@ -865,6 +889,26 @@ pub type SharedLogRegistry = Arc<LogRegistry>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batches_are_written_in_pieces_of_whole_lines() {
+        let encoded = b"aaaa\nbb\ncccccccc\nd\n";
+        assert_eq!(piece_len(encoded, 100), encoded.len());
+        // Whole lines up to the size…
+        assert_eq!(piece_len(encoded, 8), 8);
+        // …a line longer than it on its own…
+        assert_eq!(piece_len(&encoded[8..], 4), 9);
+        // …and an unfinished tail as a whole.
+        assert_eq!(piece_len(b"abcdef", 2), 6);
+        let mut rest: &[u8] = encoded;
+        let mut pieces = Vec::new();
+        while !rest.is_empty() {
+            let (p, next) = rest.split_at(piece_len(rest, 6));
+            pieces.push(p);
+            rest = next;
+        }
+        assert_eq!(pieces, [&b"aaaa\n"[..], b"bb\n", b"cccccccc\n", b"d\n"]);
+    }
 
     fn at(s: &str) -> jiff::Timestamp {
         s.parse().unwrap_or(jiff::Timestamp::UNIX_EPOCH)

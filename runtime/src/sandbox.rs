@@ -534,8 +534,13 @@ struct Reservation {
 /// Address space the memory pool alone asks for (stacks and tables come on
 /// top).
 fn pool_bytes(slots: u32) -> u64 {
-    u64::from(slots).saturating_mul(FULL_MEMORY_RESERVATION + FULL_MEMORY_GUARD)
+    u64::from(slots).saturating_mul(FULL_MEMORY_RESERVATION + FULL_MEMORY_GUARD + TABLE_SLOT_BYTES)
 }
+
+/// Address space of one pooled table: room for [`MAX_TABLE_ELEMENTS`], so
+/// a module runs on a pooling node exactly when it runs on an on-demand one
+/// (wasmtime's own default is 20,000 elements).
+const TABLE_SLOT_BYTES: u64 = MAX_TABLE_ELEMENTS as u64 * TABLE_ELEMENT_BYTES;
 
 /// The process's address-space limit (`RLIMIT_AS` soft limit), if any; a
 /// 32-bit host never has more than its 4 GiB.
@@ -617,6 +622,7 @@ fn build_engine(
                     .total_stacks(n)
                     .max_memories_per_module(1)
                     .max_tables_per_module(1)
+                    .table_elements(MAX_TABLE_ELEMENTS)
                     .max_memory_size(usize::try_from(MAX_INSTANCE_MEMORY).unwrap_or(usize::MAX));
                 let mut pooled = base.clone();
                 pooled
@@ -1791,6 +1797,25 @@ mod tests {
         Ok(())
     }
 
+    /// A module with a large table (as big C++ and Rust programs have)
+    /// runs on a pooling node as it would on an on-demand one.
+    #[tokio::test]
+    async fn large_tables_fit_the_pool() -> anyhow::Result<()> {
+        const BIG_TABLE: &str = r#"
+        (module
+          (memory (export "memory") 1)
+          (table 100000 funcref)
+          (func (export "_start")))
+        "#;
+        let f = fixture()?;
+        let digest = f.module(BIG_TABLE).await?;
+        let (status, _) = f
+            .run(&digest, &["x"], &[], 64 << 20, CancellationToken::new())
+            .await?;
+        assert_eq!(status, ExitStatus::Exited(0));
+        Ok(())
+    }
+
     #[tokio::test]
     async fn instances_are_freed_when_runs_end() -> anyhow::Result<()> {
         // A pool of two instances: any slot kept after a run would make a
@@ -2019,10 +2044,11 @@ mod tests {
             "{m}"
         );
 
-        // Compiled, but more than the instance pool allows.
+        // Compiled, but a table larger than any node allows does not fit
+        // the instance pool's slots.
         if f.sandbox.is_pooled() {
             let m = f
-                .refused_wat(r#"(module (table 100000 funcref) (func (export "_start")))"#)
+                .refused_wat(r#"(module (table 2000000 funcref) (func (export "_start")))"#)
                 .await?;
             assert!(m.starts_with("compiling the module failed: "), "{m}");
         }

@@ -8,6 +8,8 @@ command -v kubectl >/dev/null 2>&1 || need_apt+=(kubectl)
 command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v docker-registry >/dev/null 2>&1 || need_apt+=(docker-registry)
+# The dashboard's browser test drives headless Chromium through chromedriver.
+command -v chromedriver >/dev/null 2>&1 || need_apt+=(chromium chromium-driver)
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   echo "setup: installing ${need_apt[*]}" >&2

@@ -258,7 +258,7 @@ pub fn is_anonymous_path(path: &str) -> bool {
     matches!(
         path,
         "/healthz" | "/livez" | "/readyz" | "/version" | wasmkube_api::join::CACERTS_PATH
-    )
+    ) || crate::dashboard::is_dashboard_path(path)
 }
 
 /// Middleware: the caller's [`UserInfo`] as a request extension, or 401.

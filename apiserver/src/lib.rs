@@ -19,6 +19,7 @@ pub mod authn;
 pub mod authz;
 pub mod bootstrap;
 pub mod config;
+pub mod dashboard;
 pub mod discovery;
 pub mod error;
 pub mod health;
@@ -136,6 +137,7 @@ pub fn app(state: AppState) -> Router {
         .merge(modules::routes())
         .merge(tunnel::routes())
         .merge(join::routes())
+        .merge(dashboard::routes())
         .with_state(state.clone());
     own.merge(registry::routes(state.registry.clone()))
         .fallback(limits::not_found)

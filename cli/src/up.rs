@@ -231,11 +231,25 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
 
 fn print_how_to_use(paths: &Paths) {
     println!("kubeconfig: {}", paths.kubeconfig.display());
+    if let Some(server) = kubeconfig_server(&paths.kubeconfig) {
+        println!(
+            "dashboard:  {server}/ui/ (log in with the kubeconfig's token: kubectl config view --raw -o jsonpath='{{.users[0].user.token}}')"
+        );
+    }
     println!();
     println!("  {}", export_line(&paths.kubeconfig));
     println!("  kubectl get nodes");
     println!();
     println!("Stop it with: wasmkube down");
+}
+
+/// The API server's URL in a kubeconfig written by the server.
+fn kubeconfig_server(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let doc: serde_yaml::Value = serde_yaml::from_str(&text).ok()?;
+    doc["clusters"][0]["cluster"]["server"]
+        .as_str()
+        .map(|s| s.trim_end_matches('/').to_string())
 }
 
 /// The log from byte `offset` on (lossy: the server writes UTF-8 anyway).

@@ -342,6 +342,10 @@ struct Exit {
     container_id: String,
 }
 
+/// The kubelet's message for a pod past `spec.activeDeadlineSeconds`.
+const DEADLINE_EXCEEDED_MESSAGE: &str =
+    "Pod was active on the node longer than the specified deadline";
+
 /// The state of one pod's worker.
 struct Worker {
     ctx: Arc<WorkerContext>,
@@ -375,6 +379,9 @@ struct Worker {
     volumes: crate::volumes::PodVolumes,
     /// Reports the pod's usage while the worker lives.
     stats: crate::stats::PodRegistration,
+    /// `spec.activeDeadlineSeconds` passed: the containers were stopped for
+    /// good and the pod is `Failed` with reason `DeadlineExceeded`.
+    deadline_exceeded: bool,
 }
 
 /// Runs one pod until it is deleted (then cleans up and returns), it
@@ -415,6 +422,7 @@ pub async fn run_pod(
             worker.drain(&mut exit_rx).await;
             return;
         } else {
+            worker.check_deadline();
             worker.check_volumes().await;
             worker.sync().await;
             worker.report(false).await;
@@ -429,6 +437,7 @@ pub async fn run_pod(
             Some(exit) = exit_rx.recv() => {
                 let stopping = deleting
                     || shutdown.is_cancelled()
+                    || worker.deadline_exceeded
                     || worker.volumes.eviction().is_some();
                 worker.handle_exit(exit, stopping);
             }
@@ -552,6 +561,7 @@ impl Worker {
             retry_at: None,
             volumes,
             stats,
+            deadline_exceeded: false,
         }
     }
 
@@ -1131,6 +1141,7 @@ impl Worker {
             .chain(self.grace_deadline.filter(|_| !self.killed))
             .chain(self.retry_at)
             .chain(self.status_retry.map(|(at, _)| at))
+            .chain(self.active_deadline())
             // Volume housekeeping runs only while the pod is not being deleted.
             .chain(
                 self.volumes
@@ -1163,6 +1174,52 @@ impl Worker {
         if self.volumes.eviction().is_none() {
             return;
         }
+        self.stop_for_good();
+        if self.slots.iter().all(|s| s.running.is_none()) && !self.volumes.is_torn_down() {
+            self.ctx.volumes.teardown(&mut self.volumes).await;
+        }
+    }
+
+    /// When `spec.activeDeadlineSeconds` runs out, counted from the pod's
+    /// start time (so a kubelet restart does not reset it); `None` without
+    /// one, once it was enforced, while deleting, or when nothing runs.
+    fn active_deadline(&self) -> Option<Instant> {
+        let seconds = self.pod.spec.as_ref()?.active_deadline_seconds?;
+        if self.deadline_exceeded
+            || self.grace_deadline.is_some()
+            || self.slots.iter().all(|s| s.done)
+        {
+            return None;
+        }
+        let active = jiff::Timestamp::now()
+            .duration_since(self.start_time)
+            .as_secs_f64()
+            .max(0.0);
+        let left = (seconds.max(0) as f64 - active).max(0.0);
+        Some(Instant::now() + Duration::from_secs_f64(left.min(1e9)))
+    }
+
+    /// Enforces `spec.activeDeadlineSeconds` like the kubelet does: past
+    /// it, every container is stopped for good (a busy guest at its next
+    /// epoch tick) and the pod fails with reason `DeadlineExceeded`.
+    fn check_deadline(&mut self) {
+        if self.active_deadline().is_none_or(|at| at > Instant::now()) {
+            return;
+        }
+        self.deadline_exceeded = true;
+        self.event(
+            None,
+            EventType::Warning,
+            "DeadlineExceeded",
+            DEADLINE_EXCEEDED_MESSAGE.into(),
+        );
+        self.stop_for_good();
+    }
+
+    /// Stops every container and starts none again: the pod has reached a
+    /// terminal verdict (evicted, deadline exceeded) whatever its restart
+    /// policy.
+    fn stop_for_good(&mut self) {
         for (slot, record) in self.slots.iter_mut().zip(&mut self.records) {
             slot.next_start = None;
             slot.flip_at = None;
@@ -1178,9 +1235,6 @@ impl Worker {
             }
         }
         self.stop_all();
-        if self.slots.iter().all(|s| s.running.is_none()) && !self.volumes.is_torn_down() {
-            self.ctx.volumes.teardown(&mut self.volumes).await;
-        }
     }
 
     fn stop_all(&self) {
@@ -1303,6 +1357,10 @@ impl Worker {
             status.phase = Some("Failed".into());
             status.reason = Some("Evicted".into());
             status.message = Some(message.to_string());
+        } else if self.deadline_exceeded {
+            status.phase = Some("Failed".into());
+            status.reason = Some("DeadlineExceeded".into());
+            status.message = Some(DEADLINE_EXCEEDED_MESSAGE.into());
         }
         if self.last_saved.as_ref() != Some(&status) {
             self.ctx.api.save_status(&self.pod, &status).await;

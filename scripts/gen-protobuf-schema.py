@@ -47,7 +47,7 @@ def resolve(cur_rel, ty):
     # innermost path type
     t = ty
     for w in ['::core::option::Option<', '::prost::alloc::vec::Vec<', '::prost::alloc::boxed::Box<']:
-        while t.startswith(w): t = t[len(w):-1]
+        while t.startswith(w): t = t[len(w):-1].rstrip(',')
     if t.startswith('::std::collections::BTreeMap<') or t.startswith('::prost::alloc::collections::BTreeMap<'):
         t = t[t.index('<')+1:-1].rstrip(',')
         t = t.split(',', 1)[1]
@@ -79,7 +79,12 @@ SPECIAL = {'meta.v1.Time':'Time','meta.v1.MicroTime':'MicroTime','meta.v1.Durati
   'runtime.RawExtension':'Raw'}
 ROOTS = ['core.v1.Namespace','core.v1.Pod','core.v1.Node','core.v1.Event','core.v1.ConfigMap','core.v1.Secret',
   'core.v1.Binding','coordination.v1.Lease','meta.v1.DeleteOptions','policy.v1.Eviction',
-  'apps.v1.Deployment','apps.v1.ReplicaSet','apps.v1.DaemonSet','batch.v1.Job','core.v1.Service']
+  'apps.v1.Deployment','apps.v1.ReplicaSet','apps.v1.DaemonSet','batch.v1.Job','core.v1.Service',
+  'rbac.v1.Role','rbac.v1.ClusterRole','rbac.v1.RoleBinding','rbac.v1.ClusterRoleBinding',
+  'authorization.v1.SelfSubjectAccessReview','authorization.v1.SelfSubjectRulesReview',
+  'authorization.v1.SubjectAccessReview','authorization.v1.LocalSubjectAccessReview',
+  'core.v1.ServiceAccount','authentication.v1.TokenRequest',
+  'core.v1.ResourceQuota','core.v1.LimitRange']
 
 def camel(s):
     p = s.split('_'); return p[0] + ''.join(x[:1].upper() + x[1:] for x in p[1:])
@@ -152,7 +157,8 @@ core.v1.LoadBalancerIngress.ipMode core.v1.PortStatus.error core.v1.ClientIpConf
 core.v1.Toleration.tolerationSeconds core.v1.TopologySpreadConstraint.minDomains core.v1.WindowsSecurityContextOptions.hostProcess
 meta.v1.DeleteOptions.gracePeriodSeconds meta.v1.DeleteOptions.orphanDependents meta.v1.DeleteOptions.ignoreStoreReadErrorWithClusterBreakingPotential
 meta.v1.DeleteOptions.propagationPolicy meta.v1.Preconditions.uid meta.v1.Preconditions.resourceVersion
-meta.v1.ObjectMeta.deletionGracePeriodSeconds meta.v1.OwnerReference.controller meta.v1.OwnerReference.blockOwnerDeletion""".split())
+meta.v1.ObjectMeta.deletionGracePeriodSeconds meta.v1.OwnerReference.controller meta.v1.OwnerReference.blockOwnerDeletion
+authentication.v1.TokenRequestSpec.expirationSeconds core.v1.ServiceAccount.automountServiceAccountToken""".split())
 for q in out:
     for f in out[q]:
         f['ptr'] = (q + '.' + f['json']) in PTR

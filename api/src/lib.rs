@@ -50,6 +50,12 @@ mod robustness {
         "Service",
         "Endpoints",
         "EndpointSlice",
+        "Role",
+        "ClusterRole",
+        "RoleBinding",
+        "ClusterRoleBinding",
+        "ResourceQuota",
+        "LimitRange",
         "Widget",
     ];
 

@@ -231,8 +231,23 @@ fn name_errors(kind: &str, name: &str) -> Vec<String> {
     match kind {
         // Namespaces become DNS labels of services; everything else here is a subdomain.
         "Namespace" => dns1123_label_errors(name),
+        // RBAC names are path segments (`system:discovery`), as Kubernetes'
+        // `ValidateRBACName`.
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => path_segment_errors(name),
         _ => dns1123_subdomain_errors(name),
     }
+}
+
+/// apimachinery's `IsValidPathSegmentName`: usable as one URL path segment.
+fn path_segment_errors(name: &str) -> Vec<String> {
+    if name == "." || name == ".." {
+        return vec![format!("may not be '{name}'")];
+    }
+    ["/", "%"]
+        .iter()
+        .filter(|c| name.contains(*c))
+        .map(|c| format!("may not contain '{c}'"))
+        .collect()
 }
 
 /// apimachinery's `maskTrailingDash`: a generateName prefix may end in '-'

@@ -17,6 +17,8 @@ use crate::names::{self, invalid};
 use crate::resources;
 use crate::status::FieldCause;
 
+pub mod quota;
+pub mod rbac;
 pub mod service;
 
 /// Fills in defaulted fields of an object of `kind`. Only fills what is
@@ -45,6 +47,7 @@ pub fn defaults(kind: &str, obj: &mut Value) {
         "Service" => service::default_service(obj),
         "Endpoints" => service::default_endpoints(obj),
         "EndpointSlice" => service::default_endpoint_slice(obj),
+        "LimitRange" => quota::default_limit_range(obj),
         "Namespace" => {
             set_default(obj, &["status", "phase"], Value::from("Active"));
         }
@@ -431,8 +434,15 @@ fn typed_round_trip(kind: &str, obj: &Value) -> Option<Result<Value, DecodeError
         "DaemonSet" => round_trip::<apps::DaemonSet>(&obj),
         "Job" => round_trip::<batch::Job>(&obj),
         "Service" => round_trip::<core::Service>(&obj),
+        "ServiceAccount" => round_trip::<core::ServiceAccount>(&obj),
         "Endpoints" => round_trip::<core::Endpoints>(&obj),
         "EndpointSlice" => round_trip::<discovery::EndpointSlice>(&obj),
+        "ResourceQuota" => round_trip::<core::ResourceQuota>(&obj),
+        "LimitRange" => round_trip::<core::LimitRange>(&obj),
+        "Role" => round_trip::<k8s_openapi::api::rbac::v1::Role>(&obj),
+        "ClusterRole" => round_trip::<k8s_openapi::api::rbac::v1::ClusterRole>(&obj),
+        "RoleBinding" => round_trip::<k8s_openapi::api::rbac::v1::RoleBinding>(&obj),
+        "ClusterRoleBinding" => round_trip::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(&obj),
         _ => return None,
     })
 }
@@ -467,6 +477,9 @@ pub fn validate(kind: &str, obj: &Value) -> Vec<FieldCause> {
         "Service" => service::validate_service(obj, &mut causes),
         "Endpoints" => service::validate_endpoints(obj, &mut causes),
         "EndpointSlice" => service::validate_endpoint_slice(obj, &mut causes),
+        "ResourceQuota" => quota::validate_resource_quota(obj, &mut causes),
+        "LimitRange" => quota::validate_limit_range(obj, &mut causes),
+        k if rbac::is_rbac_kind(k) => rbac::validate(k, obj, &mut causes),
         _ => {}
     }
     causes
@@ -1417,6 +1430,7 @@ pub fn validate_update(kind: &str, old: &Value, new: &Value) -> Vec<FieldCause> 
         }
         "Service" => service::validate_service_update(old, new, &mut causes),
         "EndpointSlice" => service::validate_endpoint_slice_update(old, new, &mut causes),
+        k if rbac::is_rbac_kind(k) => rbac::validate_update(k, old, new, &mut causes),
         _ => {}
     }
     causes

@@ -264,7 +264,8 @@ pub fn is_anonymous_path(path: &str) -> bool {
 /// Middleware: the caller's [`UserInfo`] as a request extension, or 401.
 /// Like Kubernetes' union authenticator the first that succeeds wins: a
 /// verified client certificate ([`crate::authn`]), then
-/// `Authorization: Bearer` with a static token, then a bootstrap token.
+/// `Authorization: Bearer` with a static token, then a ServiceAccount
+/// token ([`crate::serviceaccount`]), then a bootstrap token.
 pub async fn authenticate(
     State(state): State<crate::AppState>,
     mut req: Request,
@@ -307,6 +308,12 @@ async fn identify(
     let token = token?;
     if let Some(user) = state.tokens.authenticate(token) {
         return Some(user);
+    }
+    if crate::serviceaccount::looks_like_jwt(token) {
+        return state
+            .service_accounts
+            .authenticate(&state.registry, token)
+            .await;
     }
     if crate::authn::looks_like_bootstrap_token(token) {
         return crate::authn::bootstrap_user(&state.registry, token).await;

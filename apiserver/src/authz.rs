@@ -1,7 +1,7 @@
 //! Authorization: the middleware that runs after authentication and decides
 //! whether the caller ([`UserInfo`]) may make the request.
 //!
-//! - `system:masters`, the scheduler and the controller manager: anything.
+//! - `system:masters`: anything.
 //! - Bootstrap tokens (`system:bootstrappers`): joining a node and the
 //!   public documents (discovery, OpenAPI, version, health, CA bundle).
 //! - Node credentials (`system:node:<n>`, `system:nodes`): Kubernetes' Node
@@ -9,7 +9,12 @@
 //!   stored state — is this pod bound to the node, does one of its pods
 //!   reference this Secret, what name does the created object carry — are
 //!   checked here against the registry (pods from the watch cache first).
-//! - Everyone else: anything, until RBAC (issue #9) gives users roles.
+//! - Everyone else (users, ServiceAccounts, the scheduler and the
+//!   controller manager): what RBAC grants ([`rbac`]).
+//!
+//! Impersonation headers (`kubectl --as`) are resolved first
+//! ([`rbac::impersonation`]): the request is then authorized as the
+//! impersonated user.
 //!
 //! Refusals are Kubernetes' 403 `Status` with reason `Forbidden` and its
 //! message (`pods "x" is forbidden: User "…" cannot patch resource
@@ -17,6 +22,7 @@
 
 pub mod attributes;
 pub mod decision;
+pub mod rbac;
 pub mod references;
 
 use axum::body::Body;
@@ -38,12 +44,27 @@ use crate::registry::{object, request};
 
 /// Middleware: lets the request through when [`decide`] (and the state
 /// behind a [`Condition`]) allows it, else answers 403.
-pub async fn authorize(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let Some(user) = req.extensions().get::<UserInfo>().cloned() else {
+pub async fn authorize(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let Some(mut user) = req.extensions().get::<UserInfo>().cloned() else {
         // Authentication lets a request through without a user only on the
         // paths it serves anonymously (health, version, CA bundle).
         return next.run(req).await;
     };
+    match rbac::impersonation::impersonate(&state, &user, req.headers()).await {
+        Ok(Some(as_user)) => {
+            // The audit log records who impersonated whom.
+            if let Some(scope) = req
+                .extensions()
+                .get::<std::sync::Arc<crate::limits::RequestScope>>()
+            {
+                scope.set_impersonated(&as_user);
+            }
+            req.extensions_mut().insert(as_user.clone());
+            user = as_user;
+        }
+        Ok(None) => {}
+        Err(resp) => return resp,
+    }
     let attrs = Attributes::from_request(req.method(), req.uri());
     let req = match decide(&user, &attrs) {
         Decision::Allow => req,
@@ -132,6 +153,7 @@ async fn check(
     req: Request,
 ) -> Result<Request, Response> {
     match condition {
+        Condition::Rbac => rbac::check(state, user, attrs, req).await,
         Condition::BodyNamed { name, denial } => {
             let (parts, body) = req.into_parts();
             let bytes = read_body(body, state.limits.api).await?;

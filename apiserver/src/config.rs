@@ -47,6 +47,28 @@ pub struct Config {
     /// Where objects are stored: the embedded file in `data_dir` (default)
     /// or an etcd cluster.
     pub store: StoreBackend,
+    /// The admission policy: hostPath directories (`--allow-host-path`),
+    /// per-pod maximums (`--max-pod-memory`, `--max-pod-cpu`).
+    pub admission: crate::admission::Policy,
+    /// kube-apiserver's `--encryption-provider-config`: the key file that
+    /// encrypts Secrets at rest (see `storage::encryption`). `None` uses
+    /// `<data_dir>/pki/encryption-keys.yaml`, created with a new key on
+    /// first start; a given file must exist.
+    pub encryption_provider_config: Option<PathBuf>,
+    /// Request and connection limits: in-flight caps, watches per user,
+    /// timeouts, HTTP/2 streams per connection.
+    pub api_limits: crate::limits::ApiLimits,
+    /// The audit log (off unless it has a path).
+    pub audit: crate::audit::AuditConfig,
+    /// The `iss` of ServiceAccount tokens (kube-apiserver's
+    /// `--service-account-issuer`).
+    pub service_account_issuer: String,
+    /// Audiences a token must carry one of (`--api-audiences`); empty means
+    /// the issuer.
+    pub api_audiences: Vec<String>,
+    /// Longest ServiceAccount token lifetime; longer requests are cut
+    /// (`--service-account-max-token-expiration`).
+    pub service_account_max_token_expiration: Duration,
 }
 
 /// The storage backend behind the API server.
@@ -79,6 +101,13 @@ impl Default for Config {
             max_connections: 1024,
             shutdown_grace: Duration::from_secs(5),
             store: StoreBackend::Embedded,
+            admission: crate::admission::Policy::default(),
+            encryption_provider_config: None,
+            api_limits: Default::default(),
+            audit: Default::default(),
+            service_account_issuer: crate::serviceaccount::DEFAULT_ISSUER.to_string(),
+            api_audiences: Vec::new(),
+            service_account_max_token_expiration: Duration::from_secs(48 * 3600),
         }
     }
 }

@@ -54,6 +54,12 @@ impl ApiError {
                 "Timeout",
                 format!("Too large resource version: {requested}, current: {current}"),
             )),
+            // Kubernetes' message for a value its transformer cannot read;
+            // it names the storage key and the encryption key, never data.
+            e @ storage::Error::Transform { .. } => {
+                tracing::error!(error = %e, "stored value cannot be decrypted");
+                Self(status::internal(format!("Internal error occurred: {e}")))
+            }
             storage::Error::Backend(msg) => {
                 tracing::error!(error = %msg, "storage backend failure");
                 Self(status::internal("storage backend failure"))

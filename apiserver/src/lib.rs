@@ -14,6 +14,8 @@
 // to the client); boxing it in every handler's `Result` would only add noise.
 #![allow(clippy::result_large_err)]
 
+pub mod admission;
+pub mod audit;
 pub mod auth;
 pub mod authn;
 pub mod authz;
@@ -31,9 +33,12 @@ pub mod metrics_api;
 pub mod modules;
 pub mod openapi;
 pub mod pki;
+pub mod portforward;
 pub mod protobuf;
 pub mod registry;
+pub mod reviews;
 pub mod server;
+pub mod serviceaccount;
 pub mod storage;
 pub mod tunnel;
 pub mod watch_cache;
@@ -64,16 +69,24 @@ pub enum Error {
     },
     #[error("opening the store: {0}")]
     Store(#[source] storage::Error),
+    #[error("encryption at rest: {0}")]
+    Encryption(#[from] storage::encryption::Error),
     #[error("starting the registry: {0}")]
     Registry(#[source] Box<error::ApiError>),
     #[error("certificates: {0}")]
     Pki(#[from] pki::Error),
     #[error("token file: {0}")]
     Auth(#[from] auth::Error),
+    #[error("service account signing key: {0}")]
+    ServiceAccountKey(#[from] serviceaccount::KeyError),
     #[error("TLS: {0}")]
     Tls(#[from] server::Error),
     #[error("bootstrap: {0}")]
     Bootstrap(#[from] bootstrap::Error),
+    #[error("{0}")]
+    Audit(#[from] audit::Error),
+    #[error("default RBAC policy: {0}")]
+    RbacBootstrap(#[from] authz::rbac::bootstrap::Error),
     #[error("binding {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -123,6 +136,8 @@ pub struct AppState {
     /// The cluster CA with its key: serves `/cacerts`, signs node
     /// certificates at join. `None` in tests that need neither.
     pub ca: Option<Arc<pki::ClusterCa>>,
+    /// Signs ServiceAccount tokens (TokenRequest) and verifies them.
+    pub service_accounts: Arc<serviceaccount::ServiceAccountTokens>,
 }
 
 /// The whole HTTP API as one router, built apart from the listener so tests
@@ -138,12 +153,17 @@ pub fn app(state: AppState) -> Router {
         .merge(tunnel::routes())
         .merge(join::routes())
         .merge(dashboard::routes())
+        .merge(storage::encryption::routes())
+        .merge(reviews::routes())
+        .merge(serviceaccount::routes())
         .with_state(state.clone());
     own.merge(registry::routes(state.registry.clone()))
         .fallback(limits::not_found)
         .method_not_allowed_fallback(limits::method_not_allowed)
         // The registry's `pods/log` handler reaches kubelets through these.
         .layer(axum::Extension(state.tunnels.clone()))
+        // The `serviceaccounts/token` handler signs with this.
+        .layer(axum::Extension(state.service_accounts.clone()))
         // Inside the body limit and authentication: runs on the user they set.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -153,6 +173,9 @@ pub fn app(state: AppState) -> Router {
             state.limits,
             limits::limit_body,
         ))
+        // In-flight and watch caps on the authenticated user; the rest of
+        // the request limits wrap the router (`limits::protect`).
+        .layer(axum::middleware::from_fn(limits::admit))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::authenticate,
@@ -160,8 +183,26 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(limits::trace))
 }
 
-/// Opens the configured backend and says which one it is.
+/// Opens the configured backend, with Secrets encrypted at rest.
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>, Error> {
+    let backend = open_backend(config).await?;
+    let (path, create) = match &config.encryption_provider_config {
+        Some(p) => (p.clone(), false),
+        None => (
+            storage::encryption::default_key_file(&config.data_dir),
+            true,
+        ),
+    };
+    let store = tokio::task::spawn_blocking(move || {
+        storage::encryption::EncryptedStore::open(backend, &path, create)
+    })
+    .await??;
+    tracing::info!(keys = ?store.keys(), "encryption at rest enabled");
+    Ok(Arc::new(store))
+}
+
+/// Opens the configured backend and says which one it is.
+async fn open_backend(config: &Config) -> Result<Arc<dyn Store>, Error> {
     match &config.store {
         config::StoreBackend::Embedded => {
             let path = config.data_dir.join("store.redb");
@@ -220,6 +261,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         modules::gc::spawn_collector(store.clone(), config.module_gc, background.clone());
     let registry_options = registry::RegistryOptions {
         max_body_bytes: config.max_request_bytes,
+        admission: config.admission.clone(),
         ..registry::RegistryOptions::default()
     };
     let registry = Registry::start_with(store.clone(), registry_options, background.clone())
@@ -253,10 +295,25 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
                 .await??,
         )
     };
+    let service_accounts = {
+        let dir = data_dir.join("pki");
+        let options = serviceaccount::TokenOptions {
+            issuer: config.service_account_issuer.clone(),
+            api_audiences: config.api_audiences.clone(),
+            max_expiration: config.service_account_max_token_expiration,
+        };
+        Arc::new(
+            tokio::task::spawn_blocking(move || {
+                serviceaccount::ServiceAccountTokens::load_or_create(&dir, options)
+            })
+            .await??,
+        )
+    };
     let by_user = tokens.by_user();
     let admin_token = by_user.get(auth::ADMIN_USER).cloned().unwrap_or_default();
 
     bootstrap::ensure_namespaces(&registry).await?;
+    authz::rbac::bootstrap::ensure_policy(&registry).await?;
     let kubeconfig_path = {
         let paths = bootstrap::kubeconfig_paths(&data_dir, config.write_kubeconfig.as_deref());
         let yaml = bootstrap::kubeconfig(&url, &pki.ca_pem, &admin_token)?;
@@ -279,11 +336,19 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         },
         tunnels: tunnel::Tunnels::new(background.clone()),
         ca: Some(Arc::new(pki::ClusterCa::from_pki(&pki)?)),
+        service_accounts,
     };
-    let router = app(state);
+    // Stopped once every request is done, so the last events are written.
+    let audit_stop = CancellationToken::new();
+    let audit_log = audit::AuditLog::start(&config.audit, audit_stop.clone()).await?;
+    let router = limits::protect(
+        app(state),
+        limits::RequestGuard::new(&config.api_limits, audit_log.clone()),
+    );
     let server_limits = server::Limits {
         max_connections: config.max_connections,
         shutdown_grace: config.shutdown_grace,
+        ..server::Limits::from(&config.api_limits)
     };
     tracing::info!(%url, "apiserver listening");
     let background = background_guard.disarm();
@@ -291,6 +356,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     drop(store);
     let done = tokio::spawn(async move {
         server::serve(listener, tls, router, server_limits, shutdown).await;
+        audit_stop.cancel();
+        audit_log.finished().await;
         background.cancel();
         if let Err(e) = compactor.await {
             tracing::warn!(error = %e, "compactor task failed");

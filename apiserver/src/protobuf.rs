@@ -56,6 +56,50 @@ const ROOTS: &[(&str, &str, &str)] = &[
     ("apps/v1", "DaemonSet", "apps.v1.DaemonSet"),
     ("batch/v1", "Job", "batch.v1.Job"),
     ("v1", "Service", "core.v1.Service"),
+    ("v1", "ServiceAccount", "core.v1.ServiceAccount"),
+    ("v1", "ResourceQuota", "core.v1.ResourceQuota"),
+    ("v1", "LimitRange", "core.v1.LimitRange"),
+    (
+        "authentication.k8s.io/v1",
+        "TokenRequest",
+        "authentication.v1.TokenRequest",
+    ),
+    ("rbac.authorization.k8s.io/v1", "Role", "rbac.v1.Role"),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRole",
+        "rbac.v1.ClusterRole",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "RoleBinding",
+        "rbac.v1.RoleBinding",
+    ),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+        "rbac.v1.ClusterRoleBinding",
+    ),
+    (
+        "authorization.k8s.io/v1",
+        "SelfSubjectAccessReview",
+        "authorization.v1.SelfSubjectAccessReview",
+    ),
+    (
+        "authorization.k8s.io/v1",
+        "SelfSubjectRulesReview",
+        "authorization.v1.SelfSubjectRulesReview",
+    ),
+    (
+        "authorization.k8s.io/v1",
+        "SubjectAccessReview",
+        "authorization.v1.SubjectAccessReview",
+    ),
+    (
+        "authorization.k8s.io/v1",
+        "LocalSubjectAccessReview",
+        "authorization.v1.LocalSubjectAccessReview",
+    ),
 ];
 
 /// Whether a body is a Kubernetes protobuf message. Neither JSON nor YAML can

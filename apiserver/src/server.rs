@@ -3,9 +3,18 @@
 //! builder, a semaphore capping concurrent connections, and graceful
 //! shutdown: on cancellation the listener stops accepting, in-flight requests
 //! get `grace` to finish, then remaining connections are closed.
+//!
+//! Slow or idle clients cannot hold connections: the TLS handshake and an
+//! HTTP/1 request's headers have deadlines, a connection without a request
+//! for the idle timeout is closed (HTTP/2 with GOAWAY), and an HTTP/2
+//! connection carries a bounded number of streams.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,6 +30,10 @@ use crate::pki::Pki;
 
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The address a request came from, in its extensions (for the audit log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
 
 /// TLS setup errors.
 #[derive(Debug, thiserror::Error)]
@@ -65,11 +78,129 @@ pub fn tls_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>, Error> {
     Ok(Arc::new(config))
 }
 
-/// Limits of the accept loop.
+/// Limits of the accept loop and of each connection.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_connections: usize,
     pub shutdown_grace: Duration,
+    /// Deadline for the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// Deadline for an HTTP/1 request's headers, from when the server
+    /// starts reading them (also bounds an idle keep-alive connection).
+    pub header_read_timeout: Duration,
+    /// A connection without a request in progress for this long is closed.
+    pub idle_timeout: Duration,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`.
+    pub http2_max_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::from(&crate::limits::ApiLimits::default())
+    }
+}
+
+impl From<&crate::limits::ApiLimits> for Limits {
+    fn from(l: &crate::limits::ApiLimits) -> Self {
+        Self {
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(5),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            header_read_timeout: l.header_read_timeout,
+            idle_timeout: l.idle_connection_timeout,
+            http2_max_streams: l.http2_max_streams_per_connection,
+        }
+    }
+}
+
+/// Requests in progress on one connection, and when the last one ended.
+struct Activity {
+    active: AtomicUsize,
+    last: Mutex<Instant>,
+}
+
+impl Activity {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            active: AtomicUsize::new(0),
+            last: Mutex::new(Instant::now()),
+        })
+    }
+
+    fn begin(self: &Arc<Self>) -> ActiveRequest {
+        self.active.fetch_add(1, Ordering::SeqCst);
+        ActiveRequest(self.clone())
+    }
+
+    /// How long the connection has had no request in progress.
+    fn idle_for(&self) -> Duration {
+        if self.active.load(Ordering::SeqCst) > 0 {
+            return Duration::ZERO;
+        }
+        self.last
+            .lock()
+            .map(|l| l.elapsed())
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// Resolves once the connection has been idle for `limit`.
+    async fn idle(&self, limit: Duration) {
+        let tick = (limit / 4).clamp(Duration::from_millis(10), Duration::from_secs(5));
+        loop {
+            tokio::time::sleep(tick).await;
+            if self.idle_for() >= limit {
+                return;
+            }
+        }
+    }
+}
+
+/// One request in progress, from its arrival until its response body is
+/// sent (or abandoned).
+struct ActiveRequest(Arc<Activity>);
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        if let Ok(mut last) = self.0.last.lock() {
+            *last = Instant::now();
+        }
+        self.0.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The router as one connection's service: every request carries the
+/// connection's peer (address and verified client chain) and counts as
+/// activity until its response is done.
+#[derive(Clone)]
+struct ConnService {
+    app: Router,
+    peer: PeerAddr,
+    chain: Option<crate::authn::PeerCertificates>,
+    activity: Arc<Activity>,
+}
+
+impl tower::Service<http::Request<hyper::body::Incoming>> for ConnService {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = futures::future::BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The router is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        let active = self.activity.begin();
+        req.extensions_mut().insert(self.peer);
+        if let Some(chain) = &self.chain {
+            req.extensions_mut().insert(chain.clone());
+        }
+        let call = tower::ServiceExt::oneshot(self.app.clone(), req);
+        Box::pin(async move {
+            let resp = call.await?;
+            Ok(crate::limits::hold(resp, active))
+        })
+    }
 }
 
 /// Serve `app` over TLS on `listener` until `shutdown` is cancelled and
@@ -90,10 +221,11 @@ pub async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(limits.header_read_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_streams.max(1))
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
 
@@ -127,7 +259,7 @@ pub async fn serve(
         let hard_stop = hard_stop.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let stream = match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -150,18 +282,17 @@ pub async fn serve(
                         c.iter().map(|c| c.clone().into_owned()).collect(),
                     ))
                 });
-            let app = tower::ServiceExt::map_request(
+            let activity = Activity::new();
+            let service = TowerToHyperService::new(ConnService {
                 app,
-                move |mut req: http::Request<hyper::body::Incoming>| {
-                    if let Some(chain) = &client_chain {
-                        req.extensions_mut().insert(chain.clone());
-                    }
-                    req
-                },
-            );
-            let service = TowerToHyperService::new(app);
+                peer: PeerAddr(peer),
+                chain: client_chain,
+                activity: activity.clone(),
+            });
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(conn);
+            let idle = activity.idle(limits.idle_timeout);
+            tokio::pin!(idle);
             tokio::select! {
                 res = conn.as_mut() => {
                     if let Err(e) = res {
@@ -170,6 +301,9 @@ pub async fn serve(
                     return;
                 }
                 _ = shutdown.cancelled() => {}
+                _ = &mut idle => {
+                    tracing::debug!(%peer, "closing an idle connection");
+                }
             }
             conn.as_mut().graceful_shutdown();
             tokio::select! {
@@ -177,6 +311,9 @@ pub async fn serve(
                 _ = hard_stop.cancelled() => {
                     tracing::debug!(%peer, "closing a connection still busy after the shutdown grace period");
                 }
+                // Only an idle connection can get here without shutdown:
+                // a client ignoring GOAWAY gets the grace period, no more.
+                _ = tokio::time::sleep(limits.shutdown_grace), if !shutdown.is_cancelled() => {}
             }
         });
     }

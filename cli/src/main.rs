@@ -2,6 +2,7 @@
 //! functions; all behaviour lives in the library crates.
 
 mod agent;
+mod api_limit_args;
 mod flags;
 mod kubeconfig;
 mod kubeconfig_cmd;
@@ -9,6 +10,7 @@ mod kubelet_args;
 mod modules;
 mod push;
 mod run;
+mod secrets_key;
 mod server;
 mod token;
 mod up;
@@ -66,7 +68,7 @@ enum Command {
         Then:\n  \
         export KUBECONFIG=~/.wasmkube/kubeconfig\n  \
         kubectl get nodes")]
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
 
     /// Upload a wasm module to the cluster's module store as NAME:TAG, or
     /// to an OCI registry as REGISTRY/NAME:TAG.
@@ -109,6 +111,12 @@ enum Command {
     /// (`wasmkube token create|list|revoke`). Needs the admin kubeconfig.
     #[command(after_long_help = token::EXAMPLES)]
     Token(token::TokenArgs),
+
+    /// The keys that encrypt Secrets at rest: which are in use, rotate one,
+    /// re-encrypt every Secret, drop an unused key
+    /// (`wasmkube secrets [status|rewrite|rotate-key|remove-key]`).
+    #[command(after_long_help = secrets_key::EXAMPLES)]
+    Secrets(secrets_key::SecretsArgs),
 
     /// Start the all-in-one server in the background (logs and pid in the
     /// data directory) and print how to use it with kubectl.
@@ -212,6 +220,12 @@ struct ServerArgs {
     #[arg(long, value_name = "FILE", requires = "etcd_certfile")]
     etcd_keyfile: Option<PathBuf>,
 
+    /// The key file that encrypts Secrets at rest (kube-apiserver's
+    /// EncryptionConfiguration, aesgcm and identity providers) [default:
+    /// DATA_DIR/pki/encryption-keys.yaml, created with a new key].
+    #[arg(long, value_name = "FILE")]
+    encryption_provider_config: Option<PathBuf>,
+
     /// How long a node may miss its heartbeats (Lease renewals and status
     /// updates) before it is marked NotReady/Unknown and tainted
     /// `node.kubernetes.io/unreachable` (Kubernetes'
@@ -226,9 +240,39 @@ struct ServerArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 300)]
     default_unreachable_toleration_seconds: u64,
 
+    /// The issuer (`iss`) of ServiceAccount tokens (kube-apiserver's
+    /// --service-account-issuer).
+    #[arg(long, value_name = "URL", default_value = wasmkube_apiserver::serviceaccount::DEFAULT_ISSUER)]
+    service_account_issuer: String,
+
+    /// Audiences the API server accepts in ServiceAccount tokens
+    /// (comma-separated; default: the issuer). Tokens requested without
+    /// audiences get these.
+    #[arg(long, value_delimiter = ',', value_name = "AUD,...")]
+    api_audiences: Vec<String>,
+
+    /// Longest lifetime of a requested ServiceAccount token; longer requests
+    /// get this (kube-apiserver's --service-account-max-token-expiration).
+    #[arg(long, value_name = "DURATION", default_value = "48h", value_parser = flags::parse_positive_duration)]
+    service_account_max_token_expiration: std::time::Duration,
+
+    /// Largest memory limit one pod may have (a quantity: 512Mi, 2Gi); a
+    /// pod over it, or without a memory limit, is refused (403).
+    #[arg(long, value_name = "QUANTITY", value_parser = wasmkube_apiserver::admission::parse_memory_flag)]
+    max_pod_memory: Option<u64>,
+
+    /// Largest CPU limit one pod may have (cores or millicores: 2, 500m); a
+    /// pod over it, or without a CPU limit, is refused (403).
+    #[arg(long, value_name = "QUANTITY", value_parser = wasmkube_apiserver::admission::parse_cpu_flag)]
+    max_pod_cpu: Option<u64>,
+
     /// Settings of the built-in node (ignored with --no-node).
     #[command(flatten)]
     kubelet: kubelet_args::KubeletArgs,
+
+    /// The API server's request limits and audit log.
+    #[command(flatten)]
+    api_limits: api_limit_args::ApiLimitArgs,
 }
 
 impl ServerArgs {
@@ -317,11 +361,12 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Server(args) => server::run(args.into()).await,
+        Command::Server(args) => server::run((*args).into()).await,
         Command::Push(args) => push::run(args).await,
         Command::Modules(args) => modules::run(args).await,
         Command::Agent(args) => agent::run(args).await,
         Command::Token(args) => token::run(args).await,
+        Command::Secrets(args) => secrets_key::run(args).await,
         Command::Up(args) => up::up(args),
         Command::Down(args) => up::down(args),
         Command::Status(args) => up::status(args).await,
@@ -344,11 +389,18 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
+impl From<Box<ServerArgs>> for server::Options {
+    fn from(a: Box<ServerArgs>) -> Self {
+        (*a).into()
+    }
+}
+
 impl From<ServerArgs> for server::Options {
     fn from(a: ServerArgs) -> Self {
         let k = &a.kubelet;
         server::Options {
             store: a.store(),
+            encryption_provider_config: a.encryption_provider_config.clone(),
             kubelet_port: k.kubelet_port,
             proxy_port: k.proxy_port,
             restart_backoff: k.restart_backoff(),
@@ -358,11 +410,18 @@ impl From<ServerArgs> for server::Options {
             compiled_cache_max_size: k.compiled_cache_max_size,
             max_parallel_image_pulls: usize::from(k.max_parallel_image_pulls),
             allow_host_paths: k.allow_host_path.clone(),
+            max_pod_memory: a.max_pod_memory,
+            max_pod_cpu: a.max_pod_cpu,
             node_lease_duration: k.lease_duration(),
             node_monitor_grace_period: a.node_monitor_grace_period,
+            service_account_issuer: a.service_account_issuer.clone(),
+            api_audiences: a.api_audiences.clone(),
+            service_account_max_token_expiration: a.service_account_max_token_expiration,
             pod_eviction_timeout: std::time::Duration::from_secs(
                 a.default_unreachable_toleration_seconds,
             ),
+            api_limits: a.api_limits.api_limits(),
+            audit: a.api_limits.audit(),
             data_dir: a.data_dir,
             bind_address: a.bind_address,
             port: a.port,

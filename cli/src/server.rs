@@ -27,6 +27,8 @@ pub struct Options {
     pub tls_sans: Vec<String>,
     pub node_name: Option<String>,
     pub no_node: bool,
+    /// The key file encrypting Secrets at rest (`None`: the data dir's).
+    pub encryption_provider_config: Option<PathBuf>,
     pub kubelet_port: u16,
     /// The built-in node's proxy port (0 picks a free one).
     pub proxy_port: u16,
@@ -45,12 +47,24 @@ pub struct Options {
     pub max_parallel_image_pulls: usize,
     /// Directories below which the built-in node mounts hostPath volumes.
     pub allow_host_paths: Vec<PathBuf>,
+    /// Largest memory limit of one pod, in bytes (admission).
+    pub max_pod_memory: Option<u64>,
+    /// Largest CPU limit of one pod, in millicores (admission).
+    pub max_pod_cpu: Option<u64>,
     /// The built-in node's Lease duration (renewed every quarter of it).
     pub node_lease_duration: Duration,
     /// How long a node may miss heartbeats before it is NotReady/Unknown.
     pub node_monitor_grace_period: Duration,
     /// How long untolerating pods stay on an unreachable node.
     pub pod_eviction_timeout: Duration,
+    /// ServiceAccount token issuer, accepted audiences and longest lifetime.
+    pub service_account_issuer: String,
+    pub api_audiences: Vec<String>,
+    pub service_account_max_token_expiration: Duration,
+    /// The API server's request limits.
+    pub api_limits: wasmkube_apiserver::limits::ApiLimits,
+    /// The API server's audit log.
+    pub audit: wasmkube_apiserver::audit::AuditConfig,
 }
 
 const SCHEDULER_USER: &str = "system:kube-scheduler";
@@ -267,6 +281,20 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         tls_sans: opts.tls_sans.clone(),
         component_users,
         store: opts.store.clone(),
+        service_account_issuer: opts.service_account_issuer.clone(),
+        api_audiences: opts.api_audiences.clone(),
+        service_account_max_token_expiration: opts.service_account_max_token_expiration,
+        api_limits: opts.api_limits.clone(),
+        audit: opts.audit.clone(),
+        encryption_provider_config: opts.encryption_provider_config.clone(),
+        // The built-in node's hostPath directories are also what admission
+        // lets pods ask for.
+        admission: wasmkube_apiserver::admission::Policy {
+            allowed_host_paths: opts.allow_host_paths.clone(),
+            max_pod_memory: opts.max_pod_memory,
+            max_pod_cpu: opts.max_pod_cpu,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let running = wasmkube_apiserver::start(config, api_shutdown.clone())

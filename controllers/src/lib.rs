@@ -10,7 +10,8 @@
 //! [`replicaset`] (pods per ReplicaSet), [`deployment`] (rollouts through
 //! ReplicaSets), [`daemonset`] (one pod per eligible node), [`job`]
 //! (pods run to completion), [`endpointslice`] (the endpoints of
-//! Services) and
+//! Services), [`serviceaccount`] (a `default` ServiceAccount per
+//! namespace) and
 //! [`garbage_collector`] (dependents of deleted owners). [`ownership`] holds
 //! the adoption rules they share, [`events`] the Event recorder.
 
@@ -24,6 +25,7 @@ pub mod job;
 pub mod node_lifecycle;
 pub mod ownership;
 pub mod replicaset;
+pub mod serviceaccount;
 
 use std::time::Duration;
 
@@ -32,7 +34,7 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
@@ -107,6 +109,10 @@ pub async fn run(
         (
             "endpointslice",
             tokio::spawn(run_endpointslice(client.clone(), resync, shutdown.clone())),
+        ),
+        (
+            "serviceaccount",
+            tokio::spawn(run_serviceaccount(client.clone(), resync, shutdown.clone())),
         ),
         (
             "garbage-collector",
@@ -464,6 +470,32 @@ async fn run_garbage_collector(client: Client, resync: Duration, shutdown: Cance
         "garbage-collector",
         reconciler,
         keys(vec![pod_keys, rs_keys, d_keys, job_keys, ds_keys]),
+        ready,
+        resync,
+        shutdown,
+    )
+    .await;
+}
+
+async fn run_serviceaccount(client: Client, resync: Duration, shutdown: CancellationToken) {
+    let (ns_store, ns_events) = cache::<Namespace>(&client);
+    let (sa_store, sa_events) = cache::<ServiceAccount>(&client);
+    let ns_keys = ns_events
+        .map(|(ns, _)| ns.metadata.name.into_iter().collect())
+        .boxed();
+    let sa_keys = sa_events
+        .map(|(sa, _)| {
+            serviceaccount::key_for_service_account(&sa)
+                .into_iter()
+                .collect()
+        })
+        .boxed();
+    let ready = all_ready(vec![ready_of(&ns_store), ready_of(&sa_store)]);
+    let reconciler = serviceaccount::ServiceAccountController::new(client, ns_store, sa_store);
+    framework::run(
+        "serviceaccount",
+        reconciler,
+        keys(vec![ns_keys, sa_keys]),
         ready,
         resync,
         shutdown,

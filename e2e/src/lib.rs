@@ -242,6 +242,8 @@ impl Cluster {
                 "pki/ca.key",
                 "pki/server.crt",
                 "pki/server.key",
+                // ServiceAccount tokens verify on every server only with one key.
+                "pki/sa.key",
                 "tokens.csv",
             ] {
                 std::fs::copy(from.join(f), data.join(f))

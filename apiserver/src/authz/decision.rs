@@ -15,10 +15,6 @@ use wasmkube_api::join::{
     BOOTSTRAPPERS_GROUP, CACERTS_PATH, JOIN_PATH, NODE_USER_PREFIX, NODES_GROUP,
 };
 
-/// Users with the run of the API besides `system:masters`: the control
-/// plane components.
-pub const UNRESTRICTED_USERS: &[&str] =
-    &["system:kube-scheduler", "system:kube-controller-manager"];
 /// The namespace of node heartbeat leases.
 pub const NODE_LEASE_NAMESPACE: &str = "kube-node-lease";
 
@@ -43,6 +39,9 @@ pub enum Condition {
     /// A pod with `spec.nodeName` == `node` in the request's namespace
     /// references the `kind` object the request names.
     ReferencedByPodOn { node: String, kind: RefKind },
+    /// Whatever RBAC ([`super::rbac`]) grants the caller, from the stored
+    /// roles and bindings.
+    Rbac,
 }
 
 /// Who the caller is, for the rules.
@@ -56,16 +55,19 @@ pub enum Identity {
     UnnamedNode,
     /// A bootstrap token: only joining and public documents.
     Bootstrapper,
+    /// Everyone else (users, ServiceAccounts, the control-plane
+    /// components): what RBAC grants.
+    Rbac,
 }
 
 /// Classifies `user`. A credential marked as a node in either way (name
-/// `system:node:<n>` or group `system:nodes`) is held to the node rules:
-/// Kubernetes requires both marks, but there an identity with one mark
-/// falls to RBAC, which grants it nothing; here (before RBAC) it would
-/// otherwise be unrestricted.
+/// `system:node:<n>` or group `system:nodes`) is held to the node rules
+/// (Kubernetes requires both marks and lets an identity with one fall to
+/// RBAC, which by default grants it nothing: the same outcome, but stricter
+/// if someone binds a role to `system:nodes`).
 pub fn identify(user: &UserInfo) -> Identity {
     let in_group = |g: &str| user.groups.iter().any(|x| x == g);
-    if in_group(MASTERS_GROUP) || UNRESTRICTED_USERS.contains(&user.name.as_str()) {
+    if in_group(MASTERS_GROUP) {
         return Identity::Unrestricted;
     }
     let node = user.name.strip_prefix(NODE_USER_PREFIX);
@@ -78,9 +80,7 @@ pub fn identify(user: &UserInfo) -> Identity {
     if in_group(BOOTSTRAPPERS_GROUP) {
         return Identity::Bootstrapper;
     }
-    // Every other authenticated user may do anything until RBAC (issue #9)
-    // gives users roles.
-    Identity::Unrestricted
+    Identity::Rbac
 }
 
 /// Asking who one is (`kubectl auth whoami`): Kubernetes grants it to every
@@ -99,6 +99,7 @@ pub fn decide(user: &UserInfo, attrs: &Attributes) -> Decision {
     }
     match identify(user) {
         Identity::Unrestricted => Decision::Allow,
+        Identity::Rbac => Decision::Requires(Condition::Rbac),
         Identity::Bootstrapper => bootstrapper(attrs),
         Identity::UnnamedNode => {
             Decision::Deny("the node credential does not name a node".to_string())
@@ -358,11 +359,9 @@ mod tests {
     }
 
     #[test]
-    fn masters_and_control_plane_components_may_do_anything() {
+    fn masters_may_do_anything() {
         let users = [
             user("admin", &[MASTERS_GROUP]),
-            user("system:kube-scheduler", &[]),
-            user("system:kube-controller-manager", &[]),
             // Masters win over every other mark.
             user("system:node:n1", &[NODES_GROUP, MASTERS_GROUP]),
             user(
@@ -379,11 +378,24 @@ mod tests {
     }
 
     #[test]
-    fn other_users_are_unrestricted_until_rbac() {
-        let u = user("alice", &["dev"]);
-        assert_eq!(identify(&u), Identity::Unrestricted);
-        for (m, p) in sample() {
-            assert!(allowed(&u, m.clone(), p), "{m} {p}");
+    fn other_users_and_components_are_left_to_rbac() {
+        for u in [
+            user("alice", &["dev"]),
+            user("system:kube-scheduler", &[]),
+            user("system:kube-controller-manager", &[]),
+            user(
+                "system:serviceaccount:ns:robot",
+                &["system:serviceaccounts"],
+            ),
+        ] {
+            assert_eq!(identify(&u), Identity::Rbac);
+            for (m, p) in sample() {
+                assert_eq!(
+                    decide_on(&u, m.clone(), p),
+                    Decision::Requires(Condition::Rbac),
+                    "{m} {p}"
+                );
+            }
         }
     }
 

@@ -216,6 +216,169 @@ pub(super) static MESSAGES: &[M] = &[
         ],
     },
     M {
+        name: "authentication.v1.BoundObjectReference",
+        fields: &[
+            F { tag: 1, json: "kind", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 2, json: "apiVersion", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 3, json: "name", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 4, json: "uid", ty: Str, rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "authentication.v1.TokenRequest",
+        fields: &[
+            F { tag: 1, json: "metadata", ty: Msg("meta.v1.ObjectMeta"), rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "spec", ty: Msg("authentication.v1.TokenRequestSpec"), rep: false, req: true, ptr: false, inline: false },
+            F { tag: 3, json: "status", ty: Msg("authentication.v1.TokenRequestStatus"), rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "authentication.v1.TokenRequestSpec",
+        fields: &[
+            F { tag: 1, json: "audiences", ty: Str, rep: true, req: true, ptr: false, inline: false },
+            F { tag: 3, json: "boundObjectRef", ty: Msg("authentication.v1.BoundObjectReference"), rep: false, req: false, ptr: false, inline: false },
+            F { tag: 4, json: "expirationSeconds", ty: I64, rep: false, req: false, ptr: true, inline: false },
+        ],
+    },
+    M {
+        name: "authentication.v1.TokenRequestStatus",
+        fields: &[
+            F { tag: 1, json: "token", ty: Str, rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "expirationTimestamp", ty: Msg("meta.v1.Time"), rep: false, req: true, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "authorization.v1.ExtraValue",
+        fields: &[
+            F { tag: 1, json: "items", ty: Str, rep: true, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "authorization.v1.FieldSelectorAttributes",
+        fields: &[
+            F { tag: 1, json: "rawSelector", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 2, json: "requirements", ty: Msg("meta.v1.FieldSelectorRequirement"), rep: true, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "authorization.v1.LabelSelectorAttributes",
+        fields: &[
+            F { tag: 1, json: "rawSelector", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 2, json: "requirements", ty: Msg("meta.v1.LabelSelectorRequirement"), rep: true, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "authorization.v1.LocalSubjectAccessReview",
+        fields: &[
+            F { tag: 1, json: "metadata", ty: Msg("meta.v1.ObjectMeta"), rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "spec", ty: Msg("authorization.v1.SubjectAccessReviewSpec"), rep: false, req: true, ptr: false, inline: false },
+            F { tag: 3, json: "status", ty: Msg("authorization.v1.SubjectAccessReviewStatus"), rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "authorization.v1.NonResourceAttributes",
+        fields: &[
+            F { tag: 1, json: "path", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 2, json: "verb", ty: Str, rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "authorization.v1.NonResourceRule",
+        fields: &[
+            F { tag: 1, json: "verbs", ty: Str, rep: true, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "nonResourceURLs", ty: Str, rep: true, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "authorization.v1.ResourceAttributes",
+        fields: &[
+            F { tag: 1, json: "namespace", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 2, json: "verb", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 3, json: "group", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 4, json: "version", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 5, json: "resource", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 6, json: "subresource", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 7, json: "name", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 8, json: "fieldSelector", ty: Msg("authorization.v1.FieldSelectorAttributes"), rep: false, req: false, ptr: false, inline: false },
+            F { tag: 9, json: "labelSelector", ty: Msg("authorization.v1.LabelSelectorAttributes"), rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "authorization.v1.ResourceRule",
+        fields: &[
+            F { tag: 1, json: "verbs", ty: Str, rep: true, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "apiGroups", ty: Str, rep: true, req: false, ptr: false, inline: false },
+            F { tag: 3, json: "resources", ty: Str, rep: true, req: false, ptr: false, inline: false },
+            F { tag: 4, json: "resourceNames", ty: Str, rep: true, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "authorization.v1.SelfSubjectAccessReview",
+        fields: &[
+            F { tag: 1, json: "metadata", ty: Msg("meta.v1.ObjectMeta"), rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "spec", ty: Msg("authorization.v1.SelfSubjectAccessReviewSpec"), rep: false, req: true, ptr: false, inline: false },
+            F { tag: 3, json: "status", ty: Msg("authorization.v1.SubjectAccessReviewStatus"), rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "authorization.v1.SelfSubjectAccessReviewSpec",
+        fields: &[
+            F { tag: 1, json: "resourceAttributes", ty: Msg("authorization.v1.ResourceAttributes"), rep: false, req: false, ptr: false, inline: false },
+            F { tag: 2, json: "nonResourceAttributes", ty: Msg("authorization.v1.NonResourceAttributes"), rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "authorization.v1.SelfSubjectRulesReview",
+        fields: &[
+            F { tag: 1, json: "metadata", ty: Msg("meta.v1.ObjectMeta"), rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "spec", ty: Msg("authorization.v1.SelfSubjectRulesReviewSpec"), rep: false, req: true, ptr: false, inline: false },
+            F { tag: 3, json: "status", ty: Msg("authorization.v1.SubjectRulesReviewStatus"), rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "authorization.v1.SelfSubjectRulesReviewSpec",
+        fields: &[
+            F { tag: 1, json: "namespace", ty: Str, rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "authorization.v1.SubjectAccessReview",
+        fields: &[
+            F { tag: 1, json: "metadata", ty: Msg("meta.v1.ObjectMeta"), rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "spec", ty: Msg("authorization.v1.SubjectAccessReviewSpec"), rep: false, req: true, ptr: false, inline: false },
+            F { tag: 3, json: "status", ty: Msg("authorization.v1.SubjectAccessReviewStatus"), rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "authorization.v1.SubjectAccessReviewSpec",
+        fields: &[
+            F { tag: 1, json: "resourceAttributes", ty: Msg("authorization.v1.ResourceAttributes"), rep: false, req: false, ptr: false, inline: false },
+            F { tag: 2, json: "nonResourceAttributes", ty: Msg("authorization.v1.NonResourceAttributes"), rep: false, req: false, ptr: false, inline: false },
+            F { tag: 3, json: "user", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 4, json: "groups", ty: Str, rep: true, req: false, ptr: false, inline: false },
+            F { tag: 5, json: "extra", ty: MapMsg("authorization.v1.ExtraValue"), rep: false, req: false, ptr: false, inline: false },
+            F { tag: 6, json: "uid", ty: Str, rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "authorization.v1.SubjectAccessReviewStatus",
+        fields: &[
+            F { tag: 1, json: "allowed", ty: Bool, rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "reason", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 3, json: "evaluationError", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 4, json: "denied", ty: Bool, rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "authorization.v1.SubjectRulesReviewStatus",
+        fields: &[
+            F { tag: 1, json: "resourceRules", ty: Msg("authorization.v1.ResourceRule"), rep: true, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "nonResourceRules", ty: Msg("authorization.v1.NonResourceRule"), rep: true, req: true, ptr: false, inline: false },
+            F { tag: 3, json: "incomplete", ty: Bool, rep: false, req: true, ptr: false, inline: false },
+            F { tag: 4, json: "evaluationError", ty: Str, rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
         name: "batch.v1.Job",
         fields: &[
             F { tag: 1, json: "metadata", ty: Msg("meta.v1.ObjectMeta"), rep: false, req: true, ptr: false, inline: false },
@@ -933,6 +1096,30 @@ pub(super) static MESSAGES: &[M] = &[
         ],
     },
     M {
+        name: "core.v1.LimitRange",
+        fields: &[
+            F { tag: 1, json: "metadata", ty: Msg("meta.v1.ObjectMeta"), rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "spec", ty: Msg("core.v1.LimitRangeSpec"), rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "core.v1.LimitRangeItem",
+        fields: &[
+            F { tag: 1, json: "type", ty: Str, rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "max", ty: MapMsg("resource.Quantity"), rep: false, req: false, ptr: false, inline: false },
+            F { tag: 3, json: "min", ty: MapMsg("resource.Quantity"), rep: false, req: false, ptr: false, inline: false },
+            F { tag: 4, json: "default", ty: MapMsg("resource.Quantity"), rep: false, req: false, ptr: false, inline: false },
+            F { tag: 5, json: "defaultRequest", ty: MapMsg("resource.Quantity"), rep: false, req: false, ptr: false, inline: false },
+            F { tag: 6, json: "maxLimitRequestRatio", ty: MapMsg("resource.Quantity"), rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "core.v1.LimitRangeSpec",
+        fields: &[
+            F { tag: 1, json: "limits", ty: Msg("core.v1.LimitRangeItem"), rep: true, req: true, ptr: false, inline: false },
+        ],
+    },
+    M {
         name: "core.v1.LinuxContainerUser",
         fields: &[
             F { tag: 1, json: "uid", ty: I64, rep: false, req: true, ptr: false, inline: false },
@@ -1515,6 +1702,29 @@ pub(super) static MESSAGES: &[M] = &[
         ],
     },
     M {
+        name: "core.v1.ResourceQuota",
+        fields: &[
+            F { tag: 1, json: "metadata", ty: Msg("meta.v1.ObjectMeta"), rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "spec", ty: Msg("core.v1.ResourceQuotaSpec"), rep: false, req: false, ptr: false, inline: false },
+            F { tag: 3, json: "status", ty: Msg("core.v1.ResourceQuotaStatus"), rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "core.v1.ResourceQuotaSpec",
+        fields: &[
+            F { tag: 1, json: "hard", ty: MapMsg("resource.Quantity"), rep: false, req: false, ptr: false, inline: false },
+            F { tag: 2, json: "scopes", ty: Str, rep: true, req: false, ptr: false, inline: false },
+            F { tag: 3, json: "scopeSelector", ty: Msg("core.v1.ScopeSelector"), rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "core.v1.ResourceQuotaStatus",
+        fields: &[
+            F { tag: 1, json: "hard", ty: MapMsg("resource.Quantity"), rep: false, req: false, ptr: false, inline: false },
+            F { tag: 2, json: "used", ty: MapMsg("resource.Quantity"), rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
         name: "core.v1.ResourceRequirements",
         fields: &[
             F { tag: 1, json: "limits", ty: MapMsg("resource.Quantity"), rep: false, req: false, ptr: false, inline: false },
@@ -1542,6 +1752,20 @@ pub(super) static MESSAGES: &[M] = &[
             F { tag: 8, json: "volumeName", ty: Str, rep: false, req: false, ptr: false, inline: false },
             F { tag: 9, json: "fsType", ty: Str, rep: false, req: false, ptr: false, inline: false },
             F { tag: 10, json: "readOnly", ty: Bool, rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "core.v1.ScopeSelector",
+        fields: &[
+            F { tag: 1, json: "matchExpressions", ty: Msg("core.v1.ScopedResourceSelectorRequirement"), rep: true, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "core.v1.ScopedResourceSelectorRequirement",
+        fields: &[
+            F { tag: 1, json: "scopeName", ty: Str, rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "operator", ty: Str, rep: false, req: true, ptr: false, inline: false },
+            F { tag: 3, json: "values", ty: Str, rep: true, req: false, ptr: false, inline: false },
         ],
     },
     M {
@@ -1625,6 +1849,15 @@ pub(super) static MESSAGES: &[M] = &[
             F { tag: 1, json: "metadata", ty: Msg("meta.v1.ObjectMeta"), rep: false, req: true, ptr: false, inline: false },
             F { tag: 2, json: "spec", ty: Msg("core.v1.ServiceSpec"), rep: false, req: false, ptr: false, inline: false },
             F { tag: 3, json: "status", ty: Msg("core.v1.ServiceStatus"), rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "core.v1.ServiceAccount",
+        fields: &[
+            F { tag: 1, json: "metadata", ty: Msg("meta.v1.ObjectMeta"), rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "secrets", ty: Msg("core.v1.ObjectReference"), rep: true, req: false, ptr: false, inline: false },
+            F { tag: 3, json: "imagePullSecrets", ty: Msg("core.v1.LocalObjectReference"), rep: true, req: false, ptr: false, inline: false },
+            F { tag: 4, json: "automountServiceAccountToken", ty: Bool, rep: false, req: false, ptr: true, inline: false },
         ],
     },
     M {
@@ -1907,6 +2140,14 @@ pub(super) static MESSAGES: &[M] = &[
         ],
     },
     M {
+        name: "meta.v1.FieldSelectorRequirement",
+        fields: &[
+            F { tag: 1, json: "key", ty: Str, rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "operator", ty: Str, rep: false, req: true, ptr: false, inline: false },
+            F { tag: 3, json: "values", ty: Str, rep: true, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
         name: "meta.v1.LabelSelector",
         fields: &[
             F { tag: 1, json: "matchLabels", ty: MapStr, rep: false, req: false, ptr: false, inline: false },
@@ -1976,6 +2217,70 @@ pub(super) static MESSAGES: &[M] = &[
         fields: &[
             F { tag: 1, json: "metadata", ty: Msg("meta.v1.ObjectMeta"), rep: false, req: true, ptr: false, inline: false },
             F { tag: 2, json: "deleteOptions", ty: Msg("meta.v1.DeleteOptions"), rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "rbac.v1.AggregationRule",
+        fields: &[
+            F { tag: 1, json: "clusterRoleSelectors", ty: Msg("meta.v1.LabelSelector"), rep: true, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "rbac.v1.ClusterRole",
+        fields: &[
+            F { tag: 1, json: "metadata", ty: Msg("meta.v1.ObjectMeta"), rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "rules", ty: Msg("rbac.v1.PolicyRule"), rep: true, req: false, ptr: false, inline: false },
+            F { tag: 3, json: "aggregationRule", ty: Msg("rbac.v1.AggregationRule"), rep: false, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "rbac.v1.ClusterRoleBinding",
+        fields: &[
+            F { tag: 1, json: "metadata", ty: Msg("meta.v1.ObjectMeta"), rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "subjects", ty: Msg("rbac.v1.Subject"), rep: true, req: false, ptr: false, inline: false },
+            F { tag: 3, json: "roleRef", ty: Msg("rbac.v1.RoleRef"), rep: false, req: true, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "rbac.v1.PolicyRule",
+        fields: &[
+            F { tag: 1, json: "verbs", ty: Str, rep: true, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "apiGroups", ty: Str, rep: true, req: false, ptr: false, inline: false },
+            F { tag: 3, json: "resources", ty: Str, rep: true, req: false, ptr: false, inline: false },
+            F { tag: 4, json: "resourceNames", ty: Str, rep: true, req: false, ptr: false, inline: false },
+            F { tag: 5, json: "nonResourceURLs", ty: Str, rep: true, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "rbac.v1.Role",
+        fields: &[
+            F { tag: 1, json: "metadata", ty: Msg("meta.v1.ObjectMeta"), rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "rules", ty: Msg("rbac.v1.PolicyRule"), rep: true, req: false, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "rbac.v1.RoleBinding",
+        fields: &[
+            F { tag: 1, json: "metadata", ty: Msg("meta.v1.ObjectMeta"), rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "subjects", ty: Msg("rbac.v1.Subject"), rep: true, req: false, ptr: false, inline: false },
+            F { tag: 3, json: "roleRef", ty: Msg("rbac.v1.RoleRef"), rep: false, req: true, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "rbac.v1.RoleRef",
+        fields: &[
+            F { tag: 1, json: "apiGroup", ty: Str, rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "kind", ty: Str, rep: false, req: true, ptr: false, inline: false },
+            F { tag: 3, json: "name", ty: Str, rep: false, req: true, ptr: false, inline: false },
+        ],
+    },
+    M {
+        name: "rbac.v1.Subject",
+        fields: &[
+            F { tag: 1, json: "kind", ty: Str, rep: false, req: true, ptr: false, inline: false },
+            F { tag: 2, json: "apiGroup", ty: Str, rep: false, req: false, ptr: false, inline: false },
+            F { tag: 3, json: "name", ty: Str, rep: false, req: true, ptr: false, inline: false },
+            F { tag: 4, json: "namespace", ty: Str, rep: false, req: false, ptr: false, inline: false },
         ],
     },
 ];

@@ -159,19 +159,37 @@ async fn handle(reg: Arc<Registry>, req: Request) -> Result<Response> {
                     .await?;
                 Ok(json_response(StatusCode::OK, &scale, &[]))
             }
-            // Port-forwarding tunnels raw TCP into a pod's network namespace;
-            // wasm pods have none (they share the node's address and serve
-            // HTTP per request), so kubectl gets a message naming what works.
-            ("portforward", &Method::GET | &Method::POST) => Err(ApiError(status::failure(
-                400,
-                "BadRequest",
-                format!(
-                    "port-forward is not supported for wasm pods (pod {:?}): reach an HTTP pod \
-                         through a Service — its NodePort on any node, or the node proxy with \
-                         `Host: <service>.<namespace>` (wasmkube server --proxy-port, default 8080)",
-                    name
-                ),
-            ))),
+            // Wasm pods serve HTTP per request: port-forward serves HTTP on
+            // each forwarded connection and sends requests to the pod.
+            ("portforward", &Method::GET | &Method::POST) => {
+                let tunnels = parts
+                    .extensions
+                    .get::<crate::tunnel::Tunnels>()
+                    .cloned()
+                    .unwrap_or_default();
+                let (ns, name) = (ns.unwrap_or("").to_string(), name.to_string());
+                let req = axum::http::Request::from_parts(parts, body);
+                Ok(crate::portforward::serve(reg.clone(), tunnels, ns, name, req).await)
+            }
+            // `kubectl create token`: a TokenRequest for a ServiceAccount.
+            ("token", &Method::POST) => {
+                let bytes = read_body(&reg, body).await?;
+                let request = request::decode_object(&bytes, request::body_type(&parts.headers)?)?;
+                let tokens = parts
+                    .extensions
+                    .get::<crate::serviceaccount::Shared>()
+                    .cloned()
+                    .ok_or_else(|| ApiError::internal("no ServiceAccount token signer"))?;
+                let out = crate::serviceaccount::token_request(
+                    &reg,
+                    &tokens,
+                    ns.unwrap_or(""),
+                    name,
+                    &request,
+                )
+                .await?;
+                Ok(json_response(StatusCode::CREATED, &out, &[]))
+            }
             ("log", &Method::GET) => Ok(pod_log(
                 reg.clone(),
                 parts

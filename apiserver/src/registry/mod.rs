@@ -34,7 +34,7 @@ pub use handlers::routes;
 pub use ops::{DeleteOptions, WriteOptions};
 
 /// Tunables of a [`Registry`]; the defaults suit a server.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RegistryOptions {
     /// Watch cache sizes and the BOOKMARK interval.
     pub cache: CacheOptions,
@@ -44,6 +44,8 @@ pub struct RegistryOptions {
     /// (a random value in between spreads reconnects, as Kubernetes does).
     pub min_watch_timeout: Duration,
     pub max_watch_timeout: Duration,
+    /// The admission policy (hostPath, per-pod maximums, quota resync).
+    pub admission: crate::admission::Policy,
 }
 
 impl Default for RegistryOptions {
@@ -53,6 +55,7 @@ impl Default for RegistryOptions {
             max_body_bytes: 3 * 1024 * 1024,
             min_watch_timeout: Duration::from_secs(30 * 60),
             max_watch_timeout: Duration::from_secs(60 * 60),
+            admission: crate::admission::Policy::default(),
         }
     }
 }
@@ -63,6 +66,7 @@ pub struct Registry {
     caches: HashMap<(&'static str, &'static str), Arc<WatchCache>>,
     options: RegistryOptions,
     shutdown: CancellationToken,
+    admission: crate::admission::Admission,
 }
 
 impl std::fmt::Debug for Registry {
@@ -100,12 +104,15 @@ impl Registry {
             .map_err(|e| ApiError::from_storage(e, res.group, res.plural, ""))?;
             caches.insert((res.group, res.plural), cache);
         }
+        let admission = crate::admission::Admission::new(options.admission.clone());
         let registry = Arc::new(Registry {
             store,
             caches,
             options,
             shutdown,
+            admission,
         });
+        crate::admission::Admission::spawn_quota_controller(&registry, registry.shutdown.clone());
         registry.resume_namespace_cleanups().await;
         registry.spawn_allocation_repair();
         Ok(registry)
@@ -144,6 +151,11 @@ impl Registry {
         });
     }
 
+    /// The admission chain every create and update goes through.
+    pub fn admission(&self) -> &crate::admission::Admission {
+        &self.admission
+    }
+
     /// The store this registry writes to.
     pub fn store(&self) -> Arc<dyn Store> {
         self.store.clone()
@@ -171,6 +183,29 @@ impl Registry {
         let mut warnings = Vec::new();
         self.create_object(res, namespace, obj, &WriteOptions::default(), &mut warnings)
             .await
+    }
+
+    /// Replaces an object as a PUT would (validation, `resourceVersion`
+    /// precondition when the object carries one). Bootstrap reconciliation
+    /// (the default RBAC policy) uses it.
+    pub async fn replace(
+        &self,
+        res: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        obj: Value,
+    ) -> Result<Value> {
+        let mut warnings = Vec::new();
+        self.update_object(
+            res,
+            namespace,
+            name,
+            obj,
+            ops::Part::Main,
+            &WriteOptions::default(),
+            &mut warnings,
+        )
+        .await
     }
 
     /// The objects of `res` in `namespace` (every namespace when `None`) as
@@ -214,7 +249,7 @@ impl Registry {
 
     /// Records a successful write of `res` at `revision`: this server's
     /// later lists from the cache wait until the cache has applied it.
-    fn wrote(&self, res: &ResourceInfo, revision: i64) {
+    pub(crate) fn wrote(&self, res: &ResourceInfo, revision: i64) {
         if let Some(cache) = self.cache(res) {
             cache.note_write(revision);
         }

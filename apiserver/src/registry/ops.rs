@@ -16,6 +16,7 @@ use super::object::{self, Filter};
 use super::request::{BodyType, FieldValidation};
 use super::service_alloc::{self, Claimed};
 use super::{Registry, collection_prefix, key};
+use crate::admission::Operation;
 use crate::error::{ApiError, Result};
 use crate::storage::{self, KeyValue, Precondition};
 use crate::watch_cache::decode_with_revision;
@@ -491,11 +492,28 @@ impl Registry {
             // Named and with its uid: what the kind's create strategy needs
             // (a Job's selector is generated from its uid).
             rules::prepare_create(res.kind, &mut obj);
+            // Admission: mutating plugins before validation, validating
+            // ones after; `_admitted` lives until the object is stored.
+            self.admission
+                .mutate(self, res, ns.as_deref(), &mut obj, Operation::Create)
+                .await?;
             let name = object::name(&obj).to_string();
             let causes = validate(res, &obj);
             if !causes.is_empty() {
                 return Err(invalid(res, &name, causes));
             }
+            let _admitted = self
+                .admission
+                .validate(
+                    self,
+                    res,
+                    ns.as_deref(),
+                    &obj,
+                    Operation::Create,
+                    opts.dry_run,
+                    warnings,
+                )
+                .await?;
             object::set_meta(&mut obj, "creationTimestamp", Value::String(object::now()));
             if opts.dry_run {
                 return Ok(obj);
@@ -624,6 +642,13 @@ impl Registry {
             o.insert("apiVersion".into(), json!(res.api_version()));
         }
         rules::defaults(res.kind, &mut new);
+        let op = Operation::Update {
+            old: current,
+            status: part == Part::Status,
+        };
+        self.admission
+            .mutate(self, res, namespace, &mut new, op)
+            .await?;
         let mut causes = validate(res, &new);
         for c in rules::validate_update(res.kind, current, &new) {
             if !causes.contains(&c) {
@@ -633,6 +658,19 @@ impl Registry {
         if !causes.is_empty() {
             return Err(invalid(res, name, causes).into());
         }
+        // Held until the update is stored (see `admission::Admitted`).
+        let _admitted = self
+            .admission
+            .validate(
+                self,
+                res,
+                namespace,
+                &new,
+                op,
+                opts.dry_run,
+                &mut Vec::new(),
+            )
+            .await?;
         // An update may need new node ports (a type or port change) or a
         // ClusterIP (from ExternalName); what it drops is freed once stored.
         let claimed = if is_core(res, "Service") && part == Part::Main && !opts.dry_run {
@@ -1066,6 +1104,7 @@ impl Registry {
     /// Called after an object is removed from the store: a terminating
     /// namespace that became empty is removed too.
     async fn after_removal(&self, res: &ResourceInfo, namespace: Option<&str>) {
+        self.admission.removed(res);
         if let (true, Some(ns)) = (res.namespaced, namespace) {
             self.finalize_namespace(ns).await;
         }

@@ -17,6 +17,7 @@
 /// The backend-independent conformance suite (every backend must pass it unchanged).
 pub mod conformance;
 pub mod embedded;
+pub mod encryption;
 pub mod etcd;
 
 use std::pin::Pin;
@@ -110,6 +111,10 @@ pub enum Error {
     /// The backend failed (I/O, corruption, lost connection) — 500/503.
     #[error("storage backend: {0}")]
     Backend(String),
+    /// The stored value of `key` could not be decrypted (or encrypted):
+    /// its encryption key is missing or wrong — 500 naming both.
+    #[error("unable to transform key {key:?}: {message}")]
+    Transform { key: String, message: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -159,4 +164,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The revision of the last compaction (0 when nothing is compacted).
     async fn compacted_revision(&self) -> Result<i64>;
+
+    /// The encryption-at-rest layer, when this store is one: its admin
+    /// endpoints (key usage, rewrite) reach it through the shared store.
+    fn encryption(&self) -> Option<&encryption::EncryptedStore> {
+        None
+    }
 }

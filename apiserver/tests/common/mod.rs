@@ -48,6 +48,12 @@ pub async fn app_state(
         },
         tunnels: Default::default(),
         ca: None,
+        service_accounts: Arc::new(
+            wasmkube_apiserver::serviceaccount::ServiceAccountTokens::load_or_create(
+                &dir.join("pki"),
+                Default::default(),
+            )?,
+        ),
     })
 }
 

@@ -10,8 +10,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +20,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use wasmkube_apiserver::storage::Store;
 use wasmkube_apiserver::storage::encryption;
-use wasmkube_apiserver::storage::etcd::{EtcdOptions, EtcdStore};
+use wasmkube_apiserver::storage::etcd::EtcdStore;
 use wasmkube_apiserver::{Config, Running, StoreBackend};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -322,115 +320,9 @@ async fn a_missing_key_is_a_500_naming_it_and_the_server_still_starts() -> Resul
 // ---------------------------------------------------------------------------
 // etcd
 
-fn etcd_binary() -> PathBuf {
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join("etcd"))
-                .find(|candidate| candidate.is_file())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "etcd is not on PATH: install Debian's etcd-server (`apt-get install etcd-server`, \
-                 or run scripts/setup.sh) to run the encryption-at-rest etcd test"
-            )
-        })
-}
-
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// One etcd member on loopback with a temp data dir, killed on drop.
-struct Etcd {
-    dir: tempfile::TempDir,
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Etcd {
-    async fn start() -> Result<Etcd> {
-        let binary = etcd_binary();
-        let mut last = String::new();
-        // A port picked free can be taken before etcd binds it: retry.
-        for _ in 0..3 {
-            let dir = tempfile::tempdir()?;
-            let client = format!("http://127.0.0.1:{}", free_port()?);
-            let peer = format!("http://127.0.0.1:{}", free_port()?);
-            let log = std::fs::File::create(dir.path().join("etcd.log"))?;
-            let child = Command::new(&binary)
-                .args(["--name", "m0", "--log-level", "warn"])
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .args([
-                    "--listen-client-urls",
-                    &client,
-                    "--advertise-client-urls",
-                    &client,
-                ])
-                .args([
-                    "--listen-peer-urls",
-                    &peer,
-                    "--initial-advertise-peer-urls",
-                    &peer,
-                ])
-                .arg("--initial-cluster")
-                .arg(format!("m0={peer}"))
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .context("spawn etcd")?;
-            let mut etcd = Etcd {
-                dir,
-                child,
-                endpoint: client,
-            };
-            let deadline = tokio::time::Instant::now() + DEADLINE;
-            loop {
-                if let Some(status) = etcd.child.try_wait()? {
-                    last = format!("etcd exited with {status}");
-                    break;
-                }
-                match EtcdStore::connect(etcd.options("/ready")).await {
-                    Ok(_) => return Ok(etcd),
-                    Err(e) if tokio::time::Instant::now() > deadline => {
-                        last = e.to_string();
-                        break;
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        }
-        bail!("etcd did not start: {last}")
-    }
-
-    fn options(&self, prefix: &str) -> EtcdOptions {
-        EtcdOptions {
-            endpoints: vec![self.endpoint.clone()],
-            prefix: prefix.to_owned(),
-            dial_timeout: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(10),
-            ..EtcdOptions::default()
-        }
-    }
-
-    fn data_dir(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
 #[tokio::test]
 async fn etcd_holds_no_plaintext_and_the_api_decrypts() -> Result<()> {
-    let etcd = Etcd::start().await?;
+    let etcd = common::etcd::Etcd::start().await?;
     let dir = tempfile::tempdir()?;
     let options = etcd.options("/wasmkube");
     let config = Config {

@@ -6,8 +6,8 @@
 //! A missing `etcd` binary fails this test (install Debian's `etcd-server`,
 //! scripts/setup.sh); it never skips.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -17,117 +17,17 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use bytes::Bytes;
+use common::etcd::Etcd;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use wasmkube_apiserver::registry::{self, Registry};
-use wasmkube_apiserver::storage::etcd::{EtcdOptions, EtcdStore};
+use wasmkube_apiserver::storage::etcd::EtcdStore;
 use wasmkube_apiserver::storage::{self, KeyValue, Precondition, RangeResult, Store, WatchStream};
 
 const PODS: &str = "/api/v1/namespaces/default/pods";
 const DEADLINE: Duration = Duration::from_secs(30);
-
-fn etcd_binary() -> PathBuf {
-    std::env::var_os("PATH")
-        .and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join("etcd"))
-                .find(|candidate| candidate.is_file())
-        })
-        .unwrap_or_else(|| {
-            panic!(
-                "etcd is not on PATH: install Debian's etcd-server (`apt-get install etcd-server`, \
-                 or run scripts/setup.sh) to run the etcd watch cache test"
-            )
-        })
-}
-
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
-/// One etcd member on loopback with a temp data dir, killed on drop.
-struct Etcd {
-    _dir: tempfile::TempDir,
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Etcd {
-    async fn start() -> Result<Etcd> {
-        let binary = etcd_binary();
-        let mut last = String::new();
-        // A port picked free can be taken before etcd binds it: retry.
-        for _ in 0..3 {
-            let dir = tempfile::tempdir()?;
-            let client = format!("http://127.0.0.1:{}", free_port()?);
-            let peer = format!("http://127.0.0.1:{}", free_port()?);
-            let log = std::fs::File::create(dir.path().join("etcd.log"))?;
-            let child = Command::new(&binary)
-                .arg("--name")
-                .arg("m0")
-                .arg("--data-dir")
-                .arg(dir.path().join("data"))
-                .arg("--listen-client-urls")
-                .arg(&client)
-                .arg("--advertise-client-urls")
-                .arg(&client)
-                .arg("--listen-peer-urls")
-                .arg(&peer)
-                .arg("--initial-advertise-peer-urls")
-                .arg(&peer)
-                .arg("--initial-cluster")
-                .arg(format!("m0={peer}"))
-                .arg("--log-level")
-                .arg("warn")
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log)
-                .spawn()
-                .context("spawn etcd")?;
-            let mut etcd = Etcd {
-                _dir: dir,
-                child,
-                endpoint: client,
-            };
-            let deadline = tokio::time::Instant::now() + DEADLINE;
-            loop {
-                if let Some(status) = etcd.child.try_wait()? {
-                    last = format!("etcd exited with {status}");
-                    break;
-                }
-                match EtcdStore::connect(etcd.options("/ready")).await {
-                    Ok(_) => return Ok(etcd),
-                    Err(e) if tokio::time::Instant::now() > deadline => {
-                        last = e.to_string();
-                        break;
-                    }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-                }
-            }
-        }
-        bail!("etcd did not start: {last}")
-    }
-
-    fn options(&self, prefix: &str) -> EtcdOptions {
-        EtcdOptions {
-            endpoints: vec![self.endpoint.clone()],
-            prefix: prefix.to_owned(),
-            dial_timeout: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(10),
-            ..EtcdOptions::default()
-        }
-    }
-}
 
 /// A store counting its range reads (every store list is at least one).
 struct Counting {

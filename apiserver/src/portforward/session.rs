@@ -219,8 +219,14 @@ pub async fn run(
     tracing::debug!(namespace = %target.namespace, pod = %target.pod, %reason, "port-forward connection ended");
     cancel.cancel();
     drop(out_tx);
-    let _ = writer.await;
+    // A client that stopped reading cannot hold the connection open.
+    if tokio::time::timeout(FINAL_FLUSH, writer).await.is_err() {
+        tracing::debug!("port-forward: the client did not take the last frames");
+    }
 }
+
+/// How long the last frames of a closing connection may take to be sent.
+const FINAL_FLUSH: Duration = Duration::from_secs(5);
 
 /// What a new pair needs from its connection.
 struct Conn<'a> {
@@ -533,9 +539,12 @@ async fn write_frames(
     let mut encoder = Encoder::new();
     let mut buf = BytesMut::new();
     loop {
+        // Queued frames first: when the connection ends, what it queued
+        // last (a GOAWAY, a pair's final error) still reaches the client.
         let frame = tokio::select! {
-            () = cancel.cancelled() => break,
+            biased;
             f = rx.recv() => f,
+            () = cancel.cancelled() => break,
         };
         let Some(frame) = frame else { break };
         if let Err(e) = encoder.encode(&frame, &mut buf) {

@@ -13,6 +13,7 @@
 
 pub use k8s_openapi;
 
+pub mod hop_by_hop;
 pub mod image;
 pub mod join;
 pub mod names;

@@ -16,11 +16,12 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use wasmkube_api::hop_by_hop::strip_hop_by_hop;
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use futures::{Sink, SinkExt, Stream, StreamExt};
-use http::{HeaderMap, HeaderName, Request, Response, StatusCode, header};
+use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -435,33 +436,6 @@ async fn serve_pair(
     let _ = out.send(fin(error_id)).await;
 }
 
-/// Hop-by-hop headers, which belong to one connection and are not forwarded.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in [
-        header::CONNECTION,
-        header::PROXY_AUTHENTICATE,
-        header::PROXY_AUTHORIZATION,
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    headers.remove("keep-alive");
-    headers.remove("proxy-connection");
-}
-
 /// The kubelet path of `path_and_query` on the pod's HTTP port.
 pub fn kubelet_path(namespace: &str, pod: &str, port: u16, path_and_query: &str) -> String {
     let enc = |s: &str| {
@@ -586,24 +560,6 @@ mod tests {
             kubelet_path("default", "echo", 80, "/"),
             "/pods/default/echo/http/80/"
         );
-    }
-
-    #[test]
-    fn hop_by_hop_headers_are_dropped() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            http::HeaderValue::from_static("keep-alive, x-private"),
-        );
-        h.insert("x-private", http::HeaderValue::from_static("1"));
-        h.insert("keep-alive", http::HeaderValue::from_static("timeout=5"));
-        h.insert(
-            header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain"),
-        );
-        strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key(header::CONTENT_TYPE));
     }
 }
 

@@ -440,7 +440,66 @@ pub fn columns(kind: &str) -> Vec<Value> {
             ),
             age_col(),
         ],
-        _ => vec![name_col(), age_col()],
+        "ServiceAccount" => vec![
+            name_col(),
+            col(
+                "Secrets",
+                "string",
+                "",
+                0,
+                "Secrets is a list of the secrets in the same namespace that pods running using this ServiceAccount are allowed to use.",
+            ),
+            age_col(),
+        ],
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let of = if kind == "RoleBinding" {
+                "roleBinding"
+            } else {
+                "clusterRoleBinding"
+            };
+            vec![
+                name_col(),
+                col(
+                    "Role",
+                    "string",
+                    "",
+                    0,
+                    "RoleRef can only reference a ClusterRole in the global namespace. If the RoleRef cannot be resolved, the Authorizer must return an error. This field is immutable.",
+                ),
+                age_col(),
+                col("Users", "string", "", 1, &format!("Users in the {of}")),
+                col("Groups", "string", "", 1, &format!("Groups in the {of}")),
+                col(
+                    "ServiceAccounts",
+                    "string",
+                    "",
+                    1,
+                    &format!("ServiceAccounts in the {of}"),
+                ),
+            ]
+        }
+        "ResourceQuota" => vec![
+            name_col(),
+            age_col(),
+            col(
+                "Request",
+                "string",
+                "",
+                0,
+                "Request represents a minimum amount of cpu/memory that a container may consume.",
+            ),
+            col(
+                "Limit",
+                "string",
+                "",
+                0,
+                "Limits control the maximum amount of cpu/memory that a container may use independent of contention on the node.",
+            ),
+        ],
+        // Kinds without a printer of their own get what kube-apiserver's
+        // default table convertor gives them: the name and the creation
+        // time as an RFC 3339 date (kubectl's `CREATED AT`).
+        _ => vec![name_col(), col("Created At", "date", "", 0, AGE_DESC)],
     }
 }
 
@@ -747,8 +806,85 @@ pub fn cells(kind: &str, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
             Value::from(format_slice_endpoints(obj)),
             Value::from(age(obj, now)),
         ],
-        _ => vec![name, Value::from(age(obj, now))],
+        "ServiceAccount" => vec![
+            name,
+            Value::from(arr(obj, "/secrets").len()),
+            Value::from(age(obj, now)),
+        ],
+        "RoleBinding" | "ClusterRoleBinding" => {
+            let role = format!("{}/{}", s(obj, "/roleRef/kind"), s(obj, "/roleRef/name"));
+            let [users, groups, sas] = binding_subjects(obj);
+            vec![
+                name,
+                Value::from(role),
+                Value::from(age(obj, now)),
+                Value::from(users),
+                Value::from(groups),
+                Value::from(sas),
+            ]
+        }
+        "ResourceQuota" => {
+            let [request, limit] = quota_usage(obj);
+            vec![
+                name,
+                Value::from(age(obj, now)),
+                Value::from(request),
+                Value::from(limit),
+            ]
+        }
+        _ => vec![name, Value::from(created_at(obj))],
     }
+}
+
+/// kube-apiserver's default table cell for the creation time: RFC 3339 in
+/// UTC, whole seconds.
+fn created_at(obj: &Value) -> String {
+    match parse_time(s(obj, "/metadata/creationTimestamp")) {
+        Some(t) => t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        None => String::new(),
+    }
+}
+
+/// A binding's subjects as kubectl's wide columns show them: users, groups
+/// and `namespace/name` service accounts, each list joined with `, `.
+fn binding_subjects(obj: &Value) -> [String; 3] {
+    let (mut users, mut groups, mut sas) = (Vec::new(), Vec::new(), Vec::new());
+    for subject in arr(obj, "/subjects") {
+        let name = s(subject, "/name");
+        match s(subject, "/kind") {
+            "User" => users.push(name.to_string()),
+            "Group" => groups.push(name.to_string()),
+            "ServiceAccount" => sas.push(format!("{}/{name}", s(subject, "/namespace"))),
+            _ => {}
+        }
+    }
+    [users.join(", "), groups.join(", "), sas.join(", ")]
+}
+
+/// A quota's `REQUEST` and `LIMIT` cells: `used/hard` per resource in name
+/// order, `limits.*` in the second, everything else in the first.
+fn quota_usage(obj: &Value) -> [String; 2] {
+    let mut hard: Vec<(&String, &Value)> = obj
+        .pointer("/status/hard")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().collect())
+        .unwrap_or_default();
+    hard.sort_by(|a, b| a.0.cmp(b.0));
+    let (mut request, mut limit) = (Vec::new(), Vec::new());
+    for (resource, quantity) in hard {
+        let used = obj
+            .pointer("/status/used")
+            .and_then(|u| u.get(resource.as_str()))
+            .and_then(Value::as_str)
+            .unwrap_or("0");
+        let cell = format!("{resource}: {used}/{}", quantity.as_str().unwrap_or("0"));
+        if resource.split('.').next() == Some("limits") && resource.contains('.') {
+            limit.push(cell);
+        } else {
+            request.push(cell);
+        }
+    }
+    [request.join(", "), limit.join(", ")]
 }
 
 /// kubectl's service row: `80:30080/TCP` for node ports, `<none>` for
@@ -1504,6 +1640,72 @@ mod tests {
     }
 
     #[test]
+    fn bindings_show_their_role_and_subjects_in_wide_columns() {
+        let b = json!({
+            "metadata": {"name": "viewers", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [
+                {"kind": "User", "name": "alice"}, {"kind": "User", "name": "bob"},
+                {"kind": "Group", "name": "devs"},
+                {"kind": "ServiceAccount", "name": "ci", "namespace": "team"}],
+        });
+        let c = cells("RoleBinding", &b, now());
+        assert_eq!(
+            c,
+            vec![
+                json!("viewers"),
+                json!("ClusterRole/view"),
+                json!("10m"),
+                json!("alice, bob"),
+                json!("devs"),
+                json!("team/ci")
+            ]
+        );
+        let names: Vec<_> = columns("ClusterRoleBinding")
+            .iter()
+            .map(|c| (c["name"].clone(), c["priority"].clone()))
+            .collect();
+        assert_eq!(names[1], (json!("Role"), json!(0)));
+        assert_eq!(names[5], (json!("ServiceAccounts"), json!(1)));
+    }
+
+    #[test]
+    fn quotas_split_requests_and_limits_in_name_order() {
+        let q = json!({
+            "metadata": {"name": "q", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {
+                "hard": {"pods": "10", "limits.memory": "1Gi", "requests.cpu": "2", "count/configmaps": "5", "limits.cpu": "4"},
+                "used": {"pods": "3", "limits.memory": "256Mi", "requests.cpu": "500m"}},
+        });
+        assert_eq!(
+            cells("ResourceQuota", &q, now()),
+            vec![
+                json!("q"),
+                json!("10m"),
+                json!("count/configmaps: 0/5, pods: 3/10, requests.cpu: 500m/2"),
+                json!("limits.cpu: 0/4, limits.memory: 256Mi/1Gi")
+            ]
+        );
+    }
+
+    #[test]
+    fn kinds_without_a_printer_show_their_creation_date() {
+        let role = json!({"metadata": {"name": "r", "creationTimestamp": "2026-01-01T00:00:00Z"}});
+        assert_eq!(
+            cells("Role", &role, now()),
+            vec![json!("r"), json!("2026-01-01T00:00:00Z")]
+        );
+        assert_eq!(columns("ClusterRole")[1]["name"], "Created At");
+        assert_eq!(columns("ClusterRole")[1]["type"], "date");
+        let sa =
+            json!({"metadata": {"name": "default", "creationTimestamp": "2026-01-01T00:00:00Z"}});
+        assert_eq!(
+            cells("ServiceAccount", &sa, now()),
+            vec![json!("default"), json!(0), json!("10m")]
+        );
+    }
+
+    #[test]
     fn scheduling_gated_pods_say_so() {
         let p = pod(
             json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}]}),
@@ -1592,7 +1794,7 @@ mod tests {
         assert_eq!(cells("Lease", &lease, now())[1], "n1");
         assert_eq!(
             cells("Widget", &lease, now()),
-            vec![json!("n1"), json!("<unknown>")]
+            vec![json!("n1"), json!("")]
         );
         for kind in [
             "Namespace",

@@ -6,11 +6,13 @@
 //! taints, node selector and affinity, pod count, CPU and memory), scores the
 //! rest (spreading the replicas of one controller owner over nodes first,
 //! then least-allocated plus balanced), and writes the decision through the
-//! `pods/binding` subresource. Pods it has just bound are *assumed* on their
-//! node until the watch shows the binding, so a burst of pods does not
-//! overcommit a node the cache still shows as empty. When nothing fits it
-//! records a `FailedScheduling` Event and retries with backoff, sooner when
-//! the cluster changes.
+//! `pods/binding` subresource. A pod is *assumed* on its node from the
+//! moment it is placed until the watch shows the binding, so a burst of pods
+//! does not overcommit a node the cache still shows as empty, and the binding
+//! request runs in its own task (as kube-scheduler's binding cycle does):
+//! the next pod is placed while the store commits the last one's binding.
+//! When nothing fits it records a `FailedScheduling` Event and retries with
+//! backoff, sooner when the cluster changes.
 //!
 //! Placement logic lives in [`fit`] (pure), the queue in [`queue`],
 //! quantity parsing in [`quantity`]; this file holds the watch loop.
@@ -22,6 +24,7 @@ pub mod queue;
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -32,6 +35,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
+use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -98,6 +102,18 @@ struct Assumed {
     at: Instant,
 }
 
+/// Binding requests in flight at once. Each waits for one store commit, so
+/// a few dozen cover a burst while the loop keeps placing pods; beyond that
+/// the loop waits for a slot, which bounds the tasks and the outcome queue.
+const MAX_BINDINGS_IN_FLIGHT: usize = 32;
+
+/// What a binding task reports back to the loop.
+struct BindOutcome {
+    key: String,
+    node: String,
+    result: Result<(), kube::Error>,
+}
+
 struct Scheduler {
     client: Client,
     config: SchedulerConfig,
@@ -108,6 +124,8 @@ struct Scheduler {
     recorder: Recorder,
     pods_synced: bool,
     nodes_synced: bool,
+    bindings: Arc<Semaphore>,
+    outcomes: mpsc::Sender<BindOutcome>,
 }
 
 /// Runs the scheduler until `shutdown` is cancelled.
@@ -136,6 +154,9 @@ pub async fn run(
     .default_backoff();
     let mut pod_events = std::pin::pin!(pod_events);
     let mut node_events = std::pin::pin!(node_events);
+    // Every task holds a slot until it has sent its outcome, so the channel
+    // (as large as the slots) never makes a task wait.
+    let (outcomes, mut outcome_rx) = mpsc::channel(MAX_BINDINGS_IN_FLIGHT);
 
     let mut s = Scheduler {
         recorder: Recorder::new(client.clone(), &config.scheduler_name, &config.instance),
@@ -147,6 +168,8 @@ pub async fn run(
         assumed: HashMap::new(),
         pods_synced: false,
         nodes_synced: false,
+        bindings: Arc::new(Semaphore::new(MAX_BINDINGS_IN_FLIGHT)),
+        outcomes,
     };
     tracing::info!(name = %s.config.scheduler_name, "scheduler started");
     loop {
@@ -170,6 +193,7 @@ pub async fn run(
                 Some(Err(e)) => tracing::warn!(error = %e, "node watch failed; retrying"),
                 None => return Err(Error::WatchEnded("node")),
             },
+            Some(outcome) = outcome_rx.recv() => s.on_bind_outcome(outcome),
             _ = std::future::ready(()), if work => {
                 if let Some(key) = s.queue.pop(now) {
                     s.schedule_one(&key).await;
@@ -290,7 +314,12 @@ impl Scheduler {
         }
     }
 
+    /// Assumes `pod` on `node` and sends the binding from a task of its
+    /// own; [`on_bind_outcome`](Self::on_bind_outcome) handles the answer.
     async fn bind(&mut self, pod: &Pod, key: &str, node: &str) {
+        let Ok(slot) = self.bindings.clone().acquire_owned().await else {
+            return;
+        };
         let name = pod.metadata.name.clone().unwrap_or_default();
         let namespace = pod
             .metadata
@@ -311,41 +340,67 @@ impl Scheduler {
                 ..Default::default()
             },
         };
+        // Counted on its node from now on, so the pods placed while the
+        // binding is in flight see the node as it will be.
+        self.queue.forget(key);
+        self.assumed.insert(
+            key.to_string(),
+            Assumed {
+                node: node.to_string(),
+                at: Instant::now(),
+            },
+        );
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
-        let result = api
-            .create_subresource::<_, serde_json::Value>(
-                "binding",
-                &name,
-                &PostParams::default(),
-                &binding,
-            )
-            .await;
-        match result {
-            Ok(_) => {
-                tracing::info!(pod = key, node, "bound");
-                self.queue.forget(key);
-                self.assumed.insert(
-                    key.to_string(),
-                    Assumed {
-                        node: node.to_string(),
-                        at: Instant::now(),
-                    },
-                );
-                self.recorder.forget(key);
+        let recorder = self.recorder.clone();
+        let outcomes = self.outcomes.clone();
+        let (pod, key, node) = (pod.clone(), key.to_string(), node.to_string());
+        tokio::spawn(async move {
+            let result = api
+                .create_subresource::<_, serde_json::Value>(
+                    "binding",
+                    &name,
+                    &PostParams::default(),
+                    &binding,
+                )
+                .await
+                .map(|_| ());
+            if result.is_ok() {
+                tracing::info!(pod = %key, node = %node, "bound");
+                recorder.forget(&key);
                 let message = format!("Successfully assigned {namespace}/{name} to {node}");
-                self.recorder
-                    .record(pod, EventType::Normal, "Scheduled", &message)
+                recorder
+                    .record(&pod, EventType::Normal, "Scheduled", &message)
                     .await;
             }
+            let _ = outcomes.send(BindOutcome { key, node, result }).await;
+            drop(slot);
+        });
+    }
+
+    fn on_bind_outcome(&mut self, outcome: BindOutcome) {
+        let BindOutcome { key, node, result } = outcome;
+        match result {
+            // The assumption stands until the watch shows the binding.
+            Ok(()) => {}
             Err(kube::Error::Api(status)) if status.code == 409 || status.code == 404 => {
-                // Bound by someone else, or deleted: nothing left to do.
-                tracing::debug!(pod = key, code = status.code, "binding skipped");
-                self.queue.forget(key);
+                // Bound by someone else, or deleted: nothing left to do; the
+                // cache counts the pod wherever it really is.
+                tracing::debug!(pod = %key, code = status.code, "binding skipped");
+                self.drop_assumption(&key, &node);
+                self.queue.forget(&key);
             }
             Err(e) => {
-                let delay = self.queue.requeue_with_backoff(key, Instant::now());
-                tracing::warn!(pod = key, node, error = %e, ?delay, "binding failed; will retry");
+                self.drop_assumption(&key, &node);
+                let delay = self.queue.requeue_with_backoff(&key, Instant::now());
+                tracing::warn!(pod = %key, node = %node, error = %e, ?delay, "binding failed; will retry");
             }
+        }
+    }
+
+    /// Stops counting `key` on `node` (the binding did not happen).
+    fn drop_assumption(&mut self, key: &str, node: &str) {
+        if self.assumed.get(key).is_some_and(|a| a.node == node) {
+            self.assumed.remove(key);
         }
     }
 

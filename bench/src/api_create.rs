@@ -26,7 +26,7 @@ const TARGET_RATIO: f64 = 0.5;
 /// Target of issue #10: p99 of mutating requests ≤ 50 ms.
 const TARGET_P99: Duration = Duration::from_millis(50);
 
-fn configmap(i: usize) -> serde_json::Value {
+pub fn configmap(i: usize) -> serde_json::Value {
     serde_json::json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -89,7 +89,12 @@ async fn api_creates(store: StoreBackend, p: &Params) -> Result<Outcome> {
     outcome
 }
 
-async fn post(c: &reqwest::Client, url: &str, token: &str, body: &serde_json::Value) -> Result<()> {
+pub async fn post(
+    c: &reqwest::Client,
+    url: &str,
+    token: &str,
+    body: &serde_json::Value,
+) -> Result<()> {
     let resp = c.post(url).bearer_auth(token).json(body).send().await?;
     let code = resp.status();
     if code.as_u16() != 201 {

@@ -4,13 +4,20 @@
 //! report only — never as assertions in `cargo test`.
 
 mod api_create;
+mod api_read;
+mod cost_growth;
 mod cpu_share;
+mod density;
 mod etcd;
+mod footprint;
+mod hollow;
 mod http;
 mod load;
 mod pod_startup;
 mod report;
+mod scheduler;
 mod stats;
+mod wasmtime_cli;
 mod watch_fanout;
 
 use std::path::{Path, PathBuf};
@@ -18,12 +25,17 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use clap::Parser;
 
-const SCENARIOS: [&str; 5] = [
+const SCENARIOS: [&str; 10] = [
     "api-create",
+    "api-read",
+    "scheduler",
+    "cost-growth",
     "pod-startup",
     "watch-fanout",
     "cpu-share",
     "http",
+    "density",
+    "footprint",
 ];
 
 /// Benchmarks wasmkube against references measured in the same run.
@@ -60,6 +72,19 @@ struct Args {
     /// Seconds of each http measurement (default: 5 quick, 30 full).
     #[arg(long)]
     http_seconds: Option<u64>,
+    /// Idle pods on the one node of density (default: 1,000 quick, 10,000 full).
+    #[arg(long)]
+    density_pods: Option<usize>,
+    /// Hollow nodes in the scheduler scenario (default: 100 quick, 1,000 full).
+    #[arg(long)]
+    nodes: Option<usize>,
+    /// Pods per phase of the scheduler scenario (default: 2,000 quick, 10,000 full).
+    #[arg(long)]
+    sched_pods: Option<usize>,
+    /// Existing pod counts of cost-growth (default: 10,100,1000,2000 quick;
+    /// 10,100,1000,10000 full).
+    #[arg(long, value_delimiter = ',')]
+    growth_steps: Option<Vec<usize>>,
     /// The etcd server binary.
     #[arg(long, default_value = "/usr/bin/etcd")]
     etcd: String,
@@ -107,6 +132,47 @@ async fn main() -> Result<()> {
                 };
                 api_create::run(&p, &mut rows, &mut notes).await
             }
+            "api-read" => {
+                let p = api_read::Params {
+                    clients: args.clients.unwrap_or(if quick { 16 } else { 64 }),
+                    gets: if quick { 4_000 } else { 40_000 },
+                    lists: if quick { 400 } else { 4_000 },
+                    objects: if quick { 100 } else { 500 },
+                    etcd_binary: args.etcd.clone(),
+                };
+                api_read::run(&p, &mut rows, &mut notes).await
+            }
+            "scheduler" => {
+                let p = scheduler::Params {
+                    nodes: args.nodes.unwrap_or(if quick { 100 } else { 1_000 }),
+                    pods: args
+                        .sched_pods
+                        .unwrap_or(if quick { 2_000 } else { 10_000 }),
+                    clients: args.clients.unwrap_or(if quick { 16 } else { 64 }),
+                    etcd_binary: args.etcd.clone(),
+                };
+                scheduler::run(&p, &mut rows, &mut notes).await
+            }
+            "cost-growth" => {
+                let mut steps = args.growth_steps.clone().unwrap_or_else(|| {
+                    if quick {
+                        vec![10, 100, 1_000, 2_000]
+                    } else {
+                        vec![10, 100, 1_000, 10_000]
+                    }
+                });
+                steps.sort_unstable();
+                let p = cost_growth::Params {
+                    // 10,000 existing pods fit 110 a node on 100 nodes; more
+                    // room keeps the measured pods from filling them.
+                    nodes: if quick { 50 } else { 200 },
+                    steps,
+                    measured: if quick { 50 } else { 100 },
+                    rate: if quick { 25.0 } else { 50.0 },
+                    clients: args.clients.unwrap_or(if quick { 16 } else { 64 }),
+                };
+                cost_growth::run(&p, &mut rows, &mut notes).await
+            }
             "pod-startup" => {
                 let p = pod_startup::Params {
                     repo: repo.clone(),
@@ -153,9 +219,31 @@ async fn main() -> Result<()> {
                 };
                 http::run(&p, &mut rows, &mut notes).await
             }
+            "density" => {
+                let p = density::Params {
+                    repo: repo.clone(),
+                    pods: args
+                        .density_pods
+                        .unwrap_or(if quick { 1_000 } else { 10_000 })
+                        .max(1),
+                    concurrency: 16,
+                    build: !args.no_build && !ran_build,
+                };
+                density::run(&p, &mut rows, &mut notes).await
+            }
+            "footprint" => {
+                let p = footprint::Params {
+                    repo: repo.clone(),
+                    build: !args.no_build && !ran_build,
+                };
+                footprint::run(&p, &mut rows, &mut notes).await
+            }
             _ => unreachable!("checked above"),
         };
-        ran_build |= matches!(s.as_str(), "pod-startup" | "cpu-share" | "http");
+        ran_build |= matches!(
+            s.as_str(),
+            "pod-startup" | "cpu-share" | "http" | "density" | "footprint"
+        );
         if let Err(e) = result {
             eprintln!("{s} failed: {e:#}");
             failures.push(format!("scenario {s} failed: {e:#}"));

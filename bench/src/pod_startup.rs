@@ -109,9 +109,109 @@ fn wasmtime_run_inner(module: &Path, n: usize) -> wasmtime::Result<Summary> {
     Ok(summarize(&mut lat))
 }
 
+/// The `wasmtime run` CLI reference: wall time of each of `n` runs of
+/// `wasmtime run <args> <module>` (process start, engine setup, loading or
+/// compiling, instantiate, `_start`, exit), like hyperfine; one untimed run
+/// first fills the CLI's compilation cache.
+fn wasmtime_cli_run(bin: &Path, args: &[&str], module: &Path, n: usize) -> Result<Summary> {
+    let run = || -> Result<Duration> {
+        let t = Instant::now();
+        let out = Command::new(bin)
+            .arg("run")
+            .args(args)
+            .arg(module)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()?;
+        let took = t.elapsed();
+        if !out.status.success() {
+            bail!(
+                "wasmtime run {} failed: {}",
+                module.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(took)
+    };
+    run()?;
+    let mut lat = Vec::with_capacity(n);
+    for _ in 0..n {
+        lat.push(run()?);
+    }
+    Ok(summarize(&mut lat))
+}
+
+/// `wasmtime compile` of `module` into `dir`, for the `.cwasm` reference.
+fn wasmtime_compile(bin: &Path, module: &Path, dir: &Path) -> Result<PathBuf> {
+    let out = dir.join("hello.cwasm");
+    let st = Command::new(bin)
+        .arg("compile")
+        .arg(module)
+        .arg("-o")
+        .arg(&out)
+        .status()?;
+    if !st.success() {
+        bail!("wasmtime compile {} failed: {st}", module.display());
+    }
+    Ok(out)
+}
+
+/// The wasmtime CLI references: `wasmtime run` of the module (compilation
+/// cache on, its default) and of a precompiled `.cwasm`.
+struct CliRefs {
+    version: String,
+    run: Summary,
+    precompiled: Option<Summary>,
+    runs: usize,
+}
+
+fn cli_refs(repo: &Path, hello: &Path, n: usize, notes: &mut Vec<String>) -> Option<CliRefs> {
+    let bin = match crate::wasmtime_cli::ensure(repo) {
+        Ok(b) => b,
+        Err(e) => {
+            notes.push(format!(
+                "pod-startup: the `wasmtime run` reference was not measured: {e:#}"
+            ));
+            return None;
+        }
+    };
+    let version = crate::wasmtime_cli::version_of(&bin);
+    let run = match wasmtime_cli_run(&bin, &[], hello, n) {
+        Ok(s) => s,
+        Err(e) => {
+            notes.push(format!(
+                "pod-startup: the `wasmtime run` reference failed: {e:#}"
+            ));
+            return None;
+        }
+    };
+    let precompiled = tempfile::tempdir()
+        .map_err(anyhow::Error::from)
+        .and_then(|dir| {
+            let cwasm = wasmtime_compile(&bin, hello, dir.path())?;
+            wasmtime_cli_run(&bin, &["--allow-precompiled"], &cwasm, n)
+        });
+    let precompiled = match precompiled {
+        Ok(s) => Some(s),
+        Err(e) => {
+            notes.push(format!(
+                "pod-startup: the precompiled `.cwasm` reference failed: {e:#}"
+            ));
+            None
+        }
+    };
+    Some(CliRefs {
+        version,
+        run,
+        precompiled,
+        runs: n,
+    })
+}
+
 /// The all-in-one server as a child process; killed on drop.
 pub(crate) struct Server {
-    child: Child,
+    pub(crate) child: Child,
     dir: tempfile::TempDir,
     pub(crate) url: String,
     pub(crate) token: String,
@@ -132,6 +232,12 @@ impl Drop for Server {
 
 impl Server {
     pub(crate) async fn start(bin: &Path) -> Result<Server> {
+        Server::start_with(bin, &[], true).await
+    }
+
+    /// The server with `extra` flags; `node` false for `--no-node` (then
+    /// readiness does not wait for a node).
+    pub(crate) async fn start_with(bin: &Path, extra: &[String], node: bool) -> Result<Server> {
         let dir = tempfile::Builder::new()
             .prefix("wasmkube-bench-aio-")
             .tempdir()?;
@@ -146,6 +252,8 @@ impl Server {
             .args(["--kubelet-port", &kubelet_port.to_string()])
             .args(["--proxy-port", &proxy_port.to_string()])
             .args(["--node-name", "bench-node"])
+            .args(extra)
+            .args(if node { None } else { Some("--no-node") })
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -161,7 +269,7 @@ impl Server {
             kubelet_port,
             proxy_port,
         };
-        server.wait_ready().await?;
+        server.wait_ready(node).await?;
         Ok(server)
     }
 
@@ -173,7 +281,7 @@ impl Server {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
-    async fn wait_ready(&mut self) -> Result<()> {
+    async fn wait_ready(&mut self, node: bool) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Some(st) = self.child.try_wait()? {
@@ -202,6 +310,9 @@ impl Server {
             .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
             .timeout(Duration::from_secs(60))
             .build()?;
+        if !node {
+            return Ok(());
+        }
         // The node must be Ready before pods can be bound to it.
         loop {
             let node: serde_json::Value = self
@@ -225,13 +336,38 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+
+    /// The server process's id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
-fn pod(name: &str) -> serde_json::Value {
+/// Pushes `module` as `reference` to the server's module store.
+pub(crate) fn push(bin: &Path, module: &Path, reference: &str, server: &Server) -> Result<()> {
+    let out = Command::new(bin)
+        .arg("push")
+        .arg(module)
+        .arg(reference)
+        .arg("--kubeconfig")
+        .arg(server.kubeconfig())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "wasmkube push {reference} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// An `idle:v1` pod labelled `bench=<label>`.
+pub(crate) fn idle_pod(name: &str, label: &str) -> serde_json::Value {
     serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": { "name": name, "labels": { "bench": "pod-startup" } },
+        "metadata": { "name": name, "labels": { "bench": label } },
         "spec": {
             "terminationGracePeriodSeconds": 1,
             "containers": [{ "name": "idle", "image": "idle:v1" }],
@@ -239,15 +375,17 @@ fn pod(name: &str) -> serde_json::Value {
     })
 }
 
-/// Records, per pod name, when the watch first showed it Running.
-async fn watch_running(
+/// Records, per pod name, when the watch of pods labelled `bench=<label>`
+/// first showed it Running.
+pub(crate) async fn watch_running(
     server: &Server,
+    label: &str,
     seen: Arc<Mutex<HashMap<String, Instant>>>,
 ) -> Result<tokio::task::JoinHandle<Result<()>>> {
     let resp = server
         .http
         .get(format!(
-            "{}/api/v1/namespaces/default/pods?watch=true&labelSelector=bench%3Dpod-startup",
+            "{}/api/v1/namespaces/default/pods?watch=true&labelSelector=bench%3D{label}",
             server.url
         ))
         .bearer_auth(&server.token)
@@ -283,22 +421,9 @@ async fn watch_running(
 
 async fn measure(p: &Params, bin: &Path, idle: &Path) -> Result<(Summary, usize, Duration)> {
     let server = Server::start(bin).await?;
-    let out = Command::new(bin)
-        .arg("push")
-        .arg(idle)
-        .arg("idle:v1")
-        .arg("--kubeconfig")
-        .arg(server.kubeconfig())
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "wasmkube push failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    push(bin, idle, "idle:v1", &server)?;
     let seen = Arc::new(Mutex::new(HashMap::new()));
-    let watcher = watch_running(&server, seen.clone()).await?;
+    let watcher = watch_running(&server, "pod-startup", seen.clone()).await?;
     let url = format!("{}/api/v1/namespaces/default/pods", server.url);
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / p.rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -312,7 +437,7 @@ async fn measure(p: &Params, bin: &Path, idle: &Path) -> Result<(Summary, usize,
             let resp = http
                 .post(&url)
                 .bearer_auth(&token)
-                .json(&pod(&name))
+                .json(&idle_pod(&name, "pod-startup"))
                 .send()
                 .await?;
             if resp.status().as_u16() != 201 {
@@ -376,34 +501,67 @@ pub async fn run(p: &Params, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Re
     let fork = tokio::task::spawn_blocking(move || fork_exec(refs)).await??;
     let hello2 = hello.clone();
     let wasm = tokio::task::spawn_blocking(move || wasmtime_run(&hello2, refs)).await??;
+    // A process per run costs milliseconds: a few hundred runs give a
+    // stable p99 without dominating the scenario.
+    let cli_runs = refs.min(300);
+    eprintln!("pod-startup: `wasmtime run` CLI reference × {cli_runs}…");
+    let (repo, hello2) = (p.repo.clone(), hello.clone());
+    let (cli, cli_notes) = tokio::task::spawn_blocking(move || {
+        let mut n = Vec::new();
+        (cli_refs(&repo, &hello2, cli_runs, &mut n), n)
+    })
+    .await?;
+    notes.extend(cli_notes);
     eprintln!("pod-startup: {} pods at {}/s…", p.pods, p.rate);
     let (s, missing, _span) = measure(p, &bin, &idle).await?;
     if s.count == 0 {
         bail!("no pod was seen Running");
     }
     let scenario = format!("pod-startup (n={}, {}/s)", p.pods, p.rate);
-    let ratio =
-        |a: Duration, b: Duration| format!("{:.0}×", a.as_secs_f64() / b.as_secs_f64().max(1e-9));
     let missing_note = if missing > 0 {
         format!(" ({missing} never seen Running)")
     } else {
         String::new()
     };
+    // Every reference beside the figure, and the figure's ratio to each.
+    let row_refs = |pick: fn(&Summary) -> Duration, value: Duration| {
+        let mut named = vec![("fork+exec", pick(&fork))];
+        if let Some(c) = &cli {
+            named.push(("wasmtime run", pick(&c.run)));
+            if let Some(pre) = &c.precompiled {
+                named.push(("wasmtime run .cwasm", pick(pre)));
+            }
+        }
+        named.push(("in-process", pick(&wasm)));
+        let reference = named
+            .iter()
+            .map(|(n, d)| format!("{n} {}", ms(*d)))
+            .collect::<Vec<_>>()
+            .join(" · ");
+        let ratio = named
+            .iter()
+            .map(|(_, d)| ratio(value, *d))
+            .collect::<Vec<_>>()
+            .join(" · ");
+        (reference, ratio)
+    };
+    let (reference, ratio50) = row_refs(|s| s.p50, s.p50);
     rows.push(Row {
         scenario: scenario.clone(),
         metric: "create → Running (watch) p50".into(),
         value: format!("{}{missing_note}", ms(s.p50)),
-        reference: format!("fork+exec {} · wasmtime {}", ms(fork.p50), ms(wasm.p50)),
-        ratio: format!("{} · {}", ratio(s.p50, fork.p50), ratio(s.p50, wasm.p50)),
+        reference,
+        ratio: ratio50,
         target: "—".into(),
         status: "—".into(),
     });
+    let (reference, ratio99) = row_refs(|s| s.p99, s.p99);
     rows.push(Row {
         scenario,
         metric: "create → Running (watch) p99".into(),
         value: ms(s.p99),
-        reference: format!("fork+exec {} · wasmtime {}", ms(fork.p99), ms(wasm.p99)),
-        ratio: format!("{} · {}", ratio(s.p99, fork.p99), ratio(s.p99, wasm.p99)),
+        reference,
+        ratio: ratio99,
         target: format!("p99 ≤ {}", ms(TARGET_P99)),
         status: if missing > 0 {
             status(false)
@@ -411,9 +569,25 @@ pub async fn run(p: &Params, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Re
             status(s.p99 <= TARGET_P99)
         },
     });
+    let cli_note = match &cli {
+        Some(c) => format!(
+            " `wasmtime run` ({}, installed by the harness at the workspace's wasmtime version): wall time of each of {} runs of `wasmtime run hello.wasm` as a child process (stdout to /dev/null), after one untimed run; its compilation cache was on (the CLI's default), so the timed runs load cached machine code instead of compiling; `wasmtime run .cwasm`: the same with `wasmtime compile` output and `--allow-precompiled`.",
+            c.version, c.runs
+        ),
+        None => String::new(),
+    };
     notes.push(format!(
-        "pod-startup: the release `wasmkube server` (all-in-one, one node) as a child process; {} pods of `idle.wasm` created at {}/s; latency from sending the create to the first watch event showing phase Running. References, {} runs each before the server starts: fork+exec+wait of `/bin/true`; in-process wasmtime (default Config without GC, no epoch deadline, Module compiled and linked once) fresh Store + instantiate + `_start` of `hello.wasm`, stdout to a sink. Not yet measured: the `wasmtime run` CLI reference.",
+        "pod-startup: the release `wasmkube server` (all-in-one, one node) as a child process; {} pods of `idle.wasm` created at {}/s; latency from sending the create to the first watch event showing phase Running. References, {} runs each before the server starts: fork+exec+wait of `/bin/true`; in-process wasmtime (default Config without GC, no epoch deadline, Module compiled and linked once) fresh Store + instantiate + `_start` of `hello.wasm`, stdout to a sink.{cli_note} Ratios are wasmkube's figure over each reference, in the order listed.",
         p.pods, p.rate, refs
     ));
     Ok(())
+}
+
+fn ratio(a: Duration, b: Duration) -> String {
+    let r = a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+    if r < 10.0 {
+        format!("{r:.1}×")
+    } else {
+        format!("{r:.0}×")
+    }
 }

@@ -964,4 +964,28 @@ impl RawPuts {
             .map_err(|e| Error::Backend(format!("etcd put: {e}")))?;
         Ok(())
     }
+
+    /// One linearizable get of a single key (the reference for API reads);
+    /// the value when the key exists.
+    pub async fn get(&self, key: String) -> Result<Option<Vec<u8>>> {
+        let resp = self
+            .kv
+            .clone()
+            .get(key, None)
+            .await
+            .map_err(|e| Error::Backend(format!("etcd get: {e}")))?;
+        Ok(resp.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
+    /// Every key under `prefix` with its value, in one range read (the
+    /// reference for API lists); the number of keys read.
+    pub async fn get_prefix(&self, prefix: String) -> Result<usize> {
+        let resp = self
+            .kv
+            .clone()
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(|e| Error::Backend(format!("etcd range: {e}")))?;
+        Ok(resp.kvs().len())
+    }
 }

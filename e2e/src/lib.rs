@@ -1260,3 +1260,257 @@ fn relay_accept(listener: TcpListener, shared: std::sync::Arc<RelayShared>) {
         }
     }
 }
+
+/// A separate control-plane component: `wasmkube scheduler` or
+/// `wasmkube controller-manager` with a kubeconfig of its own (the server
+/// writes them into its data dir when started with `--disable-scheduler` /
+/// `--disable-controller-manager`). Its output goes to one log file per
+/// start; it is killed on drop.
+pub struct Component {
+    dir: tempfile::TempDir,
+    /// The subcommand (`scheduler`, `controller-manager`).
+    pub command: String,
+    args: Vec<String>,
+    child: Option<Child>,
+    starts: u32,
+}
+
+impl Component {
+    /// Spawns `wasmkube <command> --kubeconfig <kubeconfig> <extra_args>`
+    /// without waiting for it to lead.
+    pub fn spawn(command: &str, kubeconfig: &Path, extra_args: &[&str]) -> Result<Component> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("wasmkube-{command}-"))
+            .tempdir()?;
+        let mut args = vec!["--kubeconfig".to_string(), kubeconfig.display().to_string()];
+        args.extend(extra_args.iter().map(|a| a.to_string()));
+        let mut c = Component {
+            dir,
+            command: command.to_string(),
+            args,
+            child: None,
+            starts: 0,
+        };
+        c.respawn()?;
+        Ok(c)
+    }
+
+    fn log_path(&self, n: u32) -> PathBuf {
+        self.dir.path().join(format!("{}-{n}.log", self.command))
+    }
+
+    /// Starts the process again with the same flags (after [`Component::kill9`]).
+    pub fn respawn(&mut self) -> Result<()> {
+        if self.is_running() {
+            bail!("{} is still running", self.command);
+        }
+        self.starts += 1;
+        let log = File::create(self.log_path(self.starts))?;
+        let child = Command::new(wasmkube_bin())
+            .arg(&self.command)
+            .args(&self.args)
+            .env("RUST_LOG", "info,wasmkube=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting wasmkube {}", self.command))?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Whether the process is running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// The process id of the current start.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// `kill -9` of the process.
+    pub fn kill9(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// What the current start has printed so far.
+    pub fn current_log(&self) -> String {
+        std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default()
+    }
+
+    /// Everything the process printed, across restarts.
+    pub fn log(&self) -> String {
+        (1..=self.starts)
+            .map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n--- restart ---\n")
+    }
+
+    /// Waits until the current start has printed a line containing
+    /// `needle`; fails at once if the process exits.
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) -> Result<()> {
+        let what = format!("{} to print {needle:?}", self.command);
+        let r = wait_for(&what, timeout, || {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!("{} exited with {status}", self.command);
+            }
+            Ok(self.current_log().contains(needle).then_some(()))
+        });
+        r.map_err(|e| {
+            anyhow!(
+                "{e:#}\n--- {} log ---\n{}",
+                self.command,
+                tail(&self.log(), 80)
+            )
+        })
+    }
+
+    /// Waits until the current start holds its Lease and runs.
+    pub fn wait_leading(&mut self) -> Result<()> {
+        self.wait_log("acquired the lease", Duration::from_secs(90))
+    }
+}
+
+impl Drop for Component {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- {} log (tail) ---\n{}",
+                self.command,
+                tail(&self.log(), 120)
+            );
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Process and API probes for the fault suite (reliability/).
+// ---------------------------------------------------------------------------
+
+impl Cluster {
+    /// The server's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The embedded store's file (`<data dir>/store.redb`).
+    pub fn store_file(&self) -> PathBuf {
+        self.data_dir().join("store.redb")
+    }
+
+    /// What the current start of the server has printed so far.
+    pub fn current_log(&self) -> String {
+        std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default()
+    }
+}
+
+/// A process's resident set size in KiB (`VmRSS` of `/proc/<pid>/status`).
+pub fn rss_kib(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow!("no VmRSS in /proc/{pid}/status"))
+}
+
+/// How many file descriptors a process holds open (`/proc/<pid>/fd`).
+pub fn open_fds(pid: u32) -> Result<usize> {
+    Ok(std::fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+/// A blocking JSON client of a cluster's API with a bearer token, for
+/// tests that need status codes and raw streams rather than kubectl.
+#[derive(Clone)]
+pub struct ApiClient {
+    pub http: reqwest::blocking::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl ApiClient {
+    /// As the admin (from the cluster's kubeconfig), HTTP/1.1 only so a
+    /// dropped response closes its own connection; `timeout` bounds each
+    /// request including its body (`None` for watches).
+    pub fn admin(cluster: &Cluster, timeout: Option<Duration>) -> Result<ApiClient> {
+        let (token, _) = cluster.credentials()?;
+        Self::with_token(cluster, &token, timeout)
+    }
+
+    /// As the holder of `token`.
+    pub fn with_token(
+        cluster: &Cluster,
+        token: &str,
+        timeout: Option<Duration>,
+    ) -> Result<ApiClient> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let (_, ca) = cluster.credentials()?;
+        let http = reqwest::blocking::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca)?)
+            .http1_only()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(timeout)
+            .build()?;
+        Ok(ApiClient {
+            http,
+            base: cluster.url(),
+            token: token.to_string(),
+        })
+    }
+
+    /// Sends one request; the status and the JSON body (`Null` when the
+    /// body is not JSON). Errors only when no answer arrived.
+    pub fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value)> {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(b)?);
+        }
+        let resp = req.send()?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes()?;
+        Ok((
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        ))
+    }
+
+    /// Starts a GET whose body is read as a stream (a watch).
+    pub fn stream(&self, path: &str) -> Result<reqwest::blocking::Response> {
+        Ok(self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()?)
+    }
+}
+
+impl Agent {
+    /// The agent's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}

@@ -169,6 +169,16 @@ async fn check(
             }
             Ok(Request::from_parts(parts, Body::from(bytes)))
         }
+        Condition::MirrorPodOn { node } => {
+            let (parts, body) = req.into_parts();
+            let bytes = read_body(body, state.limits.api).await?;
+            let ty = request::body_type(&parts.headers).map_err(IntoResponse::into_response)?;
+            let obj = request::decode_object(&bytes, ty).map_err(IntoResponse::into_response)?;
+            if let Err(denial) = decision::check_mirror_pod(&node, &obj) {
+                return Err(refuse(user, attrs, &denial));
+            }
+            Ok(Request::from_parts(parts, Body::from(bytes)))
+        }
         Condition::PodOnNode { node, denial } => {
             let namespace = Some(attrs.namespace.as_str()).filter(|n| !n.is_empty());
             let pod = state

@@ -616,6 +616,9 @@ fn check_saved(
 /// Runs the agent until SIGINT/SIGTERM.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let started = jiff::Timestamp::now();
+    // This process's logs are the agent mirror pod's (`kubectl logs -n
+    // kube-system wasmkube-agent-<node>`).
+    wasmkube_runtime::component_logs::activate(wasmkube_runtime::mirror::AGENT);
     let data_dir = data_dir(args.data_dir.clone())?;
     let cred_dir = data_dir.join("agent");
     let shutdown = CancellationToken::new();

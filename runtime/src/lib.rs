@@ -19,11 +19,13 @@
 //! nodes).
 
 pub mod compile_cache;
+pub mod component_logs;
 pub mod events;
 pub mod http;
 pub mod lease;
 pub mod local_state;
 pub mod logs;
+pub mod mirror;
 pub mod module_cache;
 pub mod node;
 pub mod oci;
@@ -141,6 +143,9 @@ pub struct KubeletConfig {
     pub volume_sync_interval: Duration,
     /// Cap of the on-disk cache of compiled modules (`<data>/compiled`).
     pub compiled_cache_max_bytes: u64,
+    /// The process's other components (apiserver, scheduler, …), published
+    /// with the node's own agent as mirror pods in `kube-system`.
+    pub components: Vec<mirror::Component>,
 }
 
 impl KubeletConfig {
@@ -172,6 +177,7 @@ impl KubeletConfig {
             allowed_host_paths: Vec::new(),
             volume_sync_interval: volumes::DEFAULT_SYNC_INTERVAL,
             compiled_cache_max_bytes: compile_cache::DEFAULT_MAX_BYTES,
+            components: Vec::new(),
         }
     }
 }
@@ -366,6 +372,7 @@ pub async fn start(
     http_pods.set_router(Arc::new(node_proxy.clone()));
     let node_proxy = proxy::start(node_proxy, client.clone(), proxy_listener, shutdown.clone())
         .map_err(io("starting the node proxy"))?;
+    let mirror_client = client.clone();
     let pods = tokio::spawn(pod_worker::run_pods(
         ctx,
         client,
@@ -373,6 +380,27 @@ pub async fn start(
         shutdown.clone(),
     ));
     let sampler = tokio::spawn(stats::run_sampler(stats.clone(), shutdown.clone()));
+    // The node's agent and the process's other components as mirror pods.
+    let mut components = config.components.clone();
+    components.push(mirror::Component::new(
+        mirror::AGENT,
+        mirror::Tier::Node,
+        since,
+        mirror::constant(mirror::Health::ready(None)),
+    ));
+    let mut mirror_config = mirror::MirrorConfig::new(
+        config.node_name.clone(),
+        config.node_ip.to_string(),
+        components,
+        config.data_dir.join("components"),
+    );
+    mirror_config.max_log_bytes = config.max_log_bytes;
+    let mirrors = tokio::spawn(mirror::run(
+        mirror_client,
+        mirror_config,
+        logs.clone(),
+        shutdown.clone(),
+    ));
     let router = server::router(logs, stats, http_pods);
     let server = tokio::spawn(server::serve_router(
         listener,
@@ -386,7 +414,7 @@ pub async fn start(
             .done
             .await
             .map_err(|e| Error::Task(e.to_string()))?;
-        for task in [node_loops, pods, sampler] {
+        for task in [node_loops, pods, sampler, mirrors] {
             task.await.map_err(|e| Error::Task(e.to_string()))?;
         }
         served.map_err(io("serving kubelet HTTP"))?;

@@ -5,8 +5,9 @@
 //!
 //! Node credentials follow Kubernetes' Node authorizer together with the
 //! NodeRestriction admission plugin: a node reads what its pods need and
-//! writes only its own Node, its own Lease, the status of its own pods, and
-//! events.
+//! writes only its own Node, its own Lease, the status of its own pods, its
+//! own mirror pods (the components it publishes, see [`check_mirror_pod`]),
+//! and events.
 
 use super::attributes::Attributes;
 use super::references::RefKind;
@@ -36,6 +37,9 @@ pub enum Condition {
     BodyNamed { name: String, denial: String },
     /// The pod the request names exists and has `spec.nodeName` == `node`.
     PodOnNode { node: String, denial: String },
+    /// The pod in the request body (a create) is a mirror pod bound to
+    /// `node` that [`check_mirror_pod`] accepts.
+    MirrorPodOn { node: String },
     /// A pod with `spec.nodeName` == `node` in the request's namespace
     /// references the `kind` object the request names.
     ReferencedByPodOn { node: String, kind: RefKind },
@@ -250,6 +254,10 @@ fn node_resource(node: &str, a: &Attributes) -> Decision {
         }
         ("", "pods") => match (verb, sub) {
             ("get" | "list" | "watch", "" | "status") => Decision::Allow,
+            // NodeRestriction: a node creates only mirror pods of itself.
+            ("create", "") => Decision::Requires(Condition::MirrorPodOn {
+                node: node.to_string(),
+            }),
             ("update" | "patch", "status") if !a.name.is_empty() => {
                 Decision::Requires(Condition::PodOnNode {
                     node: node.to_string(),
@@ -285,6 +293,79 @@ fn node_resource(node: &str, a: &Attributes) -> Decision {
             a.resource_path()
         )),
     }
+}
+
+/// Kubernetes' NodeRestriction rules for a pod a node creates: only a
+/// mirror pod (`kubernetes.io/config.mirror`), bound to that node, owned by
+/// nothing but that Node, and using no ServiceAccount, Secret, ConfigMap or
+/// claim (a node must not gain access to them through a pod of its own).
+pub fn check_mirror_pod(node: &str, pod: &serde_json::Value) -> Result<(), String> {
+    use serde_json::Value;
+    let mirror = pod
+        .pointer("/metadata/annotations/kubernetes.io~1config.mirror")
+        .is_some();
+    if !mirror {
+        return Err(format!("node {node:?} can only create mirror pods"));
+    }
+    if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node) {
+        return Err(format!(
+            "node {node:?} can only create pods with spec.nodeName set to itself"
+        ));
+    }
+    let owners = pod
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let own_node = |o: &Value| {
+        o.get("kind").and_then(Value::as_str) == Some("Node")
+            && o.get("name").and_then(Value::as_str) == Some(node)
+    };
+    if owners.len() > 1 || owners.iter().any(|o| !own_node(o)) {
+        return Err(format!(
+            "node {node:?} can only create pods with an owner reference set to itself"
+        ));
+    }
+    if pod
+        .pointer("/spec/serviceAccountName")
+        .and_then(Value::as_str)
+        .is_some_and(|s| !s.is_empty())
+    {
+        return Err("a mirror pod may not reference service accounts".to_string());
+    }
+    let volumes = pod
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for v in volumes {
+        for kind in ["secret", "configMap", "projected", "persistentVolumeClaim"] {
+            if v.get(kind).is_some() {
+                return Err(format!("a mirror pod may not use {kind} volumes"));
+            }
+        }
+    }
+    let containers = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|k| pod.pointer(&format!("/spec/{k}")).and_then(Value::as_array))
+        .flatten();
+    for c in containers {
+        let env_refs = c
+            .get("env")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.get("valueFrom"))
+            .any(|f| f.get("secretKeyRef").is_some() || f.get("configMapKeyRef").is_some());
+        let env_from = c
+            .get("envFrom")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty());
+        if env_refs || env_from {
+            return Err("a mirror pod may not reference secrets or configmaps".to_string());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -671,8 +752,12 @@ mod tests {
                 "{m} {p}"
             );
         }
+        // Creating is for mirror pods only, checked on the body.
+        assert_eq!(
+            decide_on(&n, Method::POST, "/api/v1/namespaces/kube-system/pods"),
+            Decision::Requires(Condition::MirrorPodOn { node: "n1".into() })
+        );
         for (m, p) in [
-            (Method::POST, "/api/v1/namespaces/default/pods".to_string()),
             (Method::PUT, pod.to_string()),
             (Method::PATCH, pod.to_string()),
             (Method::POST, format!("{pod}/binding")),
@@ -687,6 +772,52 @@ mod tests {
             (Method::POST, format!("{pod}/exec")),
         ] {
             assert!(denied(&n, m.clone(), &p), "{m} {p}");
+        }
+    }
+
+    #[test]
+    fn nodes_create_only_their_own_mirror_pods() {
+        let mirror = serde_json::json!({
+            "metadata": {
+                "name": "wasmkube-agent-n1",
+                "annotations": {"kubernetes.io/config.mirror": "abc"},
+                "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": "n1", "uid": "u"}],
+            },
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "wasmkube:1"}]},
+        });
+        assert_eq!(check_mirror_pod("n1", &mirror), Ok(()));
+        assert!(
+            check_mirror_pod("n2", &mirror).is_err(),
+            "bound to another node"
+        );
+        let with = |pointer: &str, value: serde_json::Value| {
+            let mut pod = mirror.clone();
+            if let Some(slot) = pod.pointer_mut(pointer) {
+                *slot = value;
+            }
+            pod
+        };
+        let refused = [
+            with("/metadata/annotations", serde_json::json!({})),
+            with(
+                "/metadata/ownerReferences",
+                serde_json::json!([{"kind": "ReplicaSet", "name": "rs"}]),
+            ),
+            with(
+                "/spec",
+                serde_json::json!({"nodeName": "n1", "serviceAccountName": "robot", "containers": []}),
+            ),
+            with(
+                "/spec",
+                serde_json::json!({"nodeName": "n1", "volumes": [{"name": "s", "secret": {"secretName": "x"}}], "containers": []}),
+            ),
+            with(
+                "/spec",
+                serde_json::json!({"nodeName": "n1", "containers": [{"name": "c", "envFrom": [{"configMapRef": {"name": "x"}}]}]}),
+            ),
+        ];
+        for pod in refused {
+            assert!(check_mirror_pod("n1", &pod).is_err(), "{pod}");
         }
     }
 

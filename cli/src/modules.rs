@@ -18,7 +18,7 @@ pub fn parse_reference(reference: &str) -> anyhow::Result<(&str, &str)> {
 }
 
 /// Turns an API failure into the message of its Status.
-fn api_error(e: kube::Error) -> anyhow::Error {
+pub(crate) fn api_error(e: kube::Error) -> anyhow::Error {
     match e {
         kube::Error::Api(status) => {
             let message = if status.message.is_empty() {
@@ -32,6 +32,116 @@ fn api_error(e: kube::Error) -> anyhow::Error {
     }
 }
 
+/// An error of a command that talks to the cluster, with what to do next
+/// when its cause is a common one: no cluster listening, credentials from
+/// an earlier or expired cluster, no kubeconfig at all.
+pub(crate) fn with_advice(e: anyhow::Error) -> anyhow::Error {
+    match advice(&format!("{e:#}")) {
+        Some(hint) => anyhow::anyhow!("{e:#}\nhint: {hint}"),
+        None => e,
+    }
+}
+
+/// The advice for an error's text, if it is a recognised one.
+fn advice(text: &str) -> Option<&'static str> {
+    let lower = text.to_lowercase();
+    let has = |needles: &[&str]| needles.iter().any(|n| lower.contains(n));
+    if has(&["hint: "]) {
+        // Already advised (an inner command's error).
+        None
+    } else if has(&[
+        "connection refused",
+        "tcp connect error",
+        "dns error",
+        "no route to host",
+        "connection reset",
+    ]) {
+        Some(
+            "no cluster answers at the kubeconfig's address. Start one with `wasmkube up` \
+             (or choose another with --kubeconfig / --context)",
+        )
+    } else if has(&["no kubeconfig found"]) {
+        Some("start a cluster with `wasmkube up`; the commands find its kubeconfig on their own")
+    } else if has(&[
+        "(http 401)",
+        "code: 401",
+        "401 unauthorized",
+        "\"unauthorized\"",
+    ]) || lower.starts_with("unauthorized")
+    {
+        Some(
+            "the cluster refused the kubeconfig's credentials: the token expired, was revoked, \
+             or belongs to an earlier cluster. Use the current one: \
+             `export KUBECONFIG=~/.wasmkube/kubeconfig`, or `wasmkube kubeconfig --merge` again",
+        )
+    } else if has(&[
+        "invalid peer certificate",
+        "unknownissuer",
+        "certificate verify failed",
+    ]) {
+        Some(
+            "the server's certificate is not signed by the CA in the kubeconfig: the cluster was \
+             probably recreated. Use its current kubeconfig (`wasmkube kubeconfig --merge` again)",
+        )
+    } else if has(&[
+        "failed to load current context",
+        "failed to determine current context",
+        "failed to load the cluster of context",
+    ]) {
+        Some(
+            "the kubeconfig has no such context (or none is current): list them with \
+             `kubectl config get-contexts`; `wasmkube kubeconfig --merge` adds `wasmkube`",
+        )
+    } else {
+        None
+    }
+}
+
+/// Refuses a module file that is missing or not wasm, reading only its
+/// first bytes (a large module is read once, later).
+pub(crate) async fn check_module(file: &Path) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt as _;
+    let mut head = Vec::with_capacity(4);
+    match tokio::fs::File::open(file).await {
+        Ok(f) => {
+            f.take(4)
+                .read_to_end(&mut head)
+                .await
+                .with_context(|| format!("reading {}", file.display()))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{}: no such file", file.display())
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    }
+    not_wasm(file, &head)
+}
+
+fn not_wasm(file: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    if !bytes.starts_with(b"\0asm") {
+        bail!(
+            "{} is not a WebAssembly file (no \\0asm header): build it for wasm32-wasip1 \
+             or wasm32-wasip2, e.g. `cargo build --release --target wasm32-wasip1`",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
+/// The bytes of a module file, refusing one that is missing or not wasm
+/// with a message that says so (before anything is sent anywhere).
+pub(crate) async fn read_module(file: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = match tokio::fs::read(file).await {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("{}: no such file", file.display())
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    };
+    not_wasm(file, &bytes)?;
+    Ok(bytes)
+}
+
 /// `sha256:<hex>` of some bytes.
 pub fn digest_of(bytes: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
@@ -40,9 +150,7 @@ pub fn digest_of(bytes: &[u8]) -> String {
 /// Uploads `file` as `name:tag`; returns the line to print.
 pub async fn push(client: &kube::Client, file: &Path, reference: &str) -> anyhow::Result<String> {
     let (name, tag) = parse_reference(reference)?;
-    let bytes = tokio::fs::read(file)
-        .await
-        .with_context(|| format!("reading {}", file.display()))?;
+    let bytes = read_module(file).await?;
     let local_digest = digest_of(&bytes);
     let size = bytes.len();
     // The server hashes the body as it arrives and refuses it unless it is
@@ -53,7 +161,12 @@ pub async fn push(client: &kube::Client, file: &Path, reference: &str) -> anyhow
     .header(http::header::CONTENT_TYPE, "application/wasm")
     .body(bytes)
     .context("building the request")?;
-    let body = client.request_text(request).await.map_err(api_error)?;
+    let body = crate::progress::spinning(
+        &format!("pushing {name}:{tag} ({})", human_size(size as u64)),
+        client.request_text(request),
+    )
+    .await
+    .map_err(api_error)?;
     let info: ModuleInfo = serde_json::from_str(&body)
         .with_context(|| format!("unexpected answer from the server: {body}"))?;
     if info.digest != local_digest {
@@ -67,6 +180,11 @@ pub async fn push(client: &kube::Client, file: &Path, reference: &str) -> anyhow
         info.name, info.tag, info.digest
     ))
 }
+
+pub(crate) const EXAMPLES: &str = "Examples:\n  \
+    wasmkube modules                     # NAME, TAG, DIGEST, SIZE, AGE\n  \
+    wasmkube push hello.wasm hello:v2\n  \
+    wasmkube modules rm hello:v1";
 
 /// `wasmkube modules`: list the cluster's module store (the default) or
 /// remove tags from it.
@@ -104,9 +222,13 @@ pub(crate) enum ModulesCommand {
     },
 }
 
-/// Runs `wasmkube modules …`; flags given after the subcommand win over
-/// those given before it.
+/// Runs `wasmkube modules …`; errors reaching the cluster say what to do next.
 pub(crate) async fn run(args: ModulesArgs) -> anyhow::Result<()> {
+    modules(args).await.map_err(with_advice)
+}
+
+/// Flags given after the subcommand win over those given before it.
+async fn modules(args: ModulesArgs) -> anyhow::Result<()> {
     let pick = |sub: crate::ClientArgs| crate::ClientArgs {
         kubeconfig: sub.kubeconfig.or_else(|| args.client.kubeconfig.clone()),
         context: sub.context.or_else(|| args.client.context.clone()),
@@ -304,6 +426,21 @@ mod tests {
         assert_eq!(client.context.as_deref(), Some("c"));
         assert!(modules_args(&["wasmkube", "modules", "rm"]).is_err());
         Ok(())
+    }
+
+    #[test]
+    fn common_failures_say_what_to_do_next() {
+        let refused = "ServiceError: client error (Connect): tcp connect error: Connection refused (os error 111)";
+        assert!(advice(refused).is_some_and(|a| a.contains("`wasmkube up`")));
+        assert!(advice("Unauthorized (HTTP 401)").is_some_and(|a| a.contains("expired")));
+        assert!(
+            advice("using kubeconfig: failed to load current context: nope")
+                .is_some_and(|a| a.contains("get-contexts"))
+        );
+        assert!(advice("no kubeconfig found (looked in /h/.kube/config)").is_some());
+        assert!(advice("invalid module reference \"x\": expected NAME:TAG").is_none());
+        let advised = with_advice(anyhow::anyhow!("{refused}"));
+        assert!(with_advice(advised).to_string().matches("hint: ").count() == 1);
     }
 
     #[test]

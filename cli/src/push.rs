@@ -7,17 +7,12 @@
 //! `~/.docker/config.json`), else the push is anonymous. Loopback registries
 //! are spoken to over plain HTTP, others over HTTPS.
 
-use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
 use anyhow::{Context as _, bail};
 use wasmkube_api::image::ImageRef;
 use wasmkube_runtime::oci::{self, Keyring, RegistryAuth, RegistryOptions};
-
-/// Modules at least this large get a progress bar (on a terminal).
-const PROGRESS_FROM: u64 = 1 << 20;
 
 /// How `wasmkube push` reaches an OCI registry.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -83,8 +78,12 @@ pub(crate) fn target(reference: &str) -> anyhow::Result<Target> {
     Ok(Target::Registry(image))
 }
 
-/// Runs `wasmkube push`.
-pub(crate) async fn run(mut args: crate::PushArgs) -> anyhow::Result<()> {
+/// Runs `wasmkube push`; errors reaching the cluster say what to do next.
+pub(crate) async fn run(args: crate::PushArgs) -> anyhow::Result<()> {
+    push(args).await.map_err(crate::modules::with_advice)
+}
+
+async fn push(mut args: crate::PushArgs) -> anyhow::Result<()> {
     if args.registry.password_stdin {
         let mut password = String::new();
         std::io::Read::read_to_string(&mut std::io::stdin(), &mut password)
@@ -100,6 +99,9 @@ pub(crate) async fn run(mut args: crate::PushArgs) -> anyhow::Result<()> {
                     args.reference
                 );
             }
+            // Mistakes in the arguments are said before the cluster is asked.
+            crate::modules::parse_reference(&args.reference)?;
+            crate::modules::check_module(&args.file).await?;
             let client = crate::kubeconfig::client(
                 args.client.kubeconfig.as_deref(),
                 args.client.context.as_deref(),
@@ -155,12 +157,7 @@ async fn push_to_registry(
     image: &ImageRef,
     args: &RegistryArgs,
 ) -> anyhow::Result<String> {
-    let bytes = tokio::fs::read(file)
-        .await
-        .with_context(|| format!("reading {}", file.display()))?;
-    if !bytes.starts_with(b"\0asm") {
-        bail!("{} is not a wasm module (no \\0asm header)", file.display());
-    }
+    let bytes = crate::modules::read_module(file).await?;
     let auth = credentials(image, args, docker_config_path())?;
     let extra_ca_pem = match &args.registry_ca {
         Some(path) => Some(Arc::new(
@@ -173,7 +170,7 @@ async fn push_to_registry(
         plain_http: args.plain_http,
     };
     let size = bytes.len() as u64;
-    let progress = Arc::new(Progress::new(size, std::io::stderr().is_terminal()));
+    let progress = Arc::new(crate::progress::Bar::new(size));
     let report = progress.clone();
     let pushed = oci::push_module(&options, image, auth, bytes.into(), move |sent| {
         report.update(sent)
@@ -185,87 +182,6 @@ async fn push_to_registry(
         "pushed {image} {} (module {}, {} bytes)",
         pushed.manifest_digest, pushed.module_digest, pushed.size
     ))
-}
-
-/// A one-line progress bar on stderr, for large modules on a terminal only
-/// (scripts and CI logs get just the final line).
-pub(crate) struct Progress {
-    total: u64,
-    enabled: bool,
-    started: Instant,
-    /// The last line drawn, so identical redraws are skipped.
-    last: Mutex<String>,
-}
-
-impl Progress {
-    /// A bar for `total` bytes, drawn when `terminal` and the module is large.
-    pub(crate) fn new(total: u64, terminal: bool) -> Progress {
-        Progress {
-            total,
-            enabled: terminal && total >= PROGRESS_FROM,
-            started: Instant::now(),
-            last: Mutex::new(String::new()),
-        }
-    }
-
-    /// The bar for `sent` bytes after `elapsed_secs`.
-    pub(crate) fn line(&self, sent: u64, elapsed_secs: f64) -> String {
-        const WIDTH: u64 = 30;
-        let sent = sent.min(self.total);
-        let total = self.total.max(1);
-        let filled = usize::try_from(sent * WIDTH / total).unwrap_or(0);
-        let bar = format!(
-            "{}{}",
-            "=".repeat(filled),
-            " ".repeat(usize::try_from(WIDTH).unwrap_or(0).saturating_sub(filled))
-        );
-        let rate = if elapsed_secs > 0.0 {
-            // Display only: precision loss on huge sizes does not matter.
-            #[allow(
-                clippy::cast_precision_loss,
-                clippy::cast_possible_truncation,
-                clippy::cast_sign_loss
-            )]
-            let r = (sent as f64 / elapsed_secs) as u64;
-            format!("  {}/s", crate::modules::human_size(r))
-        } else {
-            String::new()
-        };
-        format!(
-            "[{bar}] {}/{} {:>3}%{rate}",
-            crate::modules::human_size(sent),
-            crate::modules::human_size(self.total),
-            sent * 100 / total
-        )
-    }
-
-    /// Redraws the bar at `sent` bytes.
-    pub(crate) fn update(&self, sent: u64) {
-        if !self.enabled {
-            return;
-        }
-        let line = self.line(sent, self.started.elapsed().as_secs_f64());
-        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
-        if *last != line {
-            let mut err = std::io::stderr().lock();
-            let _ = write!(err, "\r\x1b[2K{line}");
-            let _ = err.flush();
-            *last = line;
-        }
-    }
-
-    /// Ends the bar's line.
-    pub(crate) fn finish(&self) {
-        if self.enabled
-            && !self
-                .last
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_empty()
-        {
-            eprintln!();
-        }
-    }
 }
 
 #[cfg(test)]
@@ -286,21 +202,6 @@ mod tests {
         let pinned = format!("localhost:5000/hello@sha256:{}", "ab".repeat(32));
         assert!(target(&pinned).is_err(), "a digest is not a push target");
         Ok(())
-    }
-
-    #[test]
-    fn progress_is_for_large_modules_on_terminals() {
-        assert!(!Progress::new(10 << 20, false).enabled);
-        assert!(!Progress::new(1000, true).enabled);
-        let p = Progress::new(10 << 20, true);
-        assert!(p.enabled);
-        let half = p.line(5 << 20, 2.0);
-        assert!(
-            half.starts_with(&format!("[{}{}]", "=".repeat(15), " ".repeat(15))),
-            "{half}"
-        );
-        assert!(half.contains("5.0MiB/10.0MiB  50%  2.5MiB/s"), "{half}");
-        assert!(p.line(20 << 20, 0.0).contains("100%"), "never past the end");
     }
 
     #[test]

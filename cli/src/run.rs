@@ -216,7 +216,14 @@ fn parse_env(items: &[String]) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// Runs `wasmkube run`; errors reaching the cluster say what to do next.
 pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
+    run_workload(args)
+        .await
+        .map_err(crate::modules::with_advice)
+}
+
+async fn run_workload(args: RunArgs) -> anyhow::Result<()> {
     let name = match &args.name {
         Some(n) => n.clone(),
         None => name_from_file(&args.file).with_context(|| {
@@ -232,15 +239,7 @@ pub(crate) async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
     let env = parse_env(&args.env)?;
-    let bytes = tokio::fs::read(&args.file)
-        .await
-        .with_context(|| format!("reading {}", args.file.display()))?;
-    if bytes.get(..4) != Some(b"\0asm".as_slice()) {
-        bail!(
-            "{} is not a WebAssembly file (build it for wasm32-wasip1 or wasm32-wasip2)",
-            args.file.display()
-        );
-    }
+    let bytes = crate::modules::read_module(&args.file).await?;
 
     let paths = crate::up::Paths::new(args.data_dir.clone())?;
     let source = crate::kubeconfig::laptop_source(args.client.kubeconfig.as_deref(), &paths);
@@ -421,7 +420,9 @@ fn pod_running_or_done(pod: &Pod) -> bool {
 }
 
 /// Waits until the workload's pods run (every replica of a Deployment, the
-/// Job's pod running or finished); the pods' names.
+/// Job's pod running or finished); the pods' names. On a terminal a live
+/// line says what the pods are doing; problems (a failed pull, a crash) are
+/// printed as they appear, terminal or not.
 async fn wait_running(
     client: &kube::Client,
     plan: &Plan,
@@ -430,6 +431,7 @@ async fn wait_running(
     let pods: Api<Pod> = Api::namespaced(client.clone(), &plan.namespace);
     let selector = format!("{NAME_LABEL}={}", plan.name);
     let deadline = tokio::time::Instant::now() + RUN_TIMEOUT;
+    let line = crate::progress::Line::new();
     let mut last_problem = String::new();
     loop {
         let list = pods
@@ -452,6 +454,13 @@ async fn wait_running(
         let want = if plan.once { 1 } else { plan.replicas as usize };
         let running = current.iter().filter(|p| pod_running_or_done(p)).count();
         if running >= want {
+            line.clear();
+            eprintln!(
+                "{} is running ({running}/{want} {}, {})",
+                plan.name,
+                if want == 1 { "pod" } else { "pods" },
+                crate::progress::elapsed_text(line.elapsed())
+            );
             return Ok(current
                 .iter()
                 .filter_map(|p| p.metadata.name.clone())
@@ -460,9 +469,10 @@ async fn wait_running(
         if let Some(problem) = current.iter().find_map(|p| pod_problem(p))
             && problem != last_problem
         {
-            eprintln!("waiting: {problem}");
+            line.println(&format!("waiting: {problem}"));
             last_problem = problem;
         }
+        line.spin(&waiting_text(&plan.name, running, want, &current));
         if tokio::time::Instant::now() > deadline {
             bail!(
                 "{}/{} pods of {} run after {}s{}; see `kubectl describe pods -l {selector}`",
@@ -478,10 +488,56 @@ async fn wait_running(
             );
         }
         tokio::select! {
-            _ = stop.cancelled() => bail!("interrupted while waiting for {} to run", plan.name),
+            _ = stop.cancelled() => bail!(
+                "interrupted while waiting for {} to run (it keeps starting; `kubectl get pods -l {selector}` shows it)",
+                plan.name
+            ),
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
     }
+}
+
+/// The live line while waiting: how many pods run, and what the first one
+/// that does not is doing (`http-echo-…-x ContainerCreating: compiling
+/// module (12.3MiB, not in the compile cache)`).
+fn waiting_text(name: &str, running: usize, want: usize, pods: &[&Pod]) -> String {
+    let head = format!("waiting for {name}: {running}/{want} running");
+    let Some(pod) = pods.iter().find(|p| !pod_running_or_done(p)) else {
+        return if pods.is_empty() {
+            format!("{head} · no pods yet")
+        } else {
+            head
+        };
+    };
+    let pod_name = pod.metadata.name.as_deref().unwrap_or("");
+    let status = pod.status.as_ref();
+    let waiting = status.and_then(|s| {
+        s.init_container_statuses
+            .iter()
+            .chain(&s.container_statuses)
+            .flatten()
+            .find_map(|c| c.state.as_ref()?.waiting.clone())
+    });
+    let doing = match waiting {
+        Some(w) => match (w.reason, w.message.filter(|m| !m.is_empty())) {
+            (Some(r), Some(m)) => format!("{r}: {m}"),
+            (Some(r), None) => r,
+            (None, Some(m)) => m,
+            (None, None) => "Pending".into(),
+        },
+        None if pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .is_none() =>
+        {
+            "Pending: not scheduled yet".into()
+        }
+        None => status
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_else(|| "Pending".into()),
+    };
+    format!("{head} · {pod_name} {doing}")
 }
 
 /// `http://<node address>:<nodePort>/` for every node.
@@ -690,6 +746,53 @@ mod tests {
         assert_eq!(j["spec"]["backoffLimit"], 0);
         assert_eq!(j["spec"]["template"]["spec"]["restartPolicy"], "Never");
         assert!(p.service().is_none());
+    }
+
+    fn pod(name: &str, node: Option<&str>, phase: &str, waiting: Option<(&str, &str)>) -> Pod {
+        let mut v = json!({
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "c"}]},
+            "status": {"phase": phase},
+        });
+        if let Some(node) = node {
+            v["spec"]["nodeName"] = json!(node);
+        }
+        if let Some((reason, message)) = waiting {
+            v["status"]["containerStatuses"] = json!([{
+                "name": "c", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": reason, "message": message}}
+            }]);
+        }
+        serde_json::from_value(v).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_waiting_line_says_what_the_first_pending_pod_does() {
+        let up = pod("http-echo-1", Some("laptop"), "Running", None);
+        let compiling = pod(
+            "http-echo-2",
+            Some("laptop"),
+            "Pending",
+            Some((
+                "ContainerCreating",
+                "compiling module (12.3MiB, not in the compile cache)",
+            )),
+        );
+        assert_eq!(
+            waiting_text("http-echo", 1, 2, &[&up, &compiling]),
+            "waiting for http-echo: 1/2 running · http-echo-2 ContainerCreating: compiling module (12.3MiB, not in the compile cache)"
+        );
+        let unscheduled = pod("http-echo-3", None, "Pending", None);
+        assert_eq!(
+            waiting_text("http-echo", 0, 1, &[&unscheduled]),
+            "waiting for http-echo: 0/1 running · http-echo-3 Pending: not scheduled yet"
+        );
+        let creating = pod("a", Some("n"), "Pending", Some(("ContainerCreating", "")));
+        assert!(waiting_text("a", 0, 1, &[&creating]).ends_with("· a ContainerCreating"));
+        assert_eq!(
+            waiting_text("a", 0, 1, &[]),
+            "waiting for a: 0/1 running · no pods yet"
+        );
     }
 
     #[test]

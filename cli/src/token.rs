@@ -125,8 +125,12 @@ async fn connect(args: &ClientArgs) -> anyhow::Result<Admin> {
     })
 }
 
-/// Runs `wasmkube token …`.
+/// Runs `wasmkube token …`; errors reaching the cluster say what to do next.
 pub async fn run(args: TokenArgs) -> anyhow::Result<()> {
+    tokens(args).await.map_err(crate::modules::with_advice)
+}
+
+async fn tokens(args: TokenArgs) -> anyhow::Result<()> {
     match args.command {
         TokenCommand::Create(c) => {
             let admin = connect(&c.client).await?;

@@ -35,6 +35,18 @@ pub(crate) const UP_EXAMPLES: &str = "Examples:\n  \
     wasmkube up --data-dir /tmp/wk -- --port 7443 --proxy-port 8081\n  \
     wasmkube down";
 
+pub(crate) const DOWN_EXAMPLES: &str = "Examples:\n  \
+    wasmkube down\n  \
+    wasmkube down --data-dir /tmp/wk      # the server of `wasmkube up --data-dir /tmp/wk`\n\n\
+    The data directory (certificates, store, modules) is kept: `wasmkube up` starts the\n\
+    same cluster again. Remove the directory to start afresh.";
+
+pub(crate) const STATUS_EXAMPLES: &str = "Examples:\n  \
+    wasmkube status\n  \
+    wasmkube status --kubeconfig ~/.kube/config --context wasmkube\n\n\
+    Without --kubeconfig it uses KUBECONFIG, else the server `wasmkube up` started, else\n\
+    ~/.kube/config. For more detail: kubectl get pods -A; kubectl describe pod NAME";
+
 /// `wasmkube up`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct UpArgs {
@@ -199,17 +211,24 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
     write_private(&paths.pid, format!("{pid}\n").as_bytes())?;
 
     let deadline = std::time::Instant::now() + READY_TIMEOUT;
+    let line = crate::progress::Line::new();
     loop {
         let since_start = read_from(&paths.log, start)?;
         if since_start.contains(READY_LINE) {
             break;
         }
+        line.spin(&format!(
+            "starting wasmkube (pid {pid}): {}",
+            startup_step(&since_start)
+        ));
         if let Some(status) = child.try_wait()? {
             let _ = std::fs::remove_file(&paths.pid);
+            line.clear();
             bail!(
-                "wasmkube server exited ({status}) before it was ready; its last lines ({}):\n{}",
+                "wasmkube server exited ({status}) before it was ready; its last lines ({}):\n{}{}",
                 paths.log.display(),
-                tail(&since_start, 15)
+                tail(&since_start, 15),
+                startup_hint(&since_start)
             );
         }
         if std::time::Instant::now() > deadline {
@@ -221,12 +240,34 @@ pub(crate) fn up(args: UpArgs) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    line.clear();
     println!(
-        "wasmkube is running (pid {pid}); logs: {}",
+        "wasmkube is running (pid {pid}, ready in {}); logs: {}",
+        crate::progress::elapsed_text(line.elapsed()),
         paths.log.display()
     );
     print_how_to_use(&paths);
     Ok(())
+}
+
+/// What to do about a server that failed to start, when its log says why.
+fn startup_hint(log: &str) -> &'static str {
+    if log.contains("Address already in use") || log.contains("address already in use") {
+        "\nhint: another process (another wasmkube?) holds one of its ports: stop it, \
+         or choose other ports: `wasmkube up -- --port 7443 --kubelet-port 10251 --proxy-port 0`"
+    } else {
+        ""
+    }
+}
+
+/// What the starting server is doing, from what it has logged so far.
+fn startup_step(log: &str) -> &'static str {
+    // `wasmkube server` prints `API server: URL` once it listens.
+    if log.contains("API server: ") {
+        "API server up, waiting for the node to be Ready"
+    } else {
+        "starting the API server"
+    }
 }
 
 fn print_how_to_use(paths: &Paths) {
@@ -308,27 +349,29 @@ fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `wasmkube status`; errors reaching the cluster say what to do next.
 pub(crate) async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    summarise(args).await.map_err(crate::modules::with_advice)
+}
+
+async fn summarise(args: StatusArgs) -> anyhow::Result<()> {
     let paths = Paths::new(args.data_dir)?;
     let running = paths.running();
     let source = crate::kubeconfig::laptop_source(args.client.kubeconfig.as_deref(), &paths);
     let client = crate::kubeconfig::client_from(&source, args.client.context.as_deref()).await?;
     let nodes: Api<Node> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client);
+    // What to do when this fails is added by `with_advice`.
     let unreachable = || {
         format!(
-            "cannot list the cluster's nodes through {}{}",
-            source_description(&source),
-            if running.is_none() {
-                "; is it running? (`wasmkube up` starts one)"
-            } else {
-                ""
-            }
+            "cannot list the cluster's nodes through {}",
+            source_description(&source)
         )
     };
     let nodes = nodes
         .list(&ListParams::default())
         .await
+        .map_err(crate::modules::api_error)
         .with_context(unreachable)?;
     let pods = pods
         .list(&ListParams::default())

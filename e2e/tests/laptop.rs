@@ -65,6 +65,50 @@ fn up_run_status_kubeconfig_down() -> Result<()> {
     let port = free_port().to_string();
     let kubelet_port = free_port().to_string();
 
+    // Before any cluster exists, the commands that need one say how to start it.
+    let hello = sample_wasm("hello");
+    let hello_path = hello.to_str().context("path")?;
+    for args in [
+        &["status"][..],
+        &["run", hello_path],
+        &["push", hello_path, "hello:v1"],
+    ] {
+        let out = wasmkube(&home, &data, args).output()?;
+        ensure!(
+            !out.status.success(),
+            "{args:?} succeeded without a cluster"
+        );
+        ensure!(
+            stderr(&out).contains("`wasmkube up`"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    // A missing or non-wasm file is refused before anything is sent.
+    let missing = wasmkube(&home, &data, &["run", "no-such-module.wasm"]).output()?;
+    ensure!(
+        !missing.status.success() && stderr(&missing).contains("no-such-module.wasm: no such file"),
+        "{}",
+        stderr(&missing)
+    );
+    let text_file = tmp.path().join("notes.wasm");
+    std::fs::write(&text_file, "not a module")?;
+    let text_path = text_file.to_str().context("path")?;
+    for args in [&["run", text_path][..], &["push", text_path, "notes:v1"]] {
+        let out = wasmkube(&home, &data, args).output()?;
+        ensure!(
+            !out.status.success() && stderr(&out).contains("is not a WebAssembly file"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let bad_ref = wasmkube(&home, &data, &["push", hello_path, "hello"]).output()?;
+    ensure!(
+        !bad_ref.status.success() && stderr(&bad_ref).contains("expected NAME:TAG, e.g. hello:v1"),
+        "{}",
+        stderr(&bad_ref)
+    );
+
     // A typo in the server flags fails at once, and nothing starts.
     let bad = wasmkube(&home, &data, &["up", "--", "--no-such-flag"]).output()?;
     ensure!(!bad.status.success(), "bad flags were accepted");
@@ -109,7 +153,7 @@ fn up_run_status_kubeconfig_down() -> Result<()> {
 
     // The HTTP sample, detached: a Deployment and a NodePort Service.
     let echo = sample_wasm("http-echo");
-    let run = ok(wasmkube(
+    let out = wasmkube(
         &home,
         &data,
         &[
@@ -121,7 +165,10 @@ fn up_run_status_kubeconfig_down() -> Result<()> {
             "2",
             "-d",
         ],
-    ))?;
+    )
+    .output()?;
+    ensure!(out.status.success(), "run: {}", stderr(&out));
+    let (run, said) = (stdout(&out), stderr(&out));
     let url = run
         .lines()
         .find_map(|l| l.split_whitespace().find(|w| w.starts_with("http://")))
@@ -139,16 +186,61 @@ fn up_run_status_kubeconfig_down() -> Result<()> {
         "{body}"
     );
 
+    // Off a terminal `run` draws no progress line, only its summary.
+    ensure!(
+        !said.contains('\r') && !said.contains("waiting for"),
+        "{said:?}"
+    );
+    ensure!(said.contains("http-echo is running (2/2 pods"), "{said}");
+    // The module's first compile on this node (a fresh compile cache) is an
+    // event with its time, after the pull's.
+    let cache = tmp.path().join("kubectl-cache");
+    let events = wait_for("the Compiled event", Duration::from_secs(30), || {
+        let events = kubectl(
+            &kubeconfig,
+            &cache,
+            &[
+                "get",
+                "events",
+                "-o",
+                "jsonpath={range .items[*]}{.reason} {.involvedObject.name}: {.message}{\"\\n\"}{end}",
+            ],
+        )?;
+        Ok(events
+            .lines()
+            .any(|l| l.starts_with("Compiled http-echo-"))
+            .then_some(events))
+    })?;
+    let compiled = events
+        .lines()
+        .find(|l| l.starts_with("Compiled http-echo-"))
+        .unwrap_or_default();
+    ensure!(
+        compiled.contains("Compiled module of image \"http-echo:")
+            && compiled.contains(" MiB) in "),
+        "{events}"
+    );
+    ensure!(
+        events
+            .lines()
+            .any(|l| l.starts_with("Pulled http-echo-") && l.contains("Image size:")),
+        "{events}"
+    );
+
     let status = ok(wasmkube(&home, &data, &["status"]))?;
     ensure!(status.contains("Nodes:   1/1 Ready"), "{status}");
-    ensure!(status.contains("2 Running"), "{status}");
+    // Both replicas run: a pod that does not is listed by name (the
+    // count also holds kube-system's component pods).
+    ensure!(
+        status.contains(" Running") && !status.contains("default/http-echo"),
+        "{status}"
+    );
 
     // A one-shot module: its output, its exit, and --rm cleans up.
-    let hello = sample_wasm("hello");
     let once = ok(wasmkube(
         &home,
         &data,
-        &["run", hello.to_str().context("path")?, "--once", "--rm"],
+        &["run", hello_path, "--once", "--rm"],
     ))?;
     ensure!(once.contains("Hello"), "{once}");
 
@@ -161,7 +253,6 @@ fn up_run_status_kubeconfig_down() -> Result<()> {
     )?;
     let said = ok(wasmkube(&home, &data, &["kubeconfig", "--merge"]))?;
     ensure!(said.contains("made current"), "{said}");
-    let cache = tmp.path().join("kubectl-cache");
     let deployments = kubectl(&merged, &cache, &["get", "deploy", "-o", "name"])?;
     ensure!(
         deployments.contains("deployment.apps/http-echo"),
@@ -214,5 +305,13 @@ fn up_run_status_kubeconfig_down() -> Result<()> {
     ensure!(!data.join("wasmkube.pid").exists());
     let none = ok(wasmkube(&home, &data, &["down"]))?;
     ensure!(none.contains("not running"), "{none}");
+    // Its kubeconfig remains, but nothing answers there: say what to do.
+    let gone = wasmkube(&home, &data, &["status"]).output()?;
+    ensure!(
+        !gone.status.success() && stderr(&gone).contains("hint: no cluster answers"),
+        "{}",
+        stderr(&gone)
+    );
+    ensure!(stderr(&gone).contains("`wasmkube up`"), "{}", stderr(&gone));
     Ok(())
 }

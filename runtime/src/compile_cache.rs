@@ -132,6 +132,12 @@ impl CompileCache {
         plain.then(|| self.dir.join(format!("{}.cwasm", digest.replace(':', "-"))))
     }
 
+    /// Whether an artifact of `digest` is on disk (it may still turn out
+    /// unusable when loaded).
+    pub fn contains(&self, digest: &str) -> bool {
+        self.path_of(digest).is_some_and(|p| p.is_file())
+    }
+
     /// The artifact of `digest`, if the cache has a usable one. A file that
     /// does not load (truncated, from another build) is removed, and the
     /// caller compiles.

@@ -449,6 +449,14 @@ pub async fn run_pod(
     }
 }
 
+/// `12.3 MiB`: module sizes in the pod's waiting message and events.
+fn size_text(bytes: u64) -> String {
+    // Display only: precision loss on huge sizes does not matter.
+    #[allow(clippy::cast_precision_loss)]
+    let mib = bytes as f64 / f64::from(1u32 << 20);
+    format!("{mib:.1} MiB")
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -733,6 +741,8 @@ impl Worker {
                     "Pulling",
                     format!("Pulling image \"{image}\""),
                 );
+                self.say_creating(i, format!("pulling image \"{image}\""))
+                    .await;
                 let pulled = self.ctx.modules.pull(image, &keyring).await;
                 // A stand-in for an unreachable source is said below.
                 if let Ok(m) = &pulled
@@ -796,6 +806,20 @@ impl Worker {
                 self.slots[i].flip_at = Some(Instant::now() + PULL_ERROR_SHOWN);
                 None
             }
+        }
+    }
+
+    /// Reports what container `i` is busy with before a slow step (a
+    /// pull, a compile): one status write per step, and only while it is
+    /// plainly being created, so an error state shown stays until replaced.
+    async fn say_creating(&mut self, i: usize, message: String) {
+        if matches!(&self.records[i].state, State::Waiting { reason, .. } if reason == "ContainerCreating")
+        {
+            self.records[i].state = State::Waiting {
+                reason: "ContainerCreating".into(),
+                message: Some(message),
+            };
+            self.report(false).await;
         }
     }
 
@@ -866,7 +890,17 @@ impl Worker {
                 None => return,
             },
         };
-        // Create.
+        // Create. A large module's first compile takes seconds: the pod
+        // says so while it runs, and an event says how long it took.
+        let compiling = self.ctx.sandbox.needs_compile(&module.digest);
+        if compiling {
+            let message = format!(
+                "compiling module ({}, not in the compile cache)",
+                size_text(module.size)
+            );
+            self.say_creating(i, message).await;
+        }
+        let compile_started = Instant::now();
         if let Err(e) = self.ctx.sandbox.prepare(&module.digest, &module.path).await {
             let message = e.to_string();
             self.event(
@@ -877,6 +911,18 @@ impl Worker {
             );
             self.retry_later(i, "CreateContainerError", message);
             return;
+        }
+        if compiling {
+            self.event(
+                Some(&name),
+                EventType::Normal,
+                "Compiled",
+                format!(
+                    "Compiled module of image \"{image}\" ({}) in {}",
+                    size_text(module.size),
+                    go_duration(compile_started.elapsed())
+                ),
+            );
         }
         let env = match self.resolve_env(&container).await {
             Ok(env) => env,
@@ -1686,7 +1732,20 @@ pub async fn run_pods(
         .any_semantic()
         .fields(&format!("spec.nodeName={}", ctx.node_name));
     dispatch(ctx, local, shutdown, move |writer| {
-        reflector::reflector(writer, watcher(api, config)).default_backoff()
+        // Mirror pods stand for the process's own components
+        // (crate::mirror): nothing here runs them.
+        let events = watcher(api, config).filter(|e| {
+            let mirror = match e {
+                Ok(
+                    watcher::Event::Apply(p)
+                    | watcher::Event::InitApply(p)
+                    | watcher::Event::Delete(p),
+                ) => crate::mirror::is_mirror_pod(p),
+                _ => false,
+            };
+            std::future::ready(!mirror)
+        });
+        reflector::reflector(writer, events).default_backoff()
     })
     .await;
 }
@@ -1960,6 +2019,11 @@ mod tests {
 
     #[async_trait::async_trait]
     impl Sandbox for FakeSandbox {
+        /// `big` stands for a module not compiled yet.
+        fn needs_compile(&self, digest: &str) -> bool {
+            digest == "sha256:big"
+        }
+
         async fn prepare(&self, digest: &str, _path: &Path) -> Result<(), SandboxError> {
             if digest == "sha256:bad" {
                 return Err(SandboxError::InvalidModule(
@@ -2621,6 +2685,43 @@ mod tests {
             .and_then(|w| w.message)
             .unwrap_or_default();
         assert!(msg.contains("_start"), "{msg}");
+        task.abort();
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn pulling_and_compiling_are_said_while_they_happen() -> anyhow::Result<()> {
+        let h = harness()?;
+        let (_tx, rx) = watch::channel(Arc::new(pod("big:v1", "Always")));
+        let task = tokio::spawn(run_pod(
+            h.ctx.clone(),
+            rx,
+            CancellationToken::new(),
+            CancellationToken::new(),
+        ));
+        h.wait_status(|s| s.phase.as_deref() == Some("Running"))
+            .await?;
+        let said: Vec<String> = h
+            .api
+            .statuses
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .iter()
+            .filter_map(|s| container_state(s)?.waiting)
+            .filter(|w| w.reason.as_deref() == Some("ContainerCreating"))
+            .filter_map(|w| w.message)
+            .collect();
+        assert_eq!(
+            said,
+            [
+                "pulling image \"big:v1\"",
+                "compiling module (0.0 MiB, not in the compile cache)"
+            ]
+        );
+        assert_eq!(
+            h.events(),
+            ["Pulling", "Pulled", "Compiled", "Created", "Started"]
+        );
         task.abort();
         Ok(())
     }

@@ -141,6 +141,15 @@ pub trait Sandbox: Send + Sync + 'static {
     /// Cheap when it is already prepared.
     async fn prepare(&self, digest: &str, path: &Path) -> Result<(), SandboxError>;
 
+    /// Whether [`Sandbox::prepare`] of `digest` has to compile it (neither
+    /// prepared nor in the compile cache): the slow step of a large
+    /// module's first start, which the kubelet reports while it runs. A
+    /// hint for display only: another pod may prepare it meanwhile.
+    fn needs_compile(&self, digest: &str) -> bool {
+        let _ = digest;
+        false
+    }
+
     /// Runs a container to its end. Returns when the guest exits, traps, or
     /// `run.stop` is cancelled.
     async fn run(&self, run: ContainerRun) -> Result<ExitStatus, SandboxError>;
@@ -794,6 +803,15 @@ impl Compiler {
 
 #[async_trait::async_trait]
 impl Sandbox for WasmtimeSandbox {
+    fn needs_compile(&self, digest: &str) -> bool {
+        self.cached(digest).is_none()
+            && !self
+                .compiler
+                .disk
+                .as_ref()
+                .is_some_and(|disk| disk.contains(digest))
+    }
+
     async fn prepare(&self, digest: &str, path: &Path) -> Result<(), SandboxError> {
         if self.cached(digest).is_some() {
             return Ok(());

@@ -1792,10 +1792,7 @@ mod tests {
         );
         let lease = json!({"metadata": {"name": "n1"}, "spec": {"holderIdentity": "n1"}});
         assert_eq!(cells("Lease", &lease, now())[1], "n1");
-        assert_eq!(
-            cells("Widget", &lease, now()),
-            vec![json!("n1"), json!("")]
-        );
+        assert_eq!(cells("Widget", &lease, now()), vec![json!("n1"), json!("")]);
         for kind in [
             "Namespace",
             "ConfigMap",

@@ -78,6 +78,12 @@ pub struct KubeletArgs {
     /// memory.
     #[arg(long, value_enum, value_name = "MODE", default_value_t = Pooling::Auto)]
     pub wasm_pooling: Pooling,
+
+    /// How many pods the node takes (its `pods` capacity, the kubelet's
+    /// --max-pods); the pooling allocator reserves four instance slots per
+    /// pod, so a large value makes the node allocate on demand instead.
+    #[arg(long, value_name = "N", default_value_t = 110, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_pods: u32,
 }
 
 /// `--wasm-pooling`.
@@ -121,6 +127,7 @@ impl KubeletArgs {
         config.max_parallel_image_pulls = usize::from(self.max_parallel_image_pulls);
         config.allowed_host_paths = self.allow_host_path.clone();
         config.pooling = self.wasm_pooling == Pooling::Auto;
+        config.max_pods = self.max_pods;
     }
 }
 
@@ -156,6 +163,7 @@ mod tests {
         assert!(config.allowed_host_paths.is_empty());
         assert_eq!(config.registry_ca, None);
         assert!(config.pooling);
+        assert_eq!(config.max_pods, untouched.max_pods);
         Ok(())
     }
 
@@ -201,6 +209,7 @@ mod tests {
             "--allow-host-path",
             "/srv",
             "--wasm-pooling=off",
+            "--max-pods=10000",
         ])?;
         let mut config = wasmkube_runtime::KubeletConfig::new("n", "/tmp/n");
         a.configure(&mut config);
@@ -215,7 +224,9 @@ mod tests {
         assert_eq!(config.max_parallel_image_pulls, 1);
         assert_eq!(config.allowed_host_paths, [PathBuf::from("/srv")]);
         assert!(!config.pooling);
+        assert_eq!(config.max_pods, 10_000);
         assert!(parse(&["--wasm-pooling", "sometimes"]).is_err());
+        assert!(parse(&["--max-pods", "0"]).is_err());
         Ok(())
     }
 }

@@ -3,11 +3,13 @@
 
 mod agent;
 mod api_limit_args;
+mod components;
 mod flags;
 mod kubeconfig;
 mod kubeconfig_cmd;
 mod kubelet_args;
 mod modules;
+mod progress;
 mod push;
 mod run;
 mod secrets_key;
@@ -91,6 +93,7 @@ enum Command {
 
     /// List the modules in the cluster's module store, or remove tags
     /// (`wasmkube modules rm NAME:TAG`).
+    #[command(after_long_help = modules::EXAMPLES)]
     Modules(modules::ModulesArgs),
 
     /// Run a node that joins a cluster over the network (an edge device or
@@ -106,6 +109,30 @@ enum Command {
     /// SIGTERM stops it gracefully.
     #[command(after_long_help = agent::EXAMPLES)]
     Agent(agent::AgentArgs),
+
+    /// Run the scheduler alone (kube-scheduler), for a server started with
+    /// --disable-scheduler or several control-plane machines.
+    ///
+    /// Binds pending pods to nodes while holding the `wasmkube-scheduler`
+    /// Lease in kube-system (the one the all-in-one server uses), so any
+    /// number of copies run it once. Authenticates with the kubeconfig the
+    /// server writes to DATA_DIR/scheduler.kubeconfig (user
+    /// system:kube-scheduler). Ctrl-C or SIGTERM stops it gracefully and
+    /// releases the Lease.
+    #[command(after_long_help = components::SCHEDULER_EXAMPLES)]
+    Scheduler(components::SchedulerArgs),
+
+    /// Run the controllers alone (kube-controller-manager): Deployments,
+    /// ReplicaSets, Jobs, Services' endpoints, node lifecycle, garbage
+    /// collection and the rest, for a server started with
+    /// --disable-controller-manager.
+    ///
+    /// Runs while holding the `wasmkube-controller-manager` Lease in
+    /// kube-system. Authenticates with DATA_DIR/controller-manager.kubeconfig
+    /// (user system:kube-controller-manager). Ctrl-C or SIGTERM stops it
+    /// gracefully and releases the Lease.
+    #[command(after_long_help = components::CONTROLLER_MANAGER_EXAMPLES)]
+    ControllerManager(components::ControllerManagerArgs),
 
     /// Create, list and revoke the join tokens agents use to join
     /// (`wasmkube token create|list|revoke`). Needs the admin kubeconfig.
@@ -124,10 +151,12 @@ enum Command {
     Up(up::UpArgs),
 
     /// Stop the server `wasmkube up` started.
+    #[command(after_long_help = up::DOWN_EXAMPLES)]
     Down(up::DownArgs),
 
     /// Summarise the cluster: nodes, and pods by state (naming the ones that
     /// do not run).
+    #[command(after_long_help = up::STATUS_EXAMPLES)]
     Status(up::StatusArgs),
 
     /// Push a module and run it: a Deployment (or a Job with --once, and a
@@ -266,6 +295,16 @@ struct ServerArgs {
     #[arg(long, value_name = "QUANTITY", value_parser = wasmkube_apiserver::admission::parse_cpu_flag)]
     max_pod_cpu: Option<u64>,
 
+    /// How often the store's old revision history is dropped
+    /// (kube-apiserver's --etcd-compaction-interval; both backends).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = flags::parse_positive_duration)]
+    etcd_compaction_interval: std::time::Duration,
+
+    /// Revisions of history kept for watches resuming from an older
+    /// resourceVersion; older ones get 410 Expired and the client relists.
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(1..))]
+    compaction_keep_revisions: i64,
+
     /// Settings of the built-in node (ignored with --no-node).
     #[command(flatten)]
     kubelet: kubelet_args::KubeletArgs,
@@ -273,6 +312,11 @@ struct ServerArgs {
     /// The API server's request limits and audit log.
     #[command(flatten)]
     api_limits: api_limit_args::ApiLimitArgs,
+
+    /// Components run as separate processes instead (--disable-scheduler,
+    /// --disable-controller-manager).
+    #[command(flatten)]
+    components: components::ServerComponentArgs,
 }
 
 impl ServerArgs {
@@ -334,9 +378,14 @@ fn init_logging(level: Option<&str>, format: LogFormat) -> anyhow::Result<()> {
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
+    // The components' own logs (`kubectl logs -n kube-system …`) are fed
+    // from the same events; inactive unless `server` or `agent` runs.
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let component_logs = wasmkube_runtime::component_logs::layer();
     let result = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.finish().with(component_logs).try_init(),
+        LogFormat::Json => builder.json().finish().with(component_logs).try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("installing the logger: {e}"))
 }
@@ -365,6 +414,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Push(args) => push::run(args).await,
         Command::Modules(args) => modules::run(args).await,
         Command::Agent(args) => agent::run(args).await,
+        Command::Scheduler(args) => components::run_scheduler(args).await,
+        Command::ControllerManager(args) => components::run_controller_manager(args).await,
         Command::Token(args) => token::run(args).await,
         Command::Secrets(args) => secrets_key::run(args).await,
         Command::Up(args) => up::up(args),
@@ -409,6 +460,7 @@ impl From<ServerArgs> for server::Options {
             module_cache_max_size: k.module_cache_max_size,
             compiled_cache_max_size: k.compiled_cache_max_size,
             max_parallel_image_pulls: usize::from(k.max_parallel_image_pulls),
+            max_pods: k.max_pods,
             allow_host_paths: k.allow_host_path.clone(),
             max_pod_memory: a.max_pod_memory,
             max_pod_cpu: a.max_pod_cpu,
@@ -421,7 +473,10 @@ impl From<ServerArgs> for server::Options {
                 a.default_unreachable_toleration_seconds,
             ),
             api_limits: a.api_limits.api_limits(),
+            components: a.components.clone(),
             audit: a.api_limits.audit(),
+            compaction_interval: a.etcd_compaction_interval,
+            compaction_keep_revisions: a.compaction_keep_revisions,
             data_dir: a.data_dir,
             bind_address: a.bind_address,
             port: a.port,

@@ -45,6 +45,8 @@ pub struct Options {
     pub compiled_cache_max_size: u64,
     /// Image pulls the built-in kubelet runs at once.
     pub max_parallel_image_pulls: usize,
+    /// The built-in node's pod capacity.
+    pub max_pods: u32,
     /// Directories below which the built-in node mounts hostPath volumes.
     pub allow_host_paths: Vec<PathBuf>,
     /// Largest memory limit of one pod, in bytes (admission).
@@ -65,15 +67,21 @@ pub struct Options {
     pub api_limits: wasmkube_apiserver::limits::ApiLimits,
     /// The API server's audit log.
     pub audit: wasmkube_apiserver::audit::AuditConfig,
+    /// How often the store's history is compacted, and how many revisions
+    /// of it are kept for resuming watches.
+    pub compaction_interval: Duration,
+    pub compaction_keep_revisions: i64,
+    /// Components run as separate processes instead.
+    pub components: crate::components::ServerComponentArgs,
 }
 
-const SCHEDULER_USER: &str = "system:kube-scheduler";
-const CONTROLLER_MANAGER_USER: &str = "system:kube-controller-manager";
 /// The Leases (in `kube-system`) electing the one scheduler and the one
-/// controller manager among the control planes; Kubernetes' names with our
-/// prefix.
-const SCHEDULER_LEASE: &str = "wasmkube-scheduler";
-const CONTROLLER_MANAGER_LEASE: &str = "wasmkube-controller-manager";
+/// controller manager among the control planes (and separate
+/// `wasmkube scheduler` / `controller-manager` processes); Kubernetes' names
+/// with our prefix.
+use crate::components::{
+    CONTROLLER_MANAGER_LEASE, CONTROLLER_MANAGER_USER, SCHEDULER_LEASE, SCHEDULER_USER,
+};
 
 /// How long stopping may take before the process exits anyway.
 const STOP_GRACE: Duration = Duration::from_secs(30);
@@ -228,8 +236,10 @@ fn spawn_kubelet(
     node_name: &str,
     client: kube::Client,
     token: CancellationToken,
+    components: Vec<wasmkube_runtime::mirror::Component>,
 ) {
     let mut config = wasmkube_runtime::KubeletConfig::new(node_name, data_dir.join("node"));
+    config.components = components;
     config.port = opts.kubelet_port;
     config.proxy_port = opts.proxy_port;
     config.restart_backoff = opts.restart_backoff;
@@ -238,6 +248,7 @@ fn spawn_kubelet(
     config.module_cache_max_bytes = opts.module_cache_max_size;
     config.compiled_cache_max_bytes = opts.compiled_cache_max_size;
     config.max_parallel_image_pulls = opts.max_parallel_image_pulls;
+    config.max_pods = opts.max_pods;
     config.allowed_host_paths = opts.allow_host_paths.clone();
     config.lease_duration = opts.node_lease_duration;
     config.renew_interval = opts.node_lease_duration / 4;
@@ -247,9 +258,56 @@ fn spawn_kubelet(
     });
 }
 
+/// The control-plane components the built-in node publishes as mirror pods
+/// in `kube-system`, each with its health probe (the datastore only when it
+/// is embedded in this process, the scheduler and controller manager only
+/// when they run in it).
+fn mirror_components(
+    opts: &Options,
+    admin: kube::Client,
+    identity: &str,
+    started: jiff::Timestamp,
+) -> Vec<wasmkube_runtime::mirror::Component> {
+    use wasmkube_runtime::mirror::{self, Component, Tier};
+    let ns = leader_election::DEFAULT_NAMESPACE;
+    let mut list = vec![Component::new(
+        mirror::APISERVER,
+        Tier::ControlPlane,
+        started,
+        mirror::readyz_probe(admin.clone()),
+    )];
+    if matches!(opts.store, wasmkube_apiserver::StoreBackend::Embedded) {
+        list.push(Component::new(
+            mirror::DATASTORE,
+            Tier::ControlPlane,
+            started,
+            mirror::store_probe(admin.clone()),
+        ));
+    }
+    if !opts.components.disable_scheduler {
+        list.push(Component::new(
+            mirror::SCHEDULER,
+            Tier::ControlPlane,
+            started,
+            mirror::leader_probe(admin.clone(), ns, SCHEDULER_LEASE, identity.to_string()),
+        ));
+    }
+    if !opts.components.disable_controller_manager {
+        list.push(Component::new(
+            mirror::CONTROLLER_MANAGER,
+            Tier::ControlPlane,
+            started,
+            mirror::leader_probe(admin, ns, CONTROLLER_MANAGER_LEASE, identity.to_string()),
+        ));
+    }
+    list
+}
+
 /// Runs the cluster until SIGINT/SIGTERM.
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let started = jiff::Timestamp::now();
+    // The process's logs, by component, become its mirror pods' logs.
+    wasmkube_runtime::component_logs::activate(wasmkube_runtime::mirror::APISERVER);
     let data_dir = data_dir(opts.data_dir.clone())?;
     let node_name = opts
         .node_name
@@ -287,6 +345,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         api_limits: opts.api_limits.clone(),
         audit: opts.audit.clone(),
         encryption_provider_config: opts.encryption_provider_config.clone(),
+        compaction_interval: opts.compaction_interval,
+        compaction_keep_revisions: opts.compaction_keep_revisions,
         // The built-in node's hostPath directories are also what admission
         // lets pods ask for.
         admission: wasmkube_apiserver::admission::Policy {
@@ -307,6 +367,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         println!("kubeconfig also written to {}", extra.display());
     }
     println!("export KUBECONFIG={}", running.kubeconfig_path.display());
+    // Credentials for `wasmkube scheduler` / `controller-manager` elsewhere.
+    crate::components::write_component_kubeconfigs(&running, &data_dir).await?;
 
     let mut tasks: Tasks = JoinSet::new();
 
@@ -315,41 +377,54 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let identity = election_identity(&opts.store, &data_dir);
     tracing::info!(%identity, "leader election identity");
 
-    let scheduler_client = component_client(&running, SCHEDULER_USER).await?;
-    let lease = LeaderConfig::new(SCHEDULER_LEASE, identity.clone());
-    let scheduler_config = wasmkube_scheduler::SchedulerConfig {
-        instance: identity.clone(),
-        ..Default::default()
-    };
-    let token = components.clone();
-    tasks.spawn(async move {
-        let client = scheduler_client.clone();
-        let r = leader_election::run_while_leader(client, lease, token, |led| {
-            wasmkube_scheduler::run(scheduler_client.clone(), scheduler_config.clone(), led)
-        })
-        .await;
-        ("scheduler", r.map_err(anyhow::Error::from))
-    });
+    if !opts.components.disable_scheduler {
+        let scheduler_client = component_client(&running, SCHEDULER_USER).await?;
+        let lease = LeaderConfig::new(SCHEDULER_LEASE, identity.clone());
+        let scheduler_config = wasmkube_scheduler::SchedulerConfig {
+            instance: identity.clone(),
+            ..Default::default()
+        };
+        let token = components.clone();
+        tasks.spawn(async move {
+            let client = scheduler_client.clone();
+            let r = leader_election::run_while_leader(client, lease, token, |led| {
+                wasmkube_scheduler::run(scheduler_client.clone(), scheduler_config.clone(), led)
+            })
+            .await;
+            ("scheduler", r.map_err(anyhow::Error::from))
+        });
+    }
 
-    let controllers_client = component_client(&running, CONTROLLER_MANAGER_USER).await?;
-    let lease = LeaderConfig::new(CONTROLLER_MANAGER_LEASE, identity.clone());
-    let controllers_config = wasmkube_controllers::ControllersConfig {
-        node_monitor_grace_period: opts.node_monitor_grace_period,
-        pod_eviction_timeout: opts.pod_eviction_timeout,
-        ..Default::default()
-    };
-    let token = components.clone();
-    tasks.spawn(async move {
-        let client = controllers_client.clone();
-        let r = leader_election::run_while_leader(client, lease, token, |led| {
-            wasmkube_controllers::run(controllers_client.clone(), controllers_config.clone(), led)
-        })
-        .await;
-        ("controllers", r.map_err(anyhow::Error::from))
-    });
+    if !opts.components.disable_controller_manager {
+        let controllers_client = component_client(&running, CONTROLLER_MANAGER_USER).await?;
+        let lease = LeaderConfig::new(CONTROLLER_MANAGER_LEASE, identity.clone());
+        let controllers_config = wasmkube_controllers::ControllersConfig {
+            node_monitor_grace_period: opts.node_monitor_grace_period,
+            pod_eviction_timeout: opts.pod_eviction_timeout,
+            ..Default::default()
+        };
+        let token = components.clone();
+        tasks.spawn(async move {
+            let client = controllers_client.clone();
+            let r = leader_election::run_while_leader(client, lease, token, |led| {
+                wasmkube_controllers::run(
+                    controllers_client.clone(),
+                    controllers_config.clone(),
+                    led,
+                )
+            })
+            .await;
+            ("controllers", r.map_err(anyhow::Error::from))
+        });
+    }
+
+    let admin_config =
+        kubeconfig::component_config(&running.url, &running.ca_pem, &running.admin_token).await?;
+    let admin = kube::Client::try_from(admin_config).context("admin client")?;
 
     if !opts.no_node {
         let node_client = component_client(&running, &node_user).await?;
+        let mirrored = mirror_components(&opts, admin.clone(), &identity, started);
         spawn_kubelet(
             &mut tasks,
             &opts,
@@ -357,12 +432,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             &node_name,
             node_client,
             components.clone(),
+            mirrored,
         );
     }
-
-    let admin_config =
-        kubeconfig::component_config(&running.url, &running.ca_pem, &running.admin_token).await?;
-    let admin = kube::Client::try_from(admin_config).context("admin client")?;
     let ready_node = (!opts.no_node).then(|| node_name.clone());
     let ready = wait_ready(admin, ready_node.clone(), started, shutdown.clone());
     let mut ready = std::pin::pin!(ready);
@@ -382,7 +454,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     }
                 }
             }
-            joined = tasks.join_next() => {
+            // Without any in-process component (all run elsewhere) the
+            // server only serves the API until it is told to stop.
+            joined = tasks.join_next(), if !tasks.is_empty() => {
                 let Some(joined) = joined else { break };
                 let err = match joined {
                     Ok((name, Ok(()))) => anyhow::anyhow!("{name} stopped unexpectedly"),

@@ -61,39 +61,39 @@ use crate::storage::Store;
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-    #[error("opening the store: {0}")]
+    #[error("opening the store")]
     Store(#[source] storage::Error),
-    #[error("encryption at rest: {0}")]
+    #[error("encryption at rest")]
     Encryption(#[from] storage::encryption::Error),
-    #[error("starting the registry: {0}")]
+    #[error("starting the registry")]
     Registry(#[source] Box<error::ApiError>),
-    #[error("certificates: {0}")]
+    #[error("certificates")]
     Pki(#[from] pki::Error),
-    #[error("token file: {0}")]
+    #[error("token file")]
     Auth(#[from] auth::Error),
-    #[error("service account signing key: {0}")]
+    #[error("service account signing key")]
     ServiceAccountKey(#[from] serviceaccount::KeyError),
-    #[error("TLS: {0}")]
+    #[error("TLS")]
     Tls(#[from] server::Error),
-    #[error("bootstrap: {0}")]
+    #[error("bootstrap")]
     Bootstrap(#[from] bootstrap::Error),
-    #[error("{0}")]
+    #[error(transparent)]
     Audit(#[from] audit::Error),
-    #[error("default RBAC policy: {0}")]
+    #[error("default RBAC policy")]
     RbacBootstrap(#[from] authz::rbac::bootstrap::Error),
-    #[error("binding {addr}: {source}")]
+    #[error("binding {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
-    #[error("a setup task failed: {0}")]
+    #[error("a setup task failed")]
     Join(#[from] tokio::task::JoinError),
 }
 

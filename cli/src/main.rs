@@ -35,7 +35,8 @@ pub struct Cli {
     command: Command,
 
     /// Log filter, e.g. `info`, `debug`, `wasmkube_scheduler=debug,info`.
-    /// Defaults to `RUST_LOG`, else `info`.
+    /// Defaults to `RUST_LOG`, else `info` for `server`, `agent`, `scheduler`
+    /// and `controller-manager` and `warn` for the other commands.
     #[arg(long, global = true, value_name = "FILTER")]
     log_level: Option<String>,
 
@@ -367,11 +368,25 @@ struct PushArgs {
     registry: push::RegistryArgs,
 }
 
-fn init_logging(level: Option<&str>, format: LogFormat) -> anyhow::Result<()> {
+/// The log filter when neither `--log-level` nor `RUST_LOG` says: the
+/// long-running components log at info; the one-shot client commands
+/// report failures in their own error line, so the client library's
+/// retries and connection errors would only repeat it above.
+fn default_filter(command: &Command) -> &'static str {
+    match command {
+        Command::Server(_)
+        | Command::Agent(_)
+        | Command::Scheduler(_)
+        | Command::ControllerManager(_) => "info",
+        _ => "warn,kube_client=off,kube_runtime=off",
+    }
+}
+
+fn init_logging(level: Option<&str>, format: LogFormat, default: &str) -> anyhow::Result<()> {
     use tracing_subscriber::EnvFilter;
     let filter = match level {
         Some(l) => EnvFilter::try_new(l).with_context(|| format!("invalid --log-level {l:?}"))?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default)),
     };
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
@@ -393,7 +408,8 @@ fn init_logging(level: Option<&str>, format: LogFormat) -> anyhow::Result<()> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging(cli.log_level.as_deref(), cli.log_format) {
+    let default = default_filter(&cli.command);
+    if let Err(e) = init_logging(cli.log_level.as_deref(), cli.log_format, default) {
         eprintln!("error: {e:#}");
         return std::process::ExitCode::FAILURE;
     }
@@ -596,6 +612,14 @@ mod tests {
         Ok(())
     }
 
+    #[test]
+    fn client_commands_log_quietly_and_components_at_info() -> anyhow::Result<()> {
+        let status = Cli::try_parse_from(["wasmkube", "status"])?;
+        assert!(default_filter(&status.command).starts_with("warn"));
+        let agent = Cli::try_parse_from(["wasmkube", "agent", "--server", "https://a:6443"])?;
+        assert_eq!(default_filter(&agent.command), "info");
+        Ok(())
+    }
     #[test]
     fn bad_values_are_rejected() {
         assert!(parse(&["wasmkube", "server", "--port", "70000"]).is_err());

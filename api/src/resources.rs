@@ -180,13 +180,23 @@ const RESOURCES: &[ResourceInfo] = &[
         namespaced: false,
         verbs: FULL_VERBS,
         categories: &[],
-        subresources: &[Subresource {
-            name: "status",
-            group: "",
-            version: "v1",
-            kind: "Node",
-            verbs: STATUS_VERBS,
-        }],
+        subresources: &[
+            // The kubelet through the API server (`nodes/{name}/proxy/…`).
+            Subresource {
+                name: "proxy",
+                group: "",
+                version: "v1",
+                kind: "NodeProxyOptions",
+                verbs: &["create", "delete", "get", "patch", "update"],
+            },
+            Subresource {
+                name: "status",
+                group: "",
+                version: "v1",
+                kind: "Node",
+                verbs: STATUS_VERBS,
+            },
+        ],
     },
     ResourceInfo {
         group: "",

@@ -31,6 +31,7 @@ pub mod logs;
 pub mod metrics;
 pub mod metrics_api;
 pub mod modules;
+pub mod node_proxy;
 pub mod openapi;
 pub mod pki;
 pub mod portforward;

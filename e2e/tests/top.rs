@@ -168,5 +168,58 @@ fn kubectl_top_shows_nodes_pods_and_containers() -> Result<()> {
     let out = c.kubectl(&["top", "pod", "nope"])?;
     assert!(!out.status.success());
     assert!(stderr(&out).contains("not found"), "{}", stderr(&out));
+
+    // The same figures straight from the kubelet, through the node proxy.
+    let raw = c.kubectl_ok(&["get", "--raw", "/api/v1/nodes/node-1/proxy/stats/summary"])?;
+    let summary: serde_json::Value = serde_json::from_str(&raw)?;
+    assert_eq!(summary["node"]["nodeName"], "node-1", "{raw}");
+    let pods: Vec<(String, String)> = summary["pods"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let r = &p["podRef"];
+            (
+                r["namespace"].as_str().unwrap_or("").to_string(),
+                r["name"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    for want in [("default", "counter"), ("tools", "idle")] {
+        assert!(
+            pods.iter().any(|(ns, n)| (ns.as_str(), n.as_str()) == want),
+            "{want:?} in {pods:?}"
+        );
+    }
+    let out = c.kubectl(&["get", "--raw", "/api/v1/nodes/nope/proxy/stats/summary"])?;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("nodes \"nope\" not found"),
+        "{}",
+        stderr(&out)
+    );
+    // `view` does not grant nodes/proxy (as in Kubernetes).
+    c.kubectl_ok(&["create", "serviceaccount", "looker"])?;
+    c.kubectl_ok(&[
+        "create",
+        "clusterrolebinding",
+        "looker",
+        "--clusterrole=view",
+        "--serviceaccount=default:looker",
+    ])?;
+    let token = c.kubectl_ok(&["create", "token", "looker"])?;
+    let out = c.kubectl(&[
+        "--token",
+        token.trim(),
+        "get",
+        "--raw",
+        "/api/v1/nodes/node-1/proxy/stats/summary",
+    ])?;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("Forbidden") || stderr(&out).contains("forbidden"),
+        "{}",
+        stderr(&out)
+    );
     Ok(())
 }

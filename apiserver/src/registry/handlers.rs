@@ -47,6 +47,16 @@ fn allows(res: &ResourceInfo, verb: &str) -> Result<()> {
 
 async fn handle(reg: Arc<Registry>, req: Request) -> Result<Response> {
     let (parts, body) = req.into_parts();
+    if let Some((node, kubelet_path)) = crate::node_proxy::target(parts.uri.path()) {
+        let tunnels = parts
+            .extensions
+            .get::<crate::tunnel::Tunnels>()
+            .cloned()
+            .unwrap_or_default();
+        let node = node.to_string();
+        let req = axum::http::Request::from_parts(parts, body);
+        return Ok(crate::node_proxy::serve(reg, tunnels, &node, kubelet_path, req).await);
+    }
     let target = request::parse_path(parts.uri.path())?;
     let mut params = Params::parse(&parts.uri)?;
     params.watch |= target.watch_prefix;

@@ -78,6 +78,11 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
+    /// The largest request body accepted (`--max-request-body-bytes`).
+    pub fn max_body_bytes(&self) -> usize {
+        self.options.max_body_bytes
+    }
+
     /// Starts the registry: one watch cache (one store watch) per resource.
     pub async fn start(
         store: Arc<dyn Store>,

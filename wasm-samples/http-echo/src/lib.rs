@@ -4,7 +4,8 @@
 //! downward API), so requests spread over replicas are visible in responses.
 //!
 //! The answer is JSON (`application/json`), or plain text when the query has
-//! `format=text`. Each response also carries `x-served-by: <pod>`.
+//! `format=text`. Each response also carries `x-served-by: <pod>`, and each
+//! request is logged as one line on stdout (`POST /hi 200 (5 bytes in)`).
 //!
 //!     $ curl -s 'http://<node>:<nodePort>/hi?x=1' -d payload
 //!     {"pod":"echo-6f9c-abcde","method":"POST","path":"/hi?x=1",...}
@@ -30,6 +31,7 @@ impl Guest for Echo {
         let body = match read_body(&request) {
             Ok(body) => body,
             Err(e) => {
+                access_log(&method, &path, e.status(), 0);
                 respond(
                     response_out,
                     e.status(),
@@ -70,8 +72,15 @@ impl Guest for Echo {
             );
             ("application/json", out)
         };
+        access_log(&method, &path, 200, body.len());
         respond(response_out, 200, &pod, content_type, text.as_bytes());
     }
+}
+
+/// One line per request on stdout, which the kubelet keeps as the
+/// container's log (`kubectl logs`, `wasmkube run` follows it).
+fn access_log(method: &str, path: &str, status: u16, body_len: usize) {
+    println!("{method} {path} {status} ({body_len} bytes in)");
 }
 
 wasi::http::proxy::export!(Echo);

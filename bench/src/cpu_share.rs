@@ -7,12 +7,11 @@
 //! core's worth of iterations per millisecond.
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-use crate::pod_startup::{Server, build};
+use crate::pod_startup::{Server, build, push};
 use crate::report::{Row, status};
 use crate::stats::{ms, summarize};
 
@@ -195,29 +194,6 @@ async fn counter_gaps(server: &Server, seconds: u64) -> Result<Vec<Duration>> {
             Duration::try_from(w[1].duration_since(w[0])).map_err(|e| anyhow!("timestamps: {e}"))
         })
         .collect()
-}
-
-fn push(
-    bin: &std::path::Path,
-    module: &std::path::Path,
-    reference: &str,
-    server: &Server,
-) -> Result<()> {
-    let out = Command::new(bin)
-        .arg("push")
-        .arg(module)
-        .arg(reference)
-        .arg("--kubeconfig")
-        .arg(server.kubeconfig())
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "wasmkube push {reference} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(())
 }
 
 /// Within ±30% of `want`.

@@ -38,6 +38,9 @@ pub struct Config {
     /// How many revisions of history the compactor keeps for watchers that
     /// resume from an older resourceVersion.
     pub compaction_keep_revisions: i64,
+    /// Recent events per resource the watch cache keeps for watches that
+    /// start in the past (kube-apiserver's `--default-watch-cache-size`).
+    pub watch_cache_size: usize,
     /// Most TLS connections served at once; further clients wait in the
     /// accept backlog.
     pub max_connections: usize,
@@ -98,6 +101,7 @@ impl Default for Config {
             module_gc: crate::modules::gc::GcOptions::default(),
             compaction_interval: Duration::from_secs(300),
             compaction_keep_revisions: 10_000,
+            watch_cache_size: crate::watch_cache::CacheOptions::default().window,
             max_connections: 1024,
             shutdown_grace: Duration::from_secs(5),
             store: StoreBackend::Embedded,

@@ -263,6 +263,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let registry_options = registry::RegistryOptions {
         max_body_bytes: config.max_request_bytes,
         admission: config.admission.clone(),
+        cache: watch_cache::CacheOptions {
+            window: config.watch_cache_size.max(1),
+            ..Default::default()
+        },
         ..registry::RegistryOptions::default()
     };
     let registry = Registry::start_with(store.clone(), registry_options, background.clone())

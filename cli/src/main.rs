@@ -306,6 +306,13 @@ struct ServerArgs {
     #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(i64).range(1..))]
     compaction_keep_revisions: i64,
 
+    /// Recent events of each resource the API server keeps in memory for
+    /// watches that resume from an older resourceVersion (kube-apiserver's
+    /// --default-watch-cache-size); a resume older than both this window and
+    /// the store's history gets 410 Expired.
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    default_watch_cache_size: u32,
+
     /// Settings of the built-in node (ignored with --no-node).
     #[command(flatten)]
     kubelet: kubelet_args::KubeletArgs,
@@ -493,6 +500,7 @@ impl From<ServerArgs> for server::Options {
             audit: a.api_limits.audit(),
             compaction_interval: a.etcd_compaction_interval,
             compaction_keep_revisions: a.compaction_keep_revisions,
+            watch_cache_size: a.default_watch_cache_size as usize,
             data_dir: a.data_dir,
             bind_address: a.bind_address,
             port: a.port,

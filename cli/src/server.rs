@@ -71,6 +71,8 @@ pub struct Options {
     /// of it are kept for resuming watches.
     pub compaction_interval: Duration,
     pub compaction_keep_revisions: i64,
+    /// Recent events per resource kept in the watch cache.
+    pub watch_cache_size: usize,
     /// Components run as separate processes instead.
     pub components: crate::components::ServerComponentArgs,
 }
@@ -347,6 +349,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         encryption_provider_config: opts.encryption_provider_config.clone(),
         compaction_interval: opts.compaction_interval,
         compaction_keep_revisions: opts.compaction_keep_revisions,
+        watch_cache_size: opts.watch_cache_size,
         // The built-in node's hostPath directories are also what admission
         // lets pods ask for.
         admission: wasmkube_apiserver::admission::Policy {

@@ -74,7 +74,27 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Polls `check` until it returns `Ok(Some(v))` or `timeout` passes. The error
+/// An error that ends a [`wait_for`] at once instead of being retried
+/// until its deadline (the process it waits on has exited, say).
+#[derive(Debug)]
+pub struct Hopeless(pub String);
+
+impl std::fmt::Display for Hopeless {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Hopeless {}
+
+/// Ends a [`wait_for`] with this message (see [`Hopeless`]).
+pub fn hopeless(message: impl Into<String>) -> anyhow::Error {
+    Hopeless(message.into()).into()
+}
+
+/// Polls `check` until it returns `Ok(Some(v))` or `timeout` passes. An
+/// error from `check` counts as "not yet" (the server may still be coming
+/// up), except a [`Hopeless`] one, which ends the wait at once. The error
 /// names `what` and the last observation, so a failure says what was seen.
 pub fn wait_for<T>(
     what: &str,
@@ -86,6 +106,7 @@ pub fn wait_for<T>(
         let last = match check() {
             Ok(Some(v)) => return Ok(v),
             Ok(None) => "condition not met yet".to_string(),
+            Err(e) if e.is::<Hopeless>() => return Err(e),
             Err(e) => format!("{e:#}"),
         };
         if Instant::now() >= deadline {
@@ -303,7 +324,7 @@ impl Cluster {
                 if let Some(child) = self.child.as_mut()
                     && let Some(status) = child.try_wait()?
                 {
-                    bail!("server exited early with {status}");
+                    return Err(hopeless(format!("server exited early with {status}")));
                 }
                 Ok(std::fs::read_to_string(&log)?
                     .contains("wasmkube is ready")
@@ -698,7 +719,7 @@ impl Etcd {
                     .as_mut()
                     .and_then(|c| c.try_wait().ok().flatten())
                 {
-                    bail!("etcd exited early with {status}");
+                    return Err(hopeless(format!("etcd exited early with {status}")));
                 }
                 Ok(http
                     .get(&health)
@@ -965,7 +986,7 @@ impl Agent {
             if let Some(child) = self.child.as_mut()
                 && let Some(status) = child.try_wait()?
             {
-                bail!("agent exited with {status}");
+                return Err(hopeless(format!("agent exited with {status}")));
             }
             Ok(self.current_log().contains(needle).then_some(()))
         });
@@ -1361,7 +1382,7 @@ impl Component {
             if let Some(child) = self.child.as_mut()
                 && let Some(status) = child.try_wait()?
             {
-                bail!("{} exited with {status}", self.command);
+                return Err(hopeless(format!("{} exited with {status}", self.command)));
             }
             Ok(self.current_log().contains(needle).then_some(()))
         });
@@ -1512,5 +1533,29 @@ impl Agent {
     /// The agent's process id while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hopeless_error_ends_the_wait_at_once_and_others_are_retried() {
+        let mut calls = 0;
+        let err = wait_for("a process", Duration::from_secs(600), || {
+            calls += 1;
+            if calls < 3 {
+                bail!("not up yet");
+            }
+            Err::<Option<()>, _>(hopeless("it exited with status 2"))
+        })
+        .unwrap_err();
+        assert_eq!(
+            calls, 3,
+            "plain errors are retried, the hopeless one is not"
+        );
+        assert_eq!(format!("{err:#}"), "it exited with status 2");
     }
 }

@@ -88,7 +88,9 @@ impl Registry {
                     .as_mut()
                     .and_then(|c| c.try_wait().ok().flatten())
                 {
-                    bail!("docker-registry exited early with {status}");
+                    return Err(wasmkube_e2e::hopeless(format!(
+                        "docker-registry exited early with {status}"
+                    )));
                 }
                 // 401 is an answer too: the registry with auth is up.
                 Ok(http

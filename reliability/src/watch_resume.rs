@@ -10,18 +10,20 @@
 //! reached its last write, the events seen must be exactly the writer's
 //! acknowledged history in order: none missed, none duplicated, none extra.
 //!
-//! **410 and relist.** A second server runs with compaction forced quickly:
-//! `--etcd-compaction-interval 1s --compaction-keep-revisions 20` (the store
-//! keeps the last 20 revisions and drops older history every second; the
-//! defaults are 5 minutes and 10 000 revisions). The watch cache serves
-//! starts within its window (the resource's last 1024 events) from memory,
-//! so the writer writes in batches of 100 until a watch from the first
-//! revision answers 410 Expired (as an HTTP 410 or
-//! as a watch ERROR event with code 410). Then a reflector — list, watch
-//! from the list's resourceVersion, relist on 410 — follows a writer while
-//! its watches are cut at random: when the writer stops, the reflector's
-//! copy must equal a fresh list, and the number of relists must stay far
-//! below the number of watches (a relist, not an error loop).
+//! **410 and relist.** A second server runs with history kept short:
+//! `--etcd-compaction-interval 1s --compaction-keep-revisions 20
+//! --default-watch-cache-size 20` (the store keeps the last 20 revisions and
+//! drops older history every second, the watch cache the resource's last 20
+//! events; the defaults are 5 minutes, 10 000 revisions and 1024 events).
+//! The writer writes in batches of 100 until a watch from the first
+//! revision answers 410 Expired (as an HTTP 410 or as a watch ERROR event
+//! with code 410). Then a reflector — list, watch from the list's
+//! resourceVersion, relist on 410 — follows a writer while its watches are
+//! cut at random, and before one watch in four it stalls (as a frozen
+//! client would) until it is 60 writes and 1.2 s behind, so its next watch
+//! starts in compacted history. When the writer stops, the reflector's copy
+//! must equal a fresh list, a stall must have led to a relist, and relists
+//! must stay far below watches (a relist, not an error loop).
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
@@ -298,6 +300,45 @@ fn resume_scenario(mode: &Mode, rng: &mut StdRng) -> Result<Outcome> {
     Ok(outcome)
 }
 
+/// What a reflector ended with.
+struct Reflected {
+    copy: BTreeMap<String, i64>,
+    rv: i64,
+    watches: u32,
+    relists: u32,
+    /// Stalls that ended far enough behind for the next watch to expire.
+    stalls: u32,
+}
+
+/// The collection's current resourceVersion (a list of at most one item).
+fn current_rv(api: &ApiClient) -> Result<i64> {
+    let (code, v) = api.call(Method::GET, &format!("{NS_PATH}?limit=1"), None)?;
+    if code != 200 {
+        bail!("list answered {code}: {v}");
+    }
+    v.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .context("a list without resourceVersion")
+}
+
+/// Waits until the store is 60 writes and 1.2 s past `rv` (by then a
+/// compaction ran after the first writes, keeping 20 revisions, and the
+/// watch cache holds the last 20 events), or the writer is done. True when it got that far
+/// behind.
+fn stall(api: &ApiClient, rv: i64, target: &AtomicI64) -> Result<bool> {
+    let started = Instant::now();
+    loop {
+        if target.load(Ordering::SeqCst) > 0 {
+            return Ok(false);
+        }
+        if started.elapsed() >= Duration::from_millis(1200) && current_rv(api)? >= rv + 60 {
+            return Ok(true);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A reflector: list, watch with random cuts, relist on 410, until it has
 /// seen the writer's last write (`target`, 0 while the writer runs).
 fn reflector(
@@ -305,16 +346,25 @@ fn reflector(
     rng: &mut StdRng,
     target: &AtomicI64,
     deadline: Instant,
-) -> Result<(BTreeMap<String, i64>, u32, u32, i64)> {
+) -> Result<Reflected> {
     let (mut rv, mut copy) = list_rv(api)?;
-    let (mut relists, mut watches) = (0u32, 0u32);
+    let (mut relists, mut watches, mut stalls) = (0u32, 0u32, 0u32);
     loop {
         let t = target.load(Ordering::SeqCst);
         if t > 0 && rv >= t {
-            return Ok((copy, relists, watches, rv));
+            return Ok(Reflected {
+                copy,
+                rv,
+                watches,
+                relists,
+                stalls,
+            });
         }
         if Instant::now() > deadline {
             bail!("reflector did not converge (at resourceVersion {rv}, {relists} relists)");
+        }
+        if watches > 0 && rng.random_bool(0.25) && stall(api, rv, target)? {
+            stalls += 1;
         }
         let cut_after = rng.random_range(1..4000);
         let end = watch_once(api, "watch-", rv, cut_after, |kind, obj| {
@@ -352,6 +402,8 @@ fn expired_scenario(mode: &Mode, rng: &mut StdRng) -> Result<Outcome> {
         "1s",
         "--compaction-keep-revisions",
         "20",
+        "--default-watch-cache-size",
+        "20",
     ])?;
     let api = ApiClient::admin(&cluster, Some(Duration::from_secs(30)))?;
     let (first, _) = list_rv(&api)?;
@@ -362,8 +414,8 @@ fn expired_scenario(mode: &Mode, rng: &mut StdRng) -> Result<Outcome> {
         ..Outcome::default()
     };
     // The store compacts every second, but the watch cache serves starts
-    // inside its window (the last 1024 events of the resource) from memory,
-    // as Kubernetes' cacher does: write until the first revision is out of
+    // inside its window (the resource's last 20 events) from memory, as
+    // Kubernetes' cacher does: write until the first revision is out of
     // both, checking after each batch.
     let t = Instant::now();
     let mut written = 0;
@@ -388,7 +440,9 @@ fn expired_scenario(mode: &Mode, rng: &mut StdRng) -> Result<Outcome> {
     }
     let compacted_after = t.elapsed();
     let target = Arc::new(AtomicI64::new(0));
-    let ops = if mode.ci { 200 } else { 1500 };
+    // Enough writes for a stall or two in CI (a debug server takes several
+    // hundred writes a second), many in the full run.
+    let ops = if mode.ci { 3000 } else { 12_000 };
     let handle = {
         let api = ApiClient::admin(&cluster, None)?;
         let target = target.clone();
@@ -411,7 +465,13 @@ fn expired_scenario(mode: &Mode, rng: &mut StdRng) -> Result<Outcome> {
     wrote?;
     let (_, truth) = list_rv(&api)?;
     match joined {
-        Ok((copy, relists, watches, rv)) => {
+        Ok(Reflected {
+            copy,
+            rv,
+            watches,
+            relists,
+            stalls,
+        }) => {
             outcome.faults = watches;
             if copy != truth {
                 outcome.losses += 1;
@@ -419,6 +479,13 @@ fn expired_scenario(mode: &Mode, rng: &mut StdRng) -> Result<Outcome> {
                     "the reflector's copy ({} objects at resourceVersion {rv}) differs from a list ({} objects)",
                     copy.len(),
                     truth.len()
+                ));
+            }
+            if stalls > 0 && relists == 0 {
+                outcome.losses += 1;
+                outcome.notes.push(format!(
+                    "{stalls} stalls left the reflector 60 writes and 1.2 s behind, yet no watch \
+                     answered 410"
                 ));
             }
             if relists > watches / 2 + 1 {
@@ -430,10 +497,10 @@ fn expired_scenario(mode: &Mode, rng: &mut StdRng) -> Result<Outcome> {
             outcome.notes.insert(
                 0,
                 format!(
-                    "--etcd-compaction-interval 1s --compaction-keep-revisions 20: a watch from the \
+                    "--etcd-compaction-interval 1s --compaction-keep-revisions 20 --default-watch-cache-size 20: a watch from the \
                      first revision answered 410 after {written} writes ({:.1} s); a reflector (list, watch cut at random, \
-                     relist on 410) followed {ops} writes: {watches} watches, {relists} relists, its \
-                     copy equal to a final list.",
+                     relist on 410, stalled before one watch in four) followed {ops} writes: {watches} watches, \
+                     {stalls} stalls far behind, {relists} relists, its copy equal to a final list.",
                     compacted_after.as_secs_f64()
                 ),
             );

@@ -38,6 +38,11 @@ impl Resources {
         self.memory = self.memory.saturating_add(other.memory);
     }
 
+    fn sub(&mut self, other: Resources) {
+        self.milli_cpu = self.milli_cpu.saturating_sub(other.milli_cpu);
+        self.memory = self.memory.saturating_sub(other.memory);
+    }
+
     fn max(self, other: Resources) -> Resources {
         Resources {
             milli_cpu: self.milli_cpu.max(other.milli_cpu),
@@ -117,11 +122,38 @@ fn pod_score_requests(pod: &Pod) -> Resources {
     sum
 }
 
-/// A node with the load already placed on it.
-#[derive(Debug, Clone)]
-pub struct NodeInfo<'a> {
-    /// The node.
-    pub node: &'a Node,
+/// What one pod adds to its node's load (see [`NodeUsage`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodUsage {
+    requests: Resources,
+    score_requests: Resources,
+    /// Its controller owner's uid, unless the pod is terminating: a
+    /// terminating replica is on its way out (drained or scaled down) and,
+    /// as in Kubernetes' spreading, does not count.
+    owner: Option<String>,
+}
+
+impl PodUsage {
+    /// The load `pod` puts on the node it is (or will be) bound to.
+    pub fn of(pod: &Pod) -> Self {
+        PodUsage {
+            requests: pod_requests(pod),
+            score_requests: pod_score_requests(pod),
+            owner: pod
+                .metadata
+                .deletion_timestamp
+                .is_none()
+                .then(|| controller_uid(pod).map(str::to_owned))
+                .flatten(),
+        }
+    }
+}
+
+/// The load placed on one node: the sums of its pods' [`PodUsage`]. The
+/// scheduler keeps one per node up to date from its pod watch, so a
+/// scheduling cycle reads it instead of walking every pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeUsage {
     /// Sum of [`pod_requests`] of the pods bound (or assumed bound) to it.
     pub requested: Resources,
     /// Same pods, with scoring defaults for empty requests.
@@ -133,35 +165,72 @@ pub struct NodeInfo<'a> {
     pub owner_counts: HashMap<String, i64>,
 }
 
+impl NodeUsage {
+    /// Accounts a pod placed on this node.
+    pub fn add(&mut self, pod: &PodUsage) {
+        self.requested.add(pod.requests);
+        self.score_requested.add(pod.score_requests);
+        self.pod_count += 1;
+        if let Some(uid) = &pod.owner {
+            *self.owner_counts.entry(uid.clone()).or_default() += 1;
+        }
+    }
+
+    /// Takes back what [`add`](Self::add) accounted for the same pod.
+    pub fn remove(&mut self, pod: &PodUsage) {
+        self.requested.sub(pod.requests);
+        self.score_requested.sub(pod.score_requests);
+        self.pod_count -= 1;
+        if let Some(uid) = &pod.owner
+            && let Some(count) = self.owner_counts.get_mut(uid)
+        {
+            *count -= 1;
+            if *count <= 0 {
+                self.owner_counts.remove(uid);
+            }
+        }
+    }
+
+    /// Nothing placed here.
+    pub fn is_empty(&self) -> bool {
+        self.pod_count == 0
+    }
+}
+
+/// A node with the load already placed on it.
+#[derive(Debug, Clone)]
+pub struct NodeInfo<'a> {
+    /// The node.
+    pub node: &'a Node,
+    /// Its load: borrowed from the scheduler's cache, or built here.
+    pub usage: std::borrow::Cow<'a, NodeUsage>,
+}
+
 impl<'a> NodeInfo<'a> {
     /// An empty node.
     pub fn new(node: &'a Node) -> Self {
         NodeInfo {
             node,
-            requested: Resources::default(),
-            score_requested: Resources::default(),
-            pod_count: 0,
-            owner_counts: HashMap::new(),
+            usage: std::borrow::Cow::Owned(NodeUsage::default()),
+        }
+    }
+
+    /// A node with the load `usage` already on it.
+    pub fn with_usage(node: &'a Node, usage: &'a NodeUsage) -> Self {
+        NodeInfo {
+            node,
+            usage: std::borrow::Cow::Borrowed(usage),
         }
     }
 
     /// Accounts a pod placed on this node.
     pub fn add_pod(&mut self, pod: &Pod) {
-        self.requested.add(pod_requests(pod));
-        self.score_requested.add(pod_score_requests(pod));
-        self.pod_count += 1;
-        // A terminating replica is on its way out (e.g. drained or scaled
-        // down); like Kubernetes' spreading, it does not count.
-        if pod.metadata.deletion_timestamp.is_none()
-            && let Some(uid) = controller_uid(pod)
-        {
-            *self.owner_counts.entry(uid.to_string()).or_default() += 1;
-        }
+        self.usage.to_mut().add(&PodUsage::of(pod));
     }
 
     /// Live pods of the controller `uid` on this node.
     pub fn owner_count(&self, uid: &str) -> i64 {
-        self.owner_counts.get(uid).copied().unwrap_or(0)
+        self.usage.owner_counts.get(uid).copied().unwrap_or(0)
     }
 
     fn name(&self) -> &str {
@@ -302,16 +371,23 @@ pub fn filter(pod: &Pod, info: &NodeInfo<'_>) -> Vec<Unfit> {
     }
     // A node that reports no pod capacity is treated like Kubernetes' default of 110.
     let max_pods = info.allocatable("pods").unwrap_or(110);
-    if info.pod_count + 1 > max_pods {
+    if info.usage.pod_count + 1 > max_pods {
         reasons.push(Unfit::TooManyPods);
     }
     let want = pod_requests(pod);
     let cpu = info.allocatable("cpu").unwrap_or(0);
     let memory = info.allocatable("memory").unwrap_or(0);
-    if want.milli_cpu > 0 && info.requested.milli_cpu.saturating_add(want.milli_cpu) > cpu {
+    if want.milli_cpu > 0
+        && info
+            .usage
+            .requested
+            .milli_cpu
+            .saturating_add(want.milli_cpu)
+            > cpu
+    {
         reasons.push(Unfit::InsufficientCpu);
     }
-    if want.memory > 0 && info.requested.memory.saturating_add(want.memory) > memory {
+    if want.memory > 0 && info.usage.requested.memory.saturating_add(want.memory) > memory {
         reasons.push(Unfit::InsufficientMemory);
     }
     reasons
@@ -332,10 +408,15 @@ pub fn score(pod: &Pod, info: &NodeInfo<'_>) -> i64 {
     let cpu_alloc = info.allocatable("cpu").unwrap_or(0);
     let mem_alloc = info.allocatable("memory").unwrap_or(0);
     let cpu_req = info
+        .usage
         .score_requested
         .milli_cpu
         .saturating_add(want.milli_cpu);
-    let mem_req = info.score_requested.memory.saturating_add(want.memory);
+    let mem_req = info
+        .usage
+        .score_requested
+        .memory
+        .saturating_add(want.memory);
     let least =
         (fraction_free_score(cpu_req, cpu_alloc) + fraction_free_score(mem_req, mem_alloc)) / 2;
     let fraction = |req: i64, alloc: i64| {

@@ -14,13 +14,19 @@
 //! When nothing fits it records a `FailedScheduling` Event and retries with
 //! backoff, sooner when the cluster changes.
 //!
-//! Placement logic lives in [`fit`] (pure), the queue in [`queue`],
-//! quantity parsing in [`quantity`]; this file holds the watch loop.
+//! Each node's load (requests, pod count, replicas per owner) is kept up to
+//! date from the pod watch in [`usage`], as kube-scheduler's cache does, so
+//! a scheduling cycle costs O(nodes) however many pods the cluster holds.
+//!
+//! Placement logic lives in [`fit`] (pure), the queue in [`queue`], the
+//! per-node load in [`usage`], quantity parsing in [`quantity`]; this file
+//! holds the watch loop.
 
 pub mod events;
 pub mod fit;
 pub mod quantity;
 pub mod queue;
+pub mod usage;
 
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -40,8 +46,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{EventType, Recorder, pod_key};
-use crate::fit::{NodeInfo, Placement};
+use crate::fit::{NodeInfo, Placement, PodUsage};
 use crate::queue::SchedulingQueue;
+use crate::usage::UsageCache;
 
 /// Scheduler errors.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +128,8 @@ struct Scheduler {
     nodes: Store<Node>,
     queue: SchedulingQueue,
     assumed: HashMap<String, Assumed>,
+    /// Each node's load from the pods bound or assumed on it.
+    usage: UsageCache,
     recorder: Recorder,
     pods_synced: bool,
     nodes_synced: bool,
@@ -166,6 +175,7 @@ pub async fn run(
         pods: pod_store,
         nodes: node_store,
         assumed: HashMap::new(),
+        usage: UsageCache::default(),
         pods_synced: false,
         nodes_synced: false,
         bindings: Arc::new(Semaphore::new(MAX_BINDINGS_IN_FLIGHT)),
@@ -215,25 +225,17 @@ impl Scheduler {
     fn on_pod_event(&mut self, ev: Event<Pod>) {
         match ev {
             Event::Init => {}
-            Event::InitDone => self.pods_synced = true,
-            Event::Apply(pod) | Event::InitApply(pod) => {
-                let key = pod_key(&pod);
-                if is_pending(&pod, &self.config.scheduler_name) {
-                    if !self.assumed.contains_key(&key) {
-                        self.queue.add(&key);
-                    }
-                    return;
-                }
-                self.queue.forget(&key);
-                if let Some(node) = bound_node(&pod) {
-                    // The binding is visible now; the cache accounts for it.
-                    if self.assumed.get(&key).is_some_and(|a| a.node == node) {
-                        self.assumed.remove(&key);
-                    }
-                    if !fit::occupies_node(&pod) {
-                        self.queue.wake_all();
-                    }
-                }
+            // The reflector's store holds the fresh list from now on (a
+            // relist replaces it whole, without Delete events for pods gone
+            // meanwhile): count every node's load again from it.
+            Event::InitDone => {
+                self.pods_synced = true;
+                self.rebuild_usage();
+            }
+            Event::InitApply(pod) => self.on_pod_applied(&pod),
+            Event::Apply(pod) => {
+                self.on_pod_applied(&pod);
+                self.account(&pod_key(&pod));
             }
             Event::Delete(pod) => {
                 let key = pod_key(&pod);
@@ -242,7 +244,57 @@ impl Scheduler {
                 if self.assumed.remove(&key).is_some() || bound_node(&pod).is_some() {
                     self.queue.wake_all();
                 }
+                self.account(&key);
             }
+        }
+    }
+
+    fn on_pod_applied(&mut self, pod: &Pod) {
+        let key = pod_key(pod);
+        if is_pending(pod, &self.config.scheduler_name) {
+            if !self.assumed.contains_key(&key) {
+                self.queue.add(&key);
+            }
+            return;
+        }
+        self.queue.forget(&key);
+        if let Some(node) = bound_node(pod) {
+            // The binding is visible now; the cache accounts for it.
+            if self.assumed.get(&key).is_some_and(|a| a.node == node) {
+                self.assumed.remove(&key);
+            }
+            if !fit::occupies_node(pod) {
+                self.queue.wake_all();
+            }
+        }
+    }
+
+    /// Where pod `key` counts now: on its node once the cache shows it
+    /// bound, on the node we chose while its binding is in flight, nowhere
+    /// when it is finished, gone or unplaced.
+    fn placement_of(&self, key: &str) -> Option<(String, PodUsage)> {
+        let (namespace, name) = key.split_once('/')?;
+        let pod = self.pods.get(&ObjectRef::new(name).within(namespace))?;
+        if !fit::occupies_node(&pod) {
+            return None;
+        }
+        let node = match bound_node(&pod) {
+            Some(node) => node.to_owned(),
+            None => self.assumed.get(key)?.node.clone(),
+        };
+        Some((node, PodUsage::of(&pod)))
+    }
+
+    /// Brings pod `key`'s share of its node's load up to date.
+    fn account(&mut self, key: &str) {
+        let placed = self.placement_of(key);
+        self.usage.set(key, placed);
+    }
+
+    fn rebuild_usage(&mut self) {
+        self.usage.clear();
+        for pod in self.pods.state() {
+            self.account(&pod_key(&pod));
         }
     }
 
@@ -272,30 +324,28 @@ impl Scheduler {
         }
         let now = Instant::now();
         let ttl = self.config.assumed_ttl;
-        self.assumed.retain(|_, a| now.duration_since(a.at) < ttl);
+        let expired: Vec<String> = self
+            .assumed
+            .iter()
+            .filter(|(_, a)| now.duration_since(a.at) >= ttl)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in expired {
+            self.assumed.remove(&k);
+            self.account(&k);
+        }
 
         let nodes = self.nodes.state();
-        let pods = self.pods.state();
-        let mut infos: Vec<NodeInfo<'_>> = nodes.iter().map(|n| NodeInfo::new(n)).collect();
-        let index: HashMap<&str, usize> = infos
+        let infos: Vec<NodeInfo<'_>> = nodes
             .iter()
-            .enumerate()
-            .map(|(i, info)| (info.node.metadata.name.as_deref().unwrap_or(""), i))
+            .map(|n| {
+                let name = n.metadata.name.as_deref().unwrap_or("");
+                match self.usage.node(name) {
+                    Some(usage) => NodeInfo::with_usage(n, usage),
+                    None => NodeInfo::new(n),
+                }
+            })
             .collect();
-        for p in &pods {
-            if !fit::occupies_node(p) {
-                continue;
-            }
-            // A pod bound in the cache counts on its node; one we bound that
-            // the cache still shows unbound counts on the node we chose.
-            let node = match bound_node(p) {
-                Some(n) => Some(n),
-                None => self.assumed.get(&pod_key(p)).map(|a| a.node.as_str()),
-            };
-            if let Some(i) = node.and_then(|n| index.get(n)) {
-                infos[*i].add_pod(p);
-            }
-        }
         let mut hasher = DefaultHasher::new();
         pod.metadata.uid.as_deref().unwrap_or(key).hash(&mut hasher);
         let placement = fit::select_node(&pod, &infos, hasher.finish());
@@ -350,6 +400,7 @@ impl Scheduler {
                 at: Instant::now(),
             },
         );
+        self.account(key);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &namespace);
         let recorder = self.recorder.clone();
         let outcomes = self.outcomes.clone();
@@ -401,6 +452,7 @@ impl Scheduler {
     fn drop_assumption(&mut self, key: &str, node: &str) {
         if self.assumed.get(key).is_some_and(|a| a.node == node) {
             self.assumed.remove(key);
+            self.account(key);
         }
     }
 

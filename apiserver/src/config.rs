@@ -41,6 +41,9 @@ pub struct Config {
     /// Recent events per resource the watch cache keeps for watches that
     /// start in the past (kube-apiserver's `--default-watch-cache-size`).
     pub watch_cache_size: usize,
+    /// How long an Event lives after its last update (kube-apiserver's
+    /// `--event-ttl`); see [`crate::event_ttl`].
+    pub event_ttl: Duration,
     /// Most TLS connections served at once; further clients wait in the
     /// accept backlog.
     pub max_connections: usize,
@@ -102,6 +105,7 @@ impl Default for Config {
             compaction_interval: Duration::from_secs(300),
             compaction_keep_revisions: 10_000,
             watch_cache_size: crate::watch_cache::CacheOptions::default().window,
+            event_ttl: Duration::from_secs(3600),
             max_connections: 1024,
             shutdown_grace: Duration::from_secs(5),
             store: StoreBackend::Embedded,

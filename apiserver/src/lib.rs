@@ -24,6 +24,7 @@ pub mod config;
 pub mod dashboard;
 pub mod discovery;
 pub mod error;
+pub mod event_ttl;
 pub mod health;
 pub mod join;
 pub mod limits;
@@ -260,6 +261,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     // Every API server collects: the collector needs no leader (see modules::gc).
     let module_gc =
         modules::gc::spawn_collector(store.clone(), config.module_gc, background.clone());
+    let event_expiry = event_ttl::spawn(
+        store.clone(),
+        config.event_ttl,
+        (config.event_ttl / 4).min(Duration::from_secs(60)),
+        background.clone(),
+    );
     let registry_options = registry::RegistryOptions {
         max_body_bytes: config.max_request_bytes,
         admission: config.admission.clone(),
@@ -369,6 +376,9 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         }
         if let Err(e) = module_gc.await {
             tracing::warn!(error = %e, "module garbage collector task failed");
+        }
+        if let Err(e) = event_expiry.await {
+            tracing::warn!(error = %e, "event expiry task failed");
         }
         // The registry's watch tasks hold the store until they notice the
         // cancellation; wait (bounded) for the last reference so a restart on

@@ -2,17 +2,16 @@
 //! an in-process API server on the embedded store and on a real etcd, beside
 //! raw etcd puts of the same size at the same concurrency.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use tokio_util::sync::CancellationToken;
+use anyhow::{Result, bail};
+use wasmkube_apiserver::StoreBackend;
 use wasmkube_apiserver::storage::etcd::{EtcdOptions, RawPuts};
-use wasmkube_apiserver::{Config, StoreBackend, start};
 
 use crate::etcd::Etcd;
 use crate::load::{Outcome, closed_loop};
 use crate::report::{Row, status};
+use crate::scheduler::ApiServer;
 use crate::stats::{ms, summarize};
 
 pub struct Params {
@@ -37,22 +36,8 @@ pub fn configmap(i: usize) -> serde_json::Value {
 
 /// Creates through the API of an in-process server on `store`.
 async fn api_creates(store: StoreBackend, p: &Params) -> Result<Outcome> {
-    let dir = tempfile::Builder::new()
-        .prefix("wasmkube-bench-api-")
-        .tempdir()?;
-    let shutdown = CancellationToken::new();
-    let running = start(
-        Config {
-            data_dir: dir.path().to_path_buf(),
-            bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 0,
-            store,
-            ..Config::default()
-        },
-        shutdown.clone(),
-    )
-    .await
-    .context("starting the API server in-process")?;
+    let api = ApiServer::start(store).await?;
+    let running = &api.running;
     let url = format!("{}/api/v1/namespaces/default/configmaps", running.url);
     let ca = reqwest::Certificate::from_pem(running.ca_pem.as_bytes())?;
     let token = running.admin_token.clone();
@@ -84,8 +69,7 @@ async fn api_creates(store: StoreBackend, p: &Params) -> Result<Outcome> {
         }
     })
     .await;
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(30), running.done).await;
+    api.stop().await;
     outcome
 }
 

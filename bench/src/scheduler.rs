@@ -79,7 +79,8 @@ pub fn pod_manifest(name: &str, node: Option<&str>) -> Result<Pod> {
     }))?)
 }
 
-/// An in-process API server on the embedded store, with its data dir.
+/// An in-process API server on `store` (loopback, an ephemeral port, a
+/// temporary data dir), as every in-process scenario starts it.
 pub struct ApiServer {
     pub running: Running,
     shutdown: CancellationToken,
@@ -88,8 +89,18 @@ pub struct ApiServer {
 
 impl ApiServer {
     pub async fn start(store: wasmkube_apiserver::StoreBackend) -> Result<ApiServer> {
+        Self::start_with(Config {
+            store,
+            ..Config::default()
+        })
+        .await
+    }
+
+    /// Starts one with `config`, on loopback, an ephemeral port and a
+    /// temporary data dir (those three fields of `config` are replaced).
+    pub async fn start_with(config: Config) -> Result<ApiServer> {
         let dir = tempfile::Builder::new()
-            .prefix("wasmkube-bench-sched-")
+            .prefix("wasmkube-bench-api-")
             .tempdir()?;
         let shutdown = CancellationToken::new();
         let running = start(
@@ -98,8 +109,7 @@ impl ApiServer {
                 bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
                 port: 0,
                 shutdown_grace: Duration::from_secs(1),
-                store,
-                ..Config::default()
+                ..config
             },
             shutdown.clone(),
         )
@@ -116,9 +126,10 @@ impl ApiServer {
         kube_client(&self.running.kubeconfig_path, None).await
     }
 
+    /// Shuts the server down and waits (up to 30 s) until it has.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.running.done).await;
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.running.done).await;
     }
 }
 

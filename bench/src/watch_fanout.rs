@@ -4,16 +4,15 @@
 //! reading its ADDED event.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use futures::StreamExt;
-use tokio_util::sync::CancellationToken;
-use wasmkube_apiserver::{Config, start};
+use wasmkube_apiserver::Config;
 
 use crate::report::{Row, status};
+use crate::scheduler::ApiServer;
 use crate::stats::{ms, summarize};
 
 pub struct Params {
@@ -28,22 +27,12 @@ const TARGET_P99: Duration = Duration::from_millis(100);
 type Arrivals = Vec<(String, Instant)>;
 
 pub async fn run(p: &Params, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<()> {
-    let dir = tempfile::Builder::new()
-        .prefix("wasmkube-bench-watch-")
-        .tempdir()?;
-    let shutdown = CancellationToken::new();
-    let running = start(
-        Config {
-            data_dir: dir.path().to_path_buf(),
-            bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            port: 0,
-            max_connections: p.watchers + 64,
-            ..Config::default()
-        },
-        shutdown.clone(),
-    )
-    .await
-    .context("starting the API server in-process")?;
+    let api = ApiServer::start_with(Config {
+        max_connections: p.watchers + 64,
+        ..Config::default()
+    })
+    .await?;
+    let running = &api.running;
     let ca = reqwest::Certificate::from_pem(running.ca_pem.as_bytes())?;
     let client = || {
         reqwest::Client::builder()
@@ -145,8 +134,7 @@ pub async fn run(p: &Params, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Re
             Err(_) => short += 1,
         }
     }
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), running.done).await;
+    api.stop().await;
 
     let s = summarize(&mut lat);
     let missing = if short > 0 {

@@ -313,6 +313,12 @@ struct ServerArgs {
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     default_watch_cache_size: u32,
 
+    /// How long an Event is kept after its last update (kube-apiserver's
+    /// --event-ttl); older ones are deleted, so a busy cluster's Events do
+    /// not pile up in the store and in memory.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = flags::parse_positive_duration)]
+    event_ttl: std::time::Duration,
+
     /// Settings of the built-in node (ignored with --no-node).
     #[command(flatten)]
     kubelet: kubelet_args::KubeletArgs,
@@ -501,6 +507,7 @@ impl From<ServerArgs> for server::Options {
             compaction_interval: a.etcd_compaction_interval,
             compaction_keep_revisions: a.compaction_keep_revisions,
             watch_cache_size: a.default_watch_cache_size as usize,
+            event_ttl: a.event_ttl,
             data_dir: a.data_dir,
             bind_address: a.bind_address,
             port: a.port,

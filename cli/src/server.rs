@@ -73,6 +73,8 @@ pub struct Options {
     pub compaction_keep_revisions: i64,
     /// Recent events per resource kept in the watch cache.
     pub watch_cache_size: usize,
+    /// How long an Event lives after its last update.
+    pub event_ttl: Duration,
     /// Components run as separate processes instead.
     pub components: crate::components::ServerComponentArgs,
 }
@@ -350,6 +352,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         compaction_interval: opts.compaction_interval,
         compaction_keep_revisions: opts.compaction_keep_revisions,
         watch_cache_size: opts.watch_cache_size,
+        event_ttl: opts.event_ttl,
         // The built-in node's hostPath directories are also what admission
         // lets pods ask for.
         admission: wasmkube_apiserver::admission::Policy {

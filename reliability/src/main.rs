@@ -150,6 +150,9 @@ fn main() -> anyhow::Result<ExitCode> {
     };
     let started = Instant::now();
     let date = jiff::Timestamp::now();
+    // The tree the run starts from (the binaries were built from it); the
+    // work tree may move on while a long run goes.
+    let commit = commit();
     let mut outcomes = Vec::new();
     for name in &selected {
         eprintln!("== {name} ({})", if mode.ci { "ci" } else { "full" });
@@ -192,7 +195,6 @@ fn main() -> anyhow::Result<ExitCode> {
             "full form"
         },
         machine = machine(),
-        commit = commit(),
         secs = started.elapsed().as_secs_f64(),
         notes = report::notes(&outcomes),
     );

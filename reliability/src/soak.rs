@@ -1,7 +1,9 @@
 //! Churn soak: continuous create/delete of pods and Deployments for 15
 //! minutes (CI: 1 minute) against a control plane (`--no-node`, compaction
-//! every 10 s keeping 1000 revisions) and one agent (the kubelet) as
-//! separate processes.
+//! every 10 s keeping 1000 revisions, Events expiring 2 minutes (CI: 10 s)
+//! after their last update instead of the default hour, so the run reaches
+//! the steady state a cluster reaches after an hour) and one agent (the
+//! kubelet) as separate processes.
 //!
 //! Every second a pod is created (the `counter` module) and the pods older
 //! than three seconds are deleted; every fifth second a two-replica
@@ -71,11 +73,14 @@ fn mean(xs: impl Iterator<Item = f64>) -> f64 {
 pub fn run(mode: &Mode) -> Result<Vec<Outcome>> {
     let duration = Duration::from_secs(if mode.ci { 60 } else { 15 * 60 });
     let every = Duration::from_secs(if mode.ci { 3 } else { 10 });
+    let event_ttl = if mode.ci { "10s" } else { "2m" };
     let cluster = Cluster::start_without_node(&[
         "--etcd-compaction-interval",
         "10s",
         "--compaction-keep-revisions",
         "1000",
+        "--event-ttl",
+        event_ttl,
     ])?;
     cluster.push_sample("counter")?;
     let token = cluster.create_join_token()?;
@@ -200,7 +205,7 @@ pub fn run(mode: &Mode) -> Result<Vec<Outcome>> {
     let mib = |k: f64| k / 1024.0;
     outcome.notes.push(format!(
         "{} s of churn: {created} creates, {deleted} deletes (pods and 2-replica Deployments); \
-         {n} samples every {} s. Figures: warm (25–50 % of the run) → end (last 3 samples).",
+         --event-ttl {event_ttl}; {n} samples every {} s. Figures: warm (25–50 % of the run) → end (last 3 samples).",
         duration.as_secs(),
         every.as_secs()
     ));

@@ -408,6 +408,16 @@ impl WatchCache {
         })
     }
 
+    /// The object at `key`; `None` while the cache re-lists or when it does
+    /// not hold the key.
+    pub fn get(&self, key: &str) -> Option<CachedObject> {
+        let st = self.lock();
+        if !st.ready {
+            return None;
+        }
+        st.objects.get(key).cloned()
+    }
+
     /// Subscribes to events with a revision above `after`. `None` when the
     /// window no longer holds all of them, or the cache is re-listing (the
     /// caller replays from the store). A revision the store has not reached

@@ -963,6 +963,51 @@ async fn namespace_deletion_empties_then_removes_it() -> Result<()> {
     Ok(())
 }
 
+/// The namespace check of a create reads the watch cache: a namespace
+/// created a moment ago takes objects at once, one being deleted refuses
+/// them (403 while it terminates, 404 once gone), a missing one is 404.
+#[tokio::test]
+async fn creates_see_the_namespace_as_just_written() -> Result<()> {
+    let api = api().await?;
+    let cm = |n: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": n}});
+    for round in 0..20 {
+        let ns = format!("fresh-{round}");
+        let created = api
+            .json(
+                "POST",
+                "/api/v1/namespaces",
+                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+            )
+            .await?;
+        assert_eq!(created.status, StatusCode::CREATED);
+        let path = format!("/api/v1/namespaces/{ns}/configmaps");
+        assert_eq!(
+            api.json("POST", &path, &cm("a")).await?.status,
+            StatusCode::CREATED
+        );
+        api.send(
+            "DELETE",
+            &format!("/api/v1/namespaces/{ns}"),
+            None,
+            None,
+            Vec::new(),
+        )
+        .await?;
+        let late = api.json("POST", &path, &cm("b")).await?;
+        assert!(
+            late.status == StatusCode::FORBIDDEN || late.status == StatusCode::NOT_FOUND,
+            "round {round}: a create after the namespace's delete answered {}: {}",
+            late.status,
+            late.body
+        );
+    }
+    let missing = api
+        .json("POST", "/api/v1/namespaces/nowhere/configmaps", &cm("c"))
+        .await?;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    Ok(())
+}
+
 #[tokio::test]
 async fn bookmarks_when_allowed() -> Result<()> {
     let cache = CacheOptions {

@@ -232,6 +232,22 @@ impl Registry {
         Some(list.items.into_iter().map(|o| o.object).collect())
     }
 
+    /// One object as the watch cache holds it, without a store read; `None`
+    /// when the cache does not hold it, re-lists, or has not yet applied
+    /// this server's last write of `res` (the caller reads the store then).
+    pub fn cached_object(
+        &self,
+        res: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Arc<Value>> {
+        let cache = self.cache(res)?;
+        if cache.last_revision() < cache.written_revision() {
+            return None;
+        }
+        Some(cache.get(&key(res, namespace, name))?.object)
+    }
+
     /// The objects of `res` in `namespace` (every namespace when `None`)
     /// read from the store: a consistent read, for when the watch cache may
     /// lag (e.g. an object written through another API server).

@@ -561,7 +561,14 @@ impl Registry {
         let Some(ns_res) = resources::by_plural("", "v1", "namespaces") else {
             return Ok(());
         };
-        let (nsobj, _) = self.read(ns_res, None, ns).await?;
+        // From the watch cache when it holds the namespace, as Kubernetes'
+        // NamespaceLifecycle admission reads its informer; a miss (a
+        // namespace created through another API server a moment ago) reads
+        // the store.
+        let nsobj = match self.cached_object(ns_res, None, ns) {
+            Some(cached) => cached,
+            None => Arc::new(self.read(ns_res, None, ns).await?.0),
+        };
         if object::meta(&nsobj).is_some_and(|m| m.contains_key("deletionTimestamp")) {
             return Err(ApiError(status::failure(
                 403,

@@ -78,11 +78,15 @@ pub struct CachedEvent {
     pub object: Arc<Value>,
     /// `object` serialized.
     pub object_json: Bytes,
-    /// The object before the write (absent for a create), with
-    /// `metadata.resourceVersion` = `revision`: a watcher whose selector the
-    /// object stops matching receives it as DELETED, like Kubernetes' cacher.
-    pub prev: Option<Arc<Value>>,
-    prev_json: OnceLock<Bytes>,
+    /// The stored bytes of the object before the write (absent for a
+    /// create). Only watchers with a label or field selector look at the
+    /// previous state, so it is kept as stored and decoded on first use:
+    /// a window of events costs one decoded object each, not two.
+    prev_stored: Option<Bytes>,
+    /// `prev_stored` decoded, with `metadata.resourceVersion` = `revision`: a
+    /// watcher whose selector the object stops matching receives it as
+    /// DELETED, like Kubernetes' cacher. `None` inside when undecodable.
+    prev: OnceLock<Option<(Arc<Value>, Bytes)>>,
 }
 
 /// The kind of store change behind a [`CachedEvent`].
@@ -118,7 +122,6 @@ impl CachedEvent {
                 return None;
             }
         };
-        let prev = prev_value.and_then(|p| decode_with_revision(&p, revision));
         let object_json = Bytes::from(serde_json::to_vec(&object).ok()?);
         Some(CachedEvent {
             revision,
@@ -126,19 +129,27 @@ impl CachedEvent {
             change,
             object: Arc::new(object),
             object_json,
-            prev: prev.map(Arc::new),
-            prev_json: OnceLock::new(),
+            prev_stored: prev_value,
+            prev: OnceLock::new(),
         })
     }
 
-    /// `prev` serialized (computed on first use: only selector watchers need it).
-    pub fn prev_json(&self) -> Option<Bytes> {
-        let prev = self.prev.as_ref()?;
-        Some(
-            self.prev_json
-                .get_or_init(|| Bytes::from(serde_json::to_vec(prev.as_ref()).unwrap_or_default()))
-                .clone(),
-        )
+    /// Whether the object existed before this write (an update).
+    pub fn has_prev(&self) -> bool {
+        self.prev_stored.is_some()
+    }
+
+    /// The object before the write and its JSON (decoded on first use);
+    /// `None` for a create, or when the stored bytes do not decode.
+    pub fn prev(&self) -> Option<(Arc<Value>, Bytes)> {
+        let stored = self.prev_stored.as_ref()?;
+        self.prev
+            .get_or_init(|| {
+                let value = decode_with_revision(stored, self.revision)?;
+                let json = Bytes::from(serde_json::to_vec(&value).ok()?);
+                Some((Arc::new(value), json))
+            })
+            .clone()
     }
 }
 

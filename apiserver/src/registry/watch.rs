@@ -120,12 +120,14 @@ impl Watcher {
         }
         let kind = self.res.kind;
         let cur = ev.change != Change::Deleted && self.filter.matches(kind, &ev.object);
+        // Without label or field selectors only the namespace filters, and
+        // an object never changes namespace: the previous state matches
+        // when it existed and the object matches (no need to decode it).
+        let selects = !self.filter.labels.is_empty() || !self.filter.fields.is_empty();
         let prev = match ev.change {
             Change::Deleted => self.filter.matches(kind, &ev.object),
-            _ => ev
-                .prev
-                .as_ref()
-                .is_some_and(|p| self.filter.matches(kind, p)),
+            _ if !selects => ev.has_prev() && self.filter.matches(kind, &ev.object),
+            _ => ev.prev().is_some_and(|(p, _)| self.filter.matches(kind, &p)),
         };
         match (prev, cur) {
             (false, true) => {
@@ -140,8 +142,8 @@ impl Watcher {
                 self.send_object("DELETED", &ev.object, Some(ev.object_json.clone()))
                     .await
             }
-            (true, false) => match &ev.prev {
-                Some(p) => self.send_object("DELETED", p, ev.prev_json()).await,
+            (true, false) => match ev.prev() {
+                Some((p, json)) => self.send_object("DELETED", &p, Some(json)).await,
                 None => true,
             },
             (false, false) => true,

@@ -140,6 +140,70 @@ fn kubectl_command(kubeconfig: &Path, cache_dir: &Path, args: &[&str]) -> Comman
 }
 
 /// One running all-in-one server (apiserver, scheduler, controllers, node).
+/// The log files of a process the harness starts and restarts: one per
+/// start, `<stem>-<n>.log` in one directory, so a restart's lines stay apart
+/// from the last run's.
+struct ProcessLogs {
+    dir: PathBuf,
+    stem: String,
+    starts: u32,
+}
+
+impl ProcessLogs {
+    fn new(dir: &Path, stem: &str) -> Self {
+        ProcessLogs {
+            dir: dir.to_path_buf(),
+            stem: stem.to_string(),
+            starts: 0,
+        }
+    }
+
+    fn path(&self, n: u32) -> PathBuf {
+        self.dir.join(format!("{}-{n}.log", self.stem))
+    }
+
+    /// Creates the log file of the next start.
+    fn next(&mut self) -> Result<File> {
+        self.starts += 1;
+        Ok(File::create(self.path(self.starts))?)
+    }
+
+    /// What the current start has printed so far.
+    fn current(&self) -> String {
+        std::fs::read_to_string(self.path(self.starts)).unwrap_or_default()
+    }
+
+    /// Everything printed, across restarts.
+    fn all(&self) -> String {
+        (1..=self.starts)
+            .map(|n| std::fs::read_to_string(self.path(n)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n--- restart ---\n")
+    }
+
+    /// Waits until the current start of `who` has printed a line containing
+    /// `needle`; fails at once if `child` exits. The error carries the log's
+    /// tail.
+    fn wait(
+        &self,
+        child: &mut Option<Child>,
+        who: &str,
+        needle: &str,
+        timeout: Duration,
+    ) -> Result<()> {
+        let what = format!("{who} to print {needle:?}");
+        let r = wait_for(&what, timeout, || {
+            if let Some(child) = child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                return Err(hopeless(format!("{who} exited with {status}")));
+            }
+            Ok(self.current().contains(needle).then_some(()))
+        });
+        r.map_err(|e| anyhow!("{e:#}\n--- {who} log ---\n{}", tail(&self.all(), 80)))
+    }
+}
+
 pub struct Cluster {
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -147,7 +211,7 @@ pub struct Cluster {
     pub kubelet_port: u16,
     pub kubeconfig: PathBuf,
     cache_dir: PathBuf,
-    starts: u32,
+    logs: ProcessLogs,
     extra_args: Vec<String>,
     /// Whether readiness includes the built-in node-1 being Ready (false for
     /// a control plane alone, see [`Cluster::start_without_node`]).
@@ -249,8 +313,8 @@ impl Cluster {
             kubelet_port: free_port(),
             kubeconfig,
             cache_dir,
+            logs: ProcessLogs::new(dir.path(), "server"),
             dir,
-            starts: 0,
             extra_args: options.extra_args,
             wait_node,
             _etcd: None,
@@ -280,14 +344,9 @@ impl Cluster {
         self.dir.path().join("data")
     }
 
-    fn log_path(&self, n: u32) -> PathBuf {
-        self.dir.path().join(format!("server-{n}.log"))
-    }
-
     /// Spawns the server process (again, after [`Cluster::kill9`]).
     pub fn spawn(&mut self) -> Result<()> {
-        self.starts += 1;
-        let log = File::create(self.log_path(self.starts))?;
+        let log = self.logs.next()?;
         let child = Command::new(wasmkube_bin())
             .arg("server")
             .arg("--data-dir")
@@ -316,7 +375,6 @@ impl Cluster {
 
     /// Waits for the readiness line, then for the node to be Ready in the API.
     pub fn wait_ready(&mut self) -> Result<()> {
-        let log = self.log_path(self.starts);
         let result = wait_for(
             "the server to say it is ready",
             Duration::from_secs(120),
@@ -326,7 +384,9 @@ impl Cluster {
                 {
                     return Err(hopeless(format!("server exited early with {status}")));
                 }
-                Ok(std::fs::read_to_string(&log)?
+                Ok(self
+                    .logs
+                    .current()
                     .contains("wasmkube is ready")
                     .then_some(()))
             },
@@ -357,10 +417,7 @@ impl Cluster {
 
     /// Everything the server printed, across restarts.
     pub fn server_log(&self) -> String {
-        (1..=self.starts)
-            .map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n--- restart ---\n")
+        self.logs.all()
     }
 
     /// `kill -9` of the server process.
@@ -880,7 +937,7 @@ pub struct Agent {
     token: String,
     options: AgentOptions,
     child: Option<Child>,
-    starts: u32,
+    logs: ProcessLogs,
     cache_dir: PathBuf,
 }
 
@@ -892,14 +949,15 @@ impl Agent {
             .prefix(&format!("wasmkube-agent-{name}-"))
             .tempdir()?;
         let cache_dir = dir.path().join("kubectl-cache");
+        let logs = ProcessLogs::new(dir.path(), "agent");
         let mut a = Agent {
+            logs,
             dir,
             name: name.to_string(),
             server: server.to_string(),
             token: token.to_string(),
             options,
             child: None,
-            starts: 0,
             cache_dir,
         };
         a.respawn()?;
@@ -923,18 +981,13 @@ impl Agent {
         self.data_dir().join("agent").join("kubeconfig")
     }
 
-    fn log_path(&self, n: u32) -> PathBuf {
-        self.dir.path().join(format!("agent-{n}.log"))
-    }
-
     /// Spawns the process again on the same data dir and flags (after
     /// [`Agent::kill9`]), as a service manager would after a reboot.
     pub fn respawn(&mut self) -> Result<()> {
         if self.is_running() {
             bail!("agent {} is still running", self.name);
         }
-        self.starts += 1;
-        let log = File::create(self.log_path(self.starts))?;
+        let log = self.logs.next()?;
         let child = Command::new(wasmkube_bin())
             .arg("agent")
             .args(["--server", &self.server])
@@ -967,36 +1020,19 @@ impl Agent {
 
     /// What the current start has printed so far.
     pub fn current_log(&self) -> String {
-        std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default()
+        self.logs.current()
     }
 
     /// Everything the agent printed, across restarts.
     pub fn log(&self) -> String {
-        (1..=self.starts)
-            .map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n--- restart ---\n")
+        self.logs.all()
     }
 
     /// Waits until the current start has printed a line containing
     /// `needle`; fails at once if the process exits.
     pub fn wait_log(&mut self, needle: &str, timeout: Duration) -> Result<()> {
-        let what = format!("agent {} to print {needle:?}", self.name);
-        let r = wait_for(&what, timeout, || {
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                return Err(hopeless(format!("agent exited with {status}")));
-            }
-            Ok(self.current_log().contains(needle).then_some(()))
-        });
-        r.map_err(|e| {
-            anyhow!(
-                "{e:#}\n--- agent {} log ---\n{}",
-                self.name,
-                tail(&self.log(), 80)
-            )
-        })
+        let who = format!("agent {}", self.name);
+        self.logs.wait(&mut self.child, &who, needle, timeout)
     }
 
     /// Waits for `wasmkube agent is ready` (the Node reported Ready).
@@ -1288,12 +1324,13 @@ fn relay_accept(listener: TcpListener, shared: std::sync::Arc<RelayShared>) {
 /// `--disable-controller-manager`). Its output goes to one log file per
 /// start; it is killed on drop.
 pub struct Component {
-    dir: tempfile::TempDir,
+    /// Holds the log files; removed with the component.
+    _dir: tempfile::TempDir,
     /// The subcommand (`scheduler`, `controller-manager`).
     pub command: String,
     args: Vec<String>,
     child: Option<Child>,
-    starts: u32,
+    logs: ProcessLogs,
 }
 
 impl Component {
@@ -1305,19 +1342,16 @@ impl Component {
             .tempdir()?;
         let mut args = vec!["--kubeconfig".to_string(), kubeconfig.display().to_string()];
         args.extend(extra_args.iter().map(|a| a.to_string()));
+        let logs = ProcessLogs::new(dir.path(), command);
         let mut c = Component {
-            dir,
+            logs,
+            _dir: dir,
             command: command.to_string(),
             args,
             child: None,
-            starts: 0,
         };
         c.respawn()?;
         Ok(c)
-    }
-
-    fn log_path(&self, n: u32) -> PathBuf {
-        self.dir.path().join(format!("{}-{n}.log", self.command))
     }
 
     /// Starts the process again with the same flags (after [`Component::kill9`]).
@@ -1325,8 +1359,7 @@ impl Component {
         if self.is_running() {
             bail!("{} is still running", self.command);
         }
-        self.starts += 1;
-        let log = File::create(self.log_path(self.starts))?;
+        let log = self.logs.next()?;
         let child = Command::new(wasmkube_bin())
             .arg(&self.command)
             .args(&self.args)
@@ -1363,36 +1396,19 @@ impl Component {
 
     /// What the current start has printed so far.
     pub fn current_log(&self) -> String {
-        std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default()
+        self.logs.current()
     }
 
     /// Everything the process printed, across restarts.
     pub fn log(&self) -> String {
-        (1..=self.starts)
-            .map(|n| std::fs::read_to_string(self.log_path(n)).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("\n--- restart ---\n")
+        self.logs.all()
     }
 
     /// Waits until the current start has printed a line containing
     /// `needle`; fails at once if the process exits.
     pub fn wait_log(&mut self, needle: &str, timeout: Duration) -> Result<()> {
-        let what = format!("{} to print {needle:?}", self.command);
-        let r = wait_for(&what, timeout, || {
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                return Err(hopeless(format!("{} exited with {status}", self.command)));
-            }
-            Ok(self.current_log().contains(needle).then_some(()))
-        });
-        r.map_err(|e| {
-            anyhow!(
-                "{e:#}\n--- {} log ---\n{}",
-                self.command,
-                tail(&self.log(), 80)
-            )
-        })
+        self.logs
+            .wait(&mut self.child, &self.command, needle, timeout)
     }
 
     /// Waits until the current start holds its Lease and runs.
@@ -1434,7 +1450,7 @@ impl Cluster {
 
     /// What the current start of the server has printed so far.
     pub fn current_log(&self) -> String {
-        std::fs::read_to_string(self.log_path(self.starts)).unwrap_or_default()
+        self.logs.current()
     }
 }
 

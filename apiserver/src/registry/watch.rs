@@ -127,7 +127,9 @@ impl Watcher {
         let prev = match ev.change {
             Change::Deleted => self.filter.matches(kind, &ev.object),
             _ if !selects => ev.has_prev() && self.filter.matches(kind, &ev.object),
-            _ => ev.prev().is_some_and(|(p, _)| self.filter.matches(kind, &p)),
+            _ => ev
+                .prev()
+                .is_some_and(|(p, _)| self.filter.matches(kind, &p)),
         };
         match (prev, cur) {
             (false, true) => {

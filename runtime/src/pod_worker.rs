@@ -1408,24 +1408,40 @@ impl Worker {
             status.reason = Some("DeadlineExceeded".into());
             status.message = Some(DEADLINE_EXCEEDED_MESSAGE.into());
         }
-        if self.last_saved.as_ref() != Some(&status) {
-            self.ctx.api.save_status(&self.pod, &status).await;
-            self.last_saved = Some(status.clone());
-        }
+        let save = self.last_saved.as_ref() != Some(&status);
         // Someone else (the node lifecycle controller, while this node was
         // unreachable) may have changed the Ready condition: say it again.
         let ready_in_api = ready_condition(self.pod.status.as_ref());
-        if self.last_reported.as_ref() == Some(&status)
-            && (ready_in_api.is_none() || ready_in_api == ready_condition(Some(&status)))
-        {
-            return;
+        let unchanged = self.last_reported.as_ref() == Some(&status)
+            && (ready_in_api.is_none() || ready_in_api == ready_condition(Some(&status)));
+        // The local copy (for restarts while the API server is away) and the
+        // report are independent: write them at once, so the fsync of the
+        // local copy is not on the path of the status users wait for.
+        let saving = async {
+            if save {
+                self.ctx.api.save_status(&self.pod, &status).await;
+            }
+        };
+        let patching = async {
+            if unchanged {
+                None
+            } else {
+                Some(
+                    self.ctx
+                        .api
+                        .patch_status(&self.namespace, &self.name, &status)
+                        .await,
+                )
+            }
+        };
+        let ((), patched) = tokio::join!(saving, patching);
+        if save {
+            self.last_saved = Some(status.clone());
         }
-        match self
-            .ctx
-            .api
-            .patch_status(&self.namespace, &self.name, &status)
-            .await
-        {
+        let Some(patched) = patched else {
+            return;
+        };
+        match patched {
             Ok(()) => {
                 self.last_reported = Some(status);
                 self.status_retry = None;
@@ -1812,6 +1828,10 @@ where
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut swept = false;
     loop {
+        // A pod to keep in the local state once its worker is started: the
+        // copy is for restarts without the API server, so its fsync need not
+        // delay the start.
+        let mut to_store: Option<Pod> = None;
         let keys: Vec<ObjectRef<Pod>> = tokio::select! {
             () = shutdown.cancelled() => break,
             _ = resync.tick() => all_keys(&reader, &workers),
@@ -1822,8 +1842,9 @@ where
                     continue;
                 }
                 Some(Ok(watcher::Event::Apply(p))) => {
-                    store_pod(local.as_ref(), &mut stored, &p).await;
-                    vec![ObjectRef::from_obj(&p)]
+                    let key = ObjectRef::from_obj(&p);
+                    to_store = Some(p);
+                    vec![key]
                 }
                 Some(Ok(watcher::Event::Delete(p))) => {
                     if let Some(local) = &local {
@@ -1874,6 +1895,9 @@ where
                 key,
                 &shutdown,
             ));
+        }
+        if let Some(p) = to_store {
+            store_pod(local.as_ref(), &mut stored, &p).await;
         }
     }
     // Shutdown: workers stop their containers and return.

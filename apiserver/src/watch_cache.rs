@@ -40,8 +40,14 @@
 //! watchers and lists: per object its decoded `serde_json::Value` (several
 //! times the size of its JSON: every map entry and string is a separate
 //! allocation) plus its JSON bytes, the latter shared with the window's
-//! event and with lists being written. The window adds the previous state
-//! of each of its `window` events. A list from the cache copies only
+//! event and with lists being written. The window adds one decoded object
+//! per event (the previous state stays as stored bytes until a selector
+//! watcher needs it), and holds at most `window` events and none older than
+//! `window_age`: like Kubernetes' cacher, which sizes its window to about
+//! 75 s of history, the window's memory follows the write rate over a
+//! bounded time rather than filling for hours with slow-changing objects
+//! (a node's heartbeat every 10 s would take three hours to fill 1024
+//! events). Older starting points replay from the store. A list from the cache copies only
 //! reference-counted handles, and the JSON answer is the objects' cached
 //! bytes concatenated. A re-list drops the old copy before reading the new
 //! one, so a rebuild never holds two.
@@ -87,6 +93,8 @@ pub struct CachedEvent {
     /// watcher whose selector the object stops matching receives it as
     /// DELETED, like Kubernetes' cacher. `None` inside when undecodable.
     prev: OnceLock<Option<(Arc<Value>, Bytes)>>,
+    /// When it was decoded (the window's age bound).
+    received: std::time::Instant,
 }
 
 /// The kind of store change behind a [`CachedEvent`].
@@ -131,6 +139,7 @@ impl CachedEvent {
             object_json,
             prev_stored: prev_value,
             prev: OnceLock::new(),
+            received: std::time::Instant::now(),
         })
     }
 
@@ -270,6 +279,9 @@ pub struct CachedList {
 pub struct CacheOptions {
     /// Recent events kept for watches that start in the past.
     pub window: usize,
+    /// Events this old leave the window (as newer ones arrive; the newest
+    /// stays).
+    pub window_age: Duration,
     /// Events buffered per subscriber before it is dropped.
     pub subscriber_buffer: usize,
     /// How often subscribers get a progress notification (BOOKMARK).
@@ -286,6 +298,7 @@ impl Default for CacheOptions {
     fn default() -> Self {
         Self {
             window: 1024,
+            window_age: Duration::from_secs(150),
             subscriber_buffer: 1024,
             progress_interval: Duration::from_secs(30),
             freshness_wait: Duration::from_secs(3),
@@ -479,7 +492,14 @@ impl WatchCache {
             }
         }
         st.window.push_back(event.clone());
-        while st.window.len() > self.options.window.max(1) {
+        let max_age = self.options.window_age;
+        while st.window.len() > self.options.window.max(1)
+            || (st.window.len() > 1
+                && st
+                    .window
+                    .front()
+                    .is_some_and(|old| old.received.elapsed() >= max_age))
+        {
             if let Some(old) = st.window.pop_front() {
                 st.floor = old.revision;
             }
@@ -817,6 +837,29 @@ mod tests {
             revs[2].to_string()
         );
         assert_eq!(sub.backlog[0].change, Change::Created);
+        token.cancel();
+        Ok(())
+    }
+
+    /// The age bound: with `window_age` zero only the newest event stays,
+    /// so only a watch from the revision just before it is served from
+    /// memory; older starts go to the store.
+    #[tokio::test]
+    async fn events_older_than_the_window_age_leave_the_window() -> anyhow::Result<()> {
+        let options = CacheOptions {
+            window: 100,
+            window_age: Duration::ZERO,
+            ..CacheOptions::default()
+        };
+        let (_dir, store, cache, token) = setup(options).await?;
+        let revs = put_n(&store, 4).await?;
+        caught_up(&cache, revs[3]).await?;
+        assert!(cache.subscribe(revs[1]).is_none());
+        let sub = cache
+            .subscribe(revs[2])
+            .ok_or_else(|| anyhow::anyhow!("subscribe"))?;
+        let backlog: Vec<i64> = sub.backlog.iter().map(|e| e.revision).collect();
+        assert_eq!(backlog, vec![revs[3]]);
         token.cancel();
         Ok(())
     }

@@ -308,8 +308,9 @@ struct ServerArgs {
 
     /// Recent events of each resource the API server keeps in memory for
     /// watches that resume from an older resourceVersion (kube-apiserver's
-    /// --default-watch-cache-size); a resume older than both this window and
-    /// the store's history gets 410 Expired.
+    /// --default-watch-cache-size; none older than 150 s are kept). Older
+    /// resumes replay from the store's history; one older than that too gets
+    /// 410 Expired.
     #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     default_watch_cache_size: u32,
 

@@ -420,7 +420,10 @@ pub(crate) async fn watch_running(
 }
 
 async fn measure(p: &Params, bin: &Path, idle: &Path) -> Result<(Summary, usize, Duration)> {
-    let server = Server::start(bin).await?;
+    // Every measured pod lands on the one node: its `pods` capacity (the
+    // kubelet's --max-pods, Kubernetes' 110 by default) must hold them all.
+    let max_pods = ["--max-pods".to_string(), (p.pods + 50).to_string()];
+    let server = Server::start_with(bin, &max_pods, true).await?;
     push(bin, idle, "idle:v1", &server)?;
     let seen = Arc::new(Mutex::new(HashMap::new()));
     let watcher = watch_running(&server, "pod-startup", seen.clone()).await?;
@@ -577,7 +580,7 @@ pub async fn run(p: &Params, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Re
         None => String::new(),
     };
     notes.push(format!(
-        "pod-startup: the release `wasmkube server` (all-in-one, one node) as a child process; {} pods of `idle.wasm` created at {}/s; latency from sending the create to the first watch event showing phase Running. References, {} runs each before the server starts: fork+exec+wait of `/bin/true`; in-process wasmtime (default Config without GC, no epoch deadline, Module compiled and linked once) fresh Store + instantiate + `_start` of `hello.wasm`, stdout to a sink.{cli_note} Ratios are wasmkube's figure over each reference, in the order listed.",
+        "pod-startup: the release `wasmkube server` (all-in-one, one node, `--max-pods` = pods + 50) as a child process; {} pods of `idle.wasm` created at {}/s; latency from sending the create to the first watch event showing phase Running. References, {} runs each before the server starts: fork+exec+wait of `/bin/true`; in-process wasmtime (default Config without GC, no epoch deadline, Module compiled and linked once) fresh Store + instantiate + `_start` of `hello.wasm`, stdout to a sink.{cli_note} Ratios are wasmkube's figure over each reference, in the order listed.",
         p.pods, p.rate, refs
     ));
     Ok(())

@@ -339,15 +339,7 @@ fn cycle_cost(nodes: &[Node], pods: &[Pod], probe: &Pod, rounds: u32) -> Duratio
     }
     let start = Instant::now();
     for r in 0..rounds {
-        let infos: Vec<NodeInfo<'_>> = nodes
-            .iter()
-            .map(
-                |n| match usage.node(n.metadata.name.as_deref().unwrap_or("")) {
-                    Some(u) => NodeInfo::with_usage(n, u),
-                    None => NodeInfo::new(n),
-                },
-            )
-            .collect();
+        let infos = usage.node_infos(nodes);
         let mut h = DefaultHasher::new();
         r.hash(&mut h);
         std::hint::black_box(fit::select_node(probe, &infos, h.finish()));

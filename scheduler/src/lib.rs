@@ -46,7 +46,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{EventType, Recorder, pod_key};
-use crate::fit::{NodeInfo, Placement, PodUsage};
+use crate::fit::{Placement, PodUsage};
 use crate::queue::SchedulingQueue;
 use crate::usage::UsageCache;
 
@@ -336,16 +336,7 @@ impl Scheduler {
         }
 
         let nodes = self.nodes.state();
-        let infos: Vec<NodeInfo<'_>> = nodes
-            .iter()
-            .map(|n| {
-                let name = n.metadata.name.as_deref().unwrap_or("");
-                match self.usage.node(name) {
-                    Some(usage) => NodeInfo::with_usage(n, usage),
-                    None => NodeInfo::new(n),
-                }
-            })
-            .collect();
+        let infos = self.usage.node_infos(nodes.iter().map(|n| n.as_ref()));
         let mut hasher = DefaultHasher::new();
         pod.metadata.uid.as_deref().unwrap_or(key).hash(&mut hasher);
         let placement = fit::select_node(&pod, &infos, hasher.finish());

@@ -10,7 +10,9 @@
 
 use std::collections::HashMap;
 
-use crate::fit::{NodeUsage, PodUsage};
+use k8s_openapi::api::core::v1::Node;
+
+use crate::fit::{NodeInfo, NodeUsage, PodUsage};
 
 /// Per-node load and each counted pod's share of it.
 #[derive(Debug, Default)]
@@ -44,6 +46,23 @@ impl UsageCache {
     /// The load on `node` (`None`: nothing counts there).
     pub fn node(&self, node: &str) -> Option<&NodeUsage> {
         self.nodes.get(node)
+    }
+
+    /// One scheduling cycle's view of `nodes`: each with the load counted
+    /// on it (none when nothing is).
+    pub fn node_infos<'a>(
+        &'a self,
+        nodes: impl IntoIterator<Item = &'a Node>,
+    ) -> Vec<NodeInfo<'a>> {
+        nodes
+            .into_iter()
+            .map(
+                |n| match self.node(n.metadata.name.as_deref().unwrap_or("")) {
+                    Some(usage) => NodeInfo::with_usage(n, usage),
+                    None => NodeInfo::new(n),
+                },
+            )
+            .collect()
     }
 
     /// Forgets everything (before a rebuild from a fresh list).

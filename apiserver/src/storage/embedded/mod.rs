@@ -252,10 +252,12 @@ impl EmbeddedStore {
 
     /// What the revision log holds (for metrics and tests of compaction).
     pub async fn history_stats(&self) -> Result<HistoryStats> {
-        self.read(|inner| inner.history_stats()).await
+        self.on_blocking_pool(|inner| inner.history_stats()).await
     }
 
-    async fn read<T, F>(&self, f: F) -> Result<T>
+    /// Runs `f` on the blocking pool: reads (each in its own read
+    /// transaction) and compaction (its own write transaction).
+    async fn on_blocking_pool<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T> + Send + 'static,
@@ -696,7 +698,7 @@ impl Inner {
 impl Store for EmbeddedStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let key = key.to_owned();
-        self.read(move |inner| inner.get(&key)).await
+        self.on_blocking_pool(move |inner| inner.get(&key)).await
     }
 
     async fn range(
@@ -707,7 +709,7 @@ impl Store for EmbeddedStore {
     ) -> Result<RangeResult> {
         let prefix = prefix.to_owned();
         let start_after = start_after.map(str::to_owned);
-        self.read(move |inner| inner.range(&prefix, start_after.as_deref(), limit))
+        self.on_blocking_pool(move |inner| inner.range(&prefix, start_after.as_deref(), limit))
             .await
     }
 
@@ -772,7 +774,8 @@ impl Store for EmbeddedStore {
     async fn compact(&self, revision: i64) -> Result<()> {
         // redb runs one write transaction at a time: this one waits for the
         // writer's group in progress, if any.
-        self.read(move |inner| inner.compact(revision)).await
+        self.on_blocking_pool(move |inner| inner.compact(revision))
+            .await
     }
 
     async fn compacted_revision(&self) -> Result<i64> {

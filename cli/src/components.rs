@@ -76,6 +76,13 @@ pub struct ComponentArgs {
 pub struct SchedulerArgs {
     #[command(flatten)]
     pub component: ComponentArgs,
+
+    /// Share of the nodes, in percent, a scheduling cycle filters before it
+    /// picks among those that fit (kube-scheduler's percentageOfNodesToScore).
+    /// 0 adapts it to the cluster: every node below 100 nodes, else 50 % less
+    /// 1 % per 125 nodes (at least 5 % and 100 nodes); 100 filters every node.
+    #[arg(long, value_name = "PERCENT", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub percentage_of_nodes_to_score: u32,
 }
 
 /// `wasmkube controller-manager`.
@@ -232,6 +239,7 @@ where
 
 /// `wasmkube scheduler`.
 pub async fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
+    let percentage_of_nodes_to_score = args.percentage_of_nodes_to_score;
     let args = args.component;
     let client = crate::kubeconfig::client(args.kubeconfig.as_deref(), args.context.as_deref())
         .await
@@ -239,6 +247,7 @@ pub async fn run_scheduler(args: SchedulerArgs) -> anyhow::Result<()> {
     let identity = identity(&args);
     let config = wasmkube_scheduler::SchedulerConfig {
         instance: identity.clone(),
+        percentage_of_nodes_to_score,
         ..Default::default()
     };
     let work_client = client.clone();

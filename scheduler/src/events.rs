@@ -3,20 +3,29 @@
 //! Repeats of the same message for the same pod bump `count` and
 //! `lastTimestamp` of the existing Event instead of creating a new one, as
 //! the Kubernetes event recorder does, so `kubectl describe` shows
-//! `(x4 over 30s)` rather than a wall of lines. Writes run in spawned tasks
-//! bounded by a semaphore so a slow apiserver cannot stall scheduling.
+//! `(x4 over 30s)` rather than a wall of lines.
+//!
+//! Recording never waits for the API server, as with Kubernetes' event
+//! broadcaster: an Event goes into a queue of at most [`MAX_QUEUED`] that
+//! one background task writes out, a few requests at a time; when the queue
+//! is full (the API server is slower than the scheduler) the Event is
+//! dropped and counted, so Events can never slow scheduling down.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use tokio::sync::Semaphore;
+use tokio::sync::mpsc;
 
 /// How many event writes may be in flight at once.
 const MAX_IN_FLIGHT: usize = 8;
+/// Events waiting to be written (client-go's `maxQueuedEvents`).
+pub const MAX_QUEUED: usize = 1000;
 
 #[derive(Debug, Clone)]
 struct Emitted {
@@ -28,11 +37,20 @@ struct Emitted {
 /// Publishes Events for one component.
 #[derive(Clone)]
 pub struct Recorder {
-    client: Client,
     component: String,
     instance: String,
-    permits: Arc<Semaphore>,
+    queue: mpsc::Sender<Queued>,
+    dropped: Arc<AtomicU64>,
     last: Arc<std::sync::Mutex<HashMap<String, Emitted>>>,
+}
+
+/// One write waiting in the queue.
+struct Queued {
+    namespace: String,
+    /// Bump this earlier Event's count instead of creating `event`.
+    previous: Option<Emitted>,
+    event: Event,
+    now: jiff::Timestamp,
 }
 
 /// `Normal` or `Warning`.
@@ -109,23 +127,24 @@ pub fn build_event(
 }
 
 impl Recorder {
-    /// A recorder writing as `component` (e.g. `default-scheduler`).
+    /// A recorder writing as `component` (e.g. `default-scheduler`). Its
+    /// writer task runs until the last clone of the recorder is dropped.
     pub fn new(client: Client, component: &str, instance: &str) -> Self {
+        let (queue, rx) = mpsc::channel(MAX_QUEUED);
+        tokio::spawn(write_events(client, rx));
         Recorder {
-            client,
             component: component.to_string(),
             instance: instance.to_string(),
-            permits: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            queue,
+            dropped: Arc::default(),
             last: Arc::default(),
         }
     }
 
     /// Records an event about `pod`, folding a repeat of its previous
-    /// message into a count bump.
-    pub async fn record(&self, pod: &Pod, type_: EventType, reason: &str, message: &str) {
-        let Ok(permit) = self.permits.clone().acquire_owned().await else {
-            return;
-        };
+    /// message into a count bump. Never waits: when the queue is full the
+    /// event is dropped (see [`dropped`](Self::dropped)).
+    pub fn record(&self, pod: &Pod, type_: EventType, reason: &str, message: &str) {
         let key = pod_key(pod);
         let now = jiff::Timestamp::now();
         let namespace = pod
@@ -165,38 +184,66 @@ impl Recorder {
                 },
             );
         }
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        tokio::spawn(async move {
-            let _permit = permit;
-            if let Some(prev) = previous {
-                let patch = serde_json::json!({
-                    "count": prev.count,
-                    "lastTimestamp": Time(now),
-                });
-                match api
-                    .patch(
-                        &prev.event_name,
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    )
-                    .await
-                {
-                    Ok(_) => return,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "event bump failed, creating a new event")
-                    }
-                }
+        let queued = Queued {
+            namespace,
+            previous,
+            event,
+            now,
+        };
+        if self.queue.try_send(queued).is_err() {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            // Once per hundred, so a storm does not become a log storm.
+            if dropped % 100 == 1 {
+                tracing::warn!(
+                    dropped,
+                    reason,
+                    "event queue full ({MAX_QUEUED}); dropping events"
+                );
             }
-            if let Err(e) = api.create(&PostParams::default(), &event).await {
-                tracing::warn!(error = %e, "could not record event");
-            }
-        });
+        }
+    }
+
+    /// Events dropped so far because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Forgets the dedup state of a pod that is gone or scheduled.
     pub fn forget(&self, pod_key: &str) {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         last.remove(pod_key);
+    }
+}
+
+/// Writes queued events, [`MAX_IN_FLIGHT`] at a time, until every sender
+/// is gone.
+async fn write_events(client: Client, rx: mpsc::Receiver<Queued>) {
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+        .for_each_concurrent(MAX_IN_FLIGHT, |q| write_event(client.clone(), q))
+        .await;
+}
+
+async fn write_event(client: Client, q: Queued) {
+    let api: Api<Event> = Api::namespaced(client, &q.namespace);
+    if let Some(prev) = q.previous {
+        let patch = serde_json::json!({
+            "count": prev.count,
+            "lastTimestamp": Time(q.now),
+        });
+        match api
+            .patch(
+                &prev.event_name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => return,
+            Err(e) => tracing::debug!(error = %e, "event bump failed, creating a new event"),
+        }
+    }
+    if let Err(e) = api.create(&PostParams::default(), &q.event).await {
+        tracing::warn!(error = %e, "could not record event");
     }
 }
 
@@ -248,5 +295,36 @@ mod tests {
         assert_eq!(v["type"], "Normal");
         assert_eq!(v["count"], 1);
         assert_eq!(v["firstTimestamp"], "2023-11-14T22:13:20Z");
+    }
+
+    /// An API server that never answers: recording (not async, so it cannot
+    /// wait) keeps the queue's room of events and drops and counts the rest.
+    #[tokio::test]
+    async fn recording_never_waits_for_the_api_server() {
+        let never = tower::service_fn(|_req: http::Request<kube::client::Body>| {
+            std::future::pending::<Result<http::Response<kube::client::Body>, std::io::Error>>()
+        });
+        let client = Client::new(never, "default");
+        let recorder = Recorder::new(client, "default-scheduler", "test");
+        let total = MAX_QUEUED + MAX_IN_FLIGHT + 50;
+        for i in 0..total {
+            let pod = Pod {
+                metadata: ObjectMeta {
+                    name: Some(format!("p{i}")),
+                    namespace: Some("default".into()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
+            recorder.record(&pod, EventType::Normal, "Scheduled", "assigned");
+            // Let the writer task take what it can.
+            tokio::task::yield_now().await;
+        }
+        let dropped = recorder.dropped();
+        assert!(dropped >= 50, "dropped {dropped}");
+        assert!(
+            dropped <= (total - MAX_QUEUED) as u64,
+            "dropped {dropped} of {total}: the queue holds {MAX_QUEUED}"
+        );
     }
 }

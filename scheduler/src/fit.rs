@@ -197,11 +197,45 @@ impl NodeUsage {
     }
 }
 
+/// What a node offers, read from its object once per update of the node
+/// rather than parsed again for every pod that considers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// Allocatable CPU and memory (capacity when allocatable is missing).
+    pub allocatable: Resources,
+    /// Allocatable `pods`; Kubernetes' default of 110 when the node reports none.
+    pub max_pods: i64,
+    /// Its Ready condition is True.
+    pub ready: bool,
+}
+
+impl NodeFacts {
+    /// Reads the facts of `node`.
+    pub fn of(node: &Node) -> Self {
+        let amount = |name: &str| {
+            node.status.as_ref().and_then(|status| {
+                resource_amount(status.allocatable.as_ref(), name)
+                    .or_else(|| resource_amount(status.capacity.as_ref(), name))
+            })
+        };
+        NodeFacts {
+            allocatable: Resources {
+                milli_cpu: amount("cpu").unwrap_or(0),
+                memory: amount("memory").unwrap_or(0),
+            },
+            max_pods: amount("pods").unwrap_or(110),
+            ready: is_ready(node),
+        }
+    }
+}
+
 /// A node with the load already placed on it.
 #[derive(Debug, Clone)]
 pub struct NodeInfo<'a> {
     /// The node.
     pub node: &'a Node,
+    /// What it offers ([`NodeFacts::of`] the node).
+    pub facts: NodeFacts,
     /// Its load: borrowed from the scheduler's cache, or built here.
     pub usage: std::borrow::Cow<'a, NodeUsage>,
 }
@@ -211,15 +245,21 @@ impl<'a> NodeInfo<'a> {
     pub fn new(node: &'a Node) -> Self {
         NodeInfo {
             node,
+            facts: NodeFacts::of(node),
             usage: std::borrow::Cow::Owned(NodeUsage::default()),
         }
     }
 
-    /// A node with the load `usage` already on it.
-    pub fn with_usage(node: &'a Node, usage: &'a NodeUsage) -> Self {
+    /// A node whose facts were read before, with the load `usage` on it
+    /// (none when `None`).
+    pub fn cached(node: &'a Node, facts: NodeFacts, usage: Option<&'a NodeUsage>) -> Self {
         NodeInfo {
             node,
-            usage: std::borrow::Cow::Borrowed(usage),
+            facts,
+            usage: match usage {
+                Some(u) => std::borrow::Cow::Borrowed(u),
+                None => std::borrow::Cow::Owned(NodeUsage::default()),
+            },
         }
     }
 
@@ -235,12 +275,6 @@ impl<'a> NodeInfo<'a> {
 
     fn name(&self) -> &str {
         self.node.metadata.name.as_deref().unwrap_or("")
-    }
-
-    fn allocatable(&self, name: &str) -> Option<i64> {
-        let status = self.node.status.as_ref()?;
-        resource_amount(status.allocatable.as_ref(), name)
-            .or_else(|| resource_amount(status.capacity.as_ref(), name))
     }
 }
 
@@ -339,9 +373,14 @@ pub fn matches_node_affinity(pod: &Pod, node: &Node) -> bool {
 
 /// Every reason `node` cannot take `pod`; empty means it fits.
 pub fn filter(pod: &Pod, info: &NodeInfo<'_>) -> Vec<Unfit> {
+    filter_demand(pod, &PodUsage::of(pod), info)
+}
+
+/// [`filter`] with the pod's requests read once per cycle, not per node.
+fn filter_demand(pod: &Pod, demand: &PodUsage, info: &NodeInfo<'_>) -> Vec<Unfit> {
     let node = info.node;
     let mut reasons = Vec::new();
-    if !is_ready(node) {
+    if !info.facts.ready {
         reasons.push(Unfit::NotReady);
     }
     if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
@@ -369,25 +408,22 @@ pub fn filter(pod: &Pod, info: &NodeInfo<'_>) -> Vec<Unfit> {
     if !matches_node_affinity(pod, node) {
         reasons.push(Unfit::NodeAffinity);
     }
-    // A node that reports no pod capacity is treated like Kubernetes' default of 110.
-    let max_pods = info.allocatable("pods").unwrap_or(110);
-    if info.usage.pod_count + 1 > max_pods {
+    if info.usage.pod_count + 1 > info.facts.max_pods {
         reasons.push(Unfit::TooManyPods);
     }
-    let want = pod_requests(pod);
-    let cpu = info.allocatable("cpu").unwrap_or(0);
-    let memory = info.allocatable("memory").unwrap_or(0);
+    let want = demand.requests;
+    let have = info.facts.allocatable;
     if want.milli_cpu > 0
         && info
             .usage
             .requested
             .milli_cpu
             .saturating_add(want.milli_cpu)
-            > cpu
+            > have.milli_cpu
     {
         reasons.push(Unfit::InsufficientCpu);
     }
-    if want.memory > 0 && info.usage.requested.memory.saturating_add(want.memory) > memory {
+    if want.memory > 0 && info.usage.requested.memory.saturating_add(want.memory) > have.memory {
         reasons.push(Unfit::InsufficientMemory);
     }
     reasons
@@ -404,9 +440,14 @@ fn fraction_free_score(requested: i64, allocatable: i64) -> i64 {
 /// after placing the pod, averaged) plus balanced-allocation (how close the
 /// CPU and memory fractions stay to each other).
 pub fn score(pod: &Pod, info: &NodeInfo<'_>) -> i64 {
-    let want = pod_score_requests(pod);
-    let cpu_alloc = info.allocatable("cpu").unwrap_or(0);
-    let mem_alloc = info.allocatable("memory").unwrap_or(0);
+    score_demand(&PodUsage::of(pod), info)
+}
+
+/// [`score`] with the pod's requests read once per cycle.
+fn score_demand(demand: &PodUsage, info: &NodeInfo<'_>) -> i64 {
+    let want = demand.score_requests;
+    let cpu_alloc = info.facts.allocatable.milli_cpu;
+    let mem_alloc = info.facts.allocatable.memory;
     let cpu_req = info
         .usage
         .score_requested
@@ -440,17 +481,94 @@ pub enum Placement {
     Unschedulable(String),
 }
 
-/// Filters and scores every node and picks one. For a pod with a controller
-/// owner, the feasible nodes with the fewest live pods of that owner win
-/// ([`spread_score`], weighted above the resource [`score`], which then
-/// breaks ties); other pods go by the resource score alone. Remaining ties go
-/// to a node chosen by `tie_seed` (e.g. a hash of the pod's uid) so equal
-/// nodes share a burst.
+/// Which nodes a scheduling cycle looks at: kube-scheduler's
+/// `percentageOfNodesToScore`. Filtering starts at `start` (wrapping round)
+/// and stops once `feasible_to_find` nodes fit, so a cycle in a large
+/// cluster costs a share of the nodes rather than all of them; the next
+/// cycle starts where this one stopped, so every node gets its turn. When
+/// fewer nodes fit, every node is looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Search {
+    /// Index of the first node to filter.
+    pub start: usize,
+    /// Stop filtering once this many nodes fit.
+    pub feasible_to_find: usize,
+}
+
+impl Search {
+    /// Every node, from the first.
+    pub const ALL: Search = Search {
+        start: 0,
+        feasible_to_find: usize::MAX,
+    };
+}
+
+/// Below this many nodes every node is scored (kube-scheduler's
+/// `minFeasibleNodesToFind`).
+const MIN_FEASIBLE_NODES_TO_FIND: usize = 100;
+/// The adaptive percentage never goes below this
+/// (`minFeasibleNodesPercentageToFind`).
+const MIN_FEASIBLE_NODES_PERCENTAGE: usize = 5;
+
+/// How many feasible nodes a cycle looks for among `all_nodes`, as
+/// kube-scheduler's `numFeasibleNodesToFind`: all of them below 100 nodes;
+/// otherwise `percentage` of them (0 = adaptive: 50 % less 1 % per 125
+/// nodes, at least 5 %), and never fewer than 100.
+pub fn feasible_nodes_to_find(percentage: u32, all_nodes: usize) -> usize {
+    if all_nodes < MIN_FEASIBLE_NODES_TO_FIND || percentage >= 100 {
+        return all_nodes;
+    }
+    let percentage = match usize::try_from(percentage).unwrap_or(100) {
+        0 => 50usize
+            .saturating_sub(all_nodes / 125)
+            .max(MIN_FEASIBLE_NODES_PERCENTAGE),
+        p => p,
+    };
+    (all_nodes.saturating_mul(percentage) / 100).max(MIN_FEASIBLE_NODES_TO_FIND)
+}
+
+/// What [`select_node_in`] decided and how many nodes it filtered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// The decision.
+    pub placement: Placement,
+    /// Nodes filtered, from [`Search::start`] on; the next cycle starts
+    /// this many nodes further.
+    pub examined: usize,
+}
+
+/// Filters and scores every node and picks one; see [`select_node_in`].
 pub fn select_node(pod: &Pod, nodes: &[NodeInfo<'_>], tie_seed: u64) -> Placement {
+    select_node_in(pod, nodes, tie_seed, Search::ALL).placement
+}
+
+/// Filters the nodes `search` names and picks the best that fits. For a pod
+/// with a controller owner, the feasible nodes with the fewest live pods of
+/// that owner win ([`spread_score`], weighted above the resource [`score`],
+/// which then breaks ties); other pods go by the resource score alone.
+/// Remaining ties go to the one `tie_seed` (e.g. a hash of the pod's uid)
+/// picks in the order the nodes were filtered, so equal nodes share a burst.
+pub fn select_node_in(
+    pod: &Pod,
+    nodes: &[NodeInfo<'_>],
+    tie_seed: u64,
+    search: Search,
+) -> Selection {
+    let demand = PodUsage::of(pod);
     let mut feasible: Vec<&NodeInfo<'_>> = Vec::new();
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    for info in nodes {
-        let unfit = filter(pod, info);
+    let start = if nodes.is_empty() {
+        0
+    } else {
+        search.start % nodes.len()
+    };
+    let mut examined = 0;
+    for info in nodes[start..].iter().chain(&nodes[..start]) {
+        if feasible.len() >= search.feasible_to_find {
+            break;
+        }
+        examined += 1;
+        let unfit = filter_demand(pod, &demand, info);
         if unfit.is_empty() {
             feasible.push(info);
             continue;
@@ -460,9 +578,12 @@ pub fn select_node(pod: &Pod, nodes: &[NodeInfo<'_>], tie_seed: u64) -> Placemen
         }
     }
     if feasible.is_empty() {
-        return Placement::Unschedulable(failure_message(nodes.len(), &reasons));
+        return Selection {
+            placement: Placement::Unschedulable(failure_message(nodes.len(), &reasons)),
+            examined,
+        };
     }
-    let owner = controller_uid(pod);
+    let owner = demand.owner.as_deref();
     let max_count = owner
         .map(|uid| {
             feasible
@@ -478,7 +599,7 @@ pub fn select_node(pod: &Pod, nodes: &[NodeInfo<'_>], tie_seed: u64) -> Placemen
         let spread = owner.map_or(0, |uid| spread_score(info.owner_count(uid), max_count));
         let s = spread
             .saturating_mul(SPREAD_WEIGHT)
-            .saturating_add(score(pod, info));
+            .saturating_add(score_demand(&demand, info));
         if s > best_score {
             best_score = s;
             best.clear();
@@ -487,9 +608,11 @@ pub fn select_node(pod: &Pod, nodes: &[NodeInfo<'_>], tie_seed: u64) -> Placemen
             best.push(info);
         }
     }
-    best.sort_by(|a, b| a.name().cmp(b.name()));
     let idx = usize::try_from(tie_seed % best.len() as u64).unwrap_or(0);
-    Placement::Node(best[idx].name().to_string())
+    Selection {
+        placement: Placement::Node(best[idx].name().to_string()),
+        examined,
+    }
 }
 
 /// `0/3 nodes are available: 1 Insufficient memory, 2 node(s) were unschedulable.`
@@ -1004,5 +1127,116 @@ mod tests {
         for seed in 0..4 {
             assert_eq!(select_node(&p, &infos, seed), Placement::Node("a".into()));
         }
+    }
+
+    /// kube-scheduler's `numFeasibleNodesToFind` table.
+    #[test]
+    fn feasible_nodes_to_find_follows_kube_scheduler() {
+        assert_eq!(feasible_nodes_to_find(0, 10), 10);
+        assert_eq!(feasible_nodes_to_find(40, 10), 10);
+        assert_eq!(feasible_nodes_to_find(0, 99), 99);
+        assert_eq!(feasible_nodes_to_find(0, 1000), 420);
+        assert_eq!(feasible_nodes_to_find(40, 1000), 400);
+        assert_eq!(feasible_nodes_to_find(0, 6000), 300);
+        assert_eq!(feasible_nodes_to_find(40, 6000), 2400);
+        assert_eq!(feasible_nodes_to_find(1, 1000), 100);
+        assert_eq!(feasible_nodes_to_find(100, 1000), 1000);
+        assert_eq!(feasible_nodes_to_find(250, 1000), 1000);
+        assert_eq!(feasible_nodes_to_find(0, 0), 0);
+    }
+
+    fn many_nodes(n: usize) -> Vec<Node> {
+        (0..n)
+            .map(|i| node(&format!("n{i:04}"), "8", "8Gi", "110"))
+            .collect()
+    }
+
+    #[test]
+    fn a_search_stops_once_enough_nodes_fit_and_the_next_starts_after_it() {
+        let nodes = many_nodes(10);
+        let mut infos: Vec<NodeInfo<'_>> = nodes.iter().map(NodeInfo::new).collect();
+        // n0001 is the best node, but outside the share looked at.
+        for (i, info) in infos.iter_mut().enumerate() {
+            if i != 1 {
+                info.add_pod(&pod(Some("1"), Some("1Gi")));
+            }
+        }
+        let p = pod(Some("100m"), Some("64Mi"));
+        let search = Search {
+            start: 7,
+            feasible_to_find: 3,
+        };
+        let got = select_node_in(&p, &infos, 0, search);
+        assert_eq!(got.examined, 3);
+        let Placement::Node(name) = &got.placement else {
+            panic!("{:?}", got.placement);
+        };
+        assert!(
+            ["n0007", "n0008", "n0009"].contains(&name.as_str()),
+            "{name}"
+        );
+        // Wrapping round, the next share holds the best node.
+        let next = Search {
+            start: 0,
+            feasible_to_find: 3,
+        };
+        assert_eq!(
+            select_node_in(&p, &infos, 0, next).placement,
+            Placement::Node("n0001".into())
+        );
+        // Looking at every node finds it from anywhere.
+        assert_eq!(select_node(&p, &infos, 0), Placement::Node("n0001".into()));
+    }
+
+    #[test]
+    fn unfit_nodes_do_not_count_towards_the_share_and_a_miss_reports_every_node() {
+        let nodes = many_nodes(6);
+        let mut infos: Vec<NodeInfo<'_>> = nodes.iter().map(NodeInfo::new).collect();
+        let p = pod(Some("4"), None);
+        // Only the last node has room; filtering from the first must reach it.
+        for info in &mut infos[..5] {
+            info.add_pod(&pod(Some("6"), None));
+        }
+        let search = Search {
+            start: 0,
+            feasible_to_find: 2,
+        };
+        let got = select_node_in(&p, &infos, 0, search);
+        assert_eq!(got.placement, Placement::Node("n0005".into()));
+        assert_eq!(got.examined, 6);
+        // Full everywhere: every node is looked at and counted in the message.
+        infos[5].add_pod(&pod(Some("6"), None));
+        let got = select_node_in(&p, &infos, 0, Search { start: 3, ..search });
+        assert_eq!(got.examined, 6);
+        assert_eq!(
+            got.placement,
+            Placement::Unschedulable("0/6 nodes are available: 6 Insufficient cpu.".into())
+        );
+    }
+
+    #[test]
+    fn node_facts_are_read_from_allocatable_then_capacity() {
+        let mut n = node("a", "1500m", "2Gi", "30");
+        assert_eq!(
+            NodeFacts::of(&n),
+            NodeFacts {
+                allocatable: Resources {
+                    milli_cpu: 1500,
+                    memory: 2 << 30,
+                },
+                max_pods: 30,
+                ready: true,
+            }
+        );
+        if let Some(status) = n.status.as_mut() {
+            status.capacity = status.allocatable.take();
+            status.conditions = None;
+        }
+        let facts = NodeFacts::of(&n);
+        assert_eq!(facts.allocatable.milli_cpu, 1500);
+        assert!(!facts.ready);
+        n.status = None;
+        assert_eq!(NodeFacts::of(&n).max_pods, 110);
+        assert_eq!(NodeFacts::of(&n).allocatable, Resources::default());
     }
 }

@@ -16,7 +16,13 @@
 //!
 //! Each node's load (requests, pod count, replicas per owner) is kept up to
 //! date from the pod watch in [`usage`], as kube-scheduler's cache does, so
-//! a scheduling cycle costs O(nodes) however many pods the cluster holds.
+//! a scheduling cycle costs O(nodes) however many pods the cluster holds;
+//! what a node offers is read from it once per update of the node. In a
+//! cluster of 100 nodes or more a cycle filters only until a share of them
+//! fits (kube-scheduler's `percentageOfNodesToScore`, adaptive by default,
+//! see [`fit::feasible_nodes_to_find`]), the next cycle going on from where
+//! it stopped. Events are queued and written in the background
+//! ([`events`]), never waited for.
 //!
 //! Placement logic lives in [`fit`] (pure), the queue in [`queue`], the
 //! per-node load in [`usage`], quantity parsing in [`quantity`]; this file
@@ -72,6 +78,11 @@ pub struct SchedulerConfig {
     /// How long a pod we bound counts against its node while the watch has
     /// not yet shown the binding.
     pub assumed_ttl: Duration,
+    /// Share of the nodes a cycle filters before it stops looking, in
+    /// percent (kube-scheduler's `percentageOfNodesToScore`): 0 adapts it
+    /// to the cluster's size (50 % less 1 % per 125 nodes, at least 5 %, and
+    /// never fewer than 100 nodes), 100 filters every node.
+    pub percentage_of_nodes_to_score: u32,
 }
 
 impl Default for SchedulerConfig {
@@ -82,6 +93,7 @@ impl Default for SchedulerConfig {
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(10),
             assumed_ttl: Duration::from_secs(30),
+            percentage_of_nodes_to_score: 0,
         }
     }
 }
@@ -114,6 +126,10 @@ struct Assumed {
 /// the loop waits for a slot, which bounds the tasks and the outcome queue.
 const MAX_BINDINGS_IN_FLIGHT: usize = 32;
 
+/// How often assumptions are checked for expiry (their TTL is 30 s by
+/// default, so this is far finer than it needs to be).
+const EXPIRY_SCAN_INTERVAL: Duration = Duration::from_secs(1);
+
 /// What a binding task reports back to the loop.
 struct BindOutcome {
     key: String,
@@ -125,9 +141,14 @@ struct Scheduler {
     client: Client,
     config: SchedulerConfig,
     pods: Store<Pod>,
-    nodes: Store<Node>,
+    /// Nodes of a relist in progress, until its `InitDone`.
+    node_relist: Option<Vec<Arc<Node>>>,
+    /// Where the next cycle starts filtering (see [`fit::Search`]).
+    next_start: usize,
     queue: SchedulingQueue,
     assumed: HashMap<String, Assumed>,
+    /// When the assumptions are next checked for expiry.
+    next_expiry_scan: Instant,
     /// Each node's load from the pods bound or assumed on it.
     usage: UsageCache,
     recorder: Recorder,
@@ -144,7 +165,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let (pod_store, pod_writer) = reflector::store::<Pod>();
-    let (node_store, node_writer) = reflector::store::<Node>();
     let pod_events = reflector::reflector(
         pod_writer,
         watcher::watcher(
@@ -153,12 +173,9 @@ pub async fn run(
         ),
     )
     .default_backoff();
-    let node_events = reflector::reflector(
-        node_writer,
-        watcher::watcher(
-            Api::<Node>::all(client.clone()),
-            watcher::Config::default().any_semantic(),
-        ),
+    let node_events = watcher::watcher(
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
     )
     .default_backoff();
     let mut pod_events = std::pin::pin!(pod_events);
@@ -173,8 +190,10 @@ pub async fn run(
         queue: SchedulingQueue::new(config.initial_backoff, config.max_backoff),
         config,
         pods: pod_store,
-        nodes: node_store,
+        node_relist: None,
+        next_start: 0,
         assumed: HashMap::new(),
+        next_expiry_scan: Instant::now(),
         usage: UsageCache::default(),
         pods_synced: false,
         nodes_synced: false,
@@ -292,7 +311,7 @@ impl Scheduler {
     }
 
     fn rebuild_usage(&mut self) {
-        self.usage.clear();
+        self.usage.clear_pods();
         for pod in self.pods.state() {
             self.account(&pod_key(&pod));
         }
@@ -300,12 +319,28 @@ impl Scheduler {
 
     fn on_node_event(&mut self, ev: Event<Node>) {
         match ev {
-            Event::Init => {}
+            Event::Init => self.node_relist = Some(Vec::new()),
+            Event::InitApply(node) => self
+                .node_relist
+                .get_or_insert_default()
+                .push(Arc::new(node)),
+            // A relist replaces the nodes whole: nodes gone meanwhile get
+            // no Delete event.
             Event::InitDone => {
+                let nodes = self.node_relist.take().unwrap_or_default();
+                self.usage.replace_nodes(nodes);
                 self.nodes_synced = true;
                 self.queue.wake_all();
             }
-            Event::Apply(_) | Event::InitApply(_) | Event::Delete(_) => self.queue.wake_all(),
+            Event::Apply(node) => {
+                self.usage.set_node(Arc::new(node));
+                self.queue.wake_all();
+            }
+            Event::Delete(node) => {
+                self.usage
+                    .remove_node(node.metadata.name.as_deref().unwrap_or(""));
+                self.queue.wake_all();
+            }
         }
     }
 
@@ -323,6 +358,37 @@ impl Scheduler {
             return;
         }
         let now = Instant::now();
+        self.expire_assumptions(now);
+
+        let mut hasher = DefaultHasher::new();
+        pod.metadata.uid.as_deref().unwrap_or(key).hash(&mut hasher);
+        let placement = self.usage.place(
+            &pod,
+            hasher.finish(),
+            self.config.percentage_of_nodes_to_score,
+            &mut self.next_start,
+        );
+
+        match placement {
+            Placement::Node(node) => self.bind(&pod, key, &node).await,
+            Placement::Unschedulable(message) => {
+                let delay = self.queue.requeue_with_backoff(key, now);
+                tracing::debug!(pod = key, %message, ?delay, "pod does not fit");
+                self.mark_unschedulable(&pod, &message).await;
+                self.recorder
+                    .record(&pod, EventType::Warning, "FailedScheduling", &message);
+            }
+        }
+    }
+
+    /// Forgets the assumptions whose binding the watch has not shown within
+    /// `assumed_ttl` (their node no longer counts them), at most once per
+    /// [`EXPIRY_SCAN_INTERVAL`]: the scan walks every assumption.
+    fn expire_assumptions(&mut self, now: Instant) {
+        if now < self.next_expiry_scan {
+            return;
+        }
+        self.next_expiry_scan = now + EXPIRY_SCAN_INTERVAL;
         let ttl = self.config.assumed_ttl;
         let expired: Vec<String> = self
             .assumed
@@ -333,25 +399,6 @@ impl Scheduler {
         for k in expired {
             self.assumed.remove(&k);
             self.account(&k);
-        }
-
-        let nodes = self.nodes.state();
-        let infos = self.usage.node_infos(nodes.iter().map(|n| n.as_ref()));
-        let mut hasher = DefaultHasher::new();
-        pod.metadata.uid.as_deref().unwrap_or(key).hash(&mut hasher);
-        let placement = fit::select_node(&pod, &infos, hasher.finish());
-        drop(infos);
-
-        match placement {
-            Placement::Node(node) => self.bind(&pod, key, &node).await,
-            Placement::Unschedulable(message) => {
-                let delay = self.queue.requeue_with_backoff(key, now);
-                tracing::debug!(pod = key, %message, ?delay, "pod does not fit");
-                self.mark_unschedulable(&pod, &message).await;
-                self.recorder
-                    .record(&pod, EventType::Warning, "FailedScheduling", &message)
-                    .await;
-            }
         }
     }
 
@@ -410,9 +457,7 @@ impl Scheduler {
                 tracing::info!(pod = %key, node = %node, "bound");
                 recorder.forget(&key);
                 let message = format!("Successfully assigned {namespace}/{name} to {node}");
-                recorder
-                    .record(&pod, EventType::Normal, "Scheduled", &message)
-                    .await;
+                recorder.record(&pod, EventType::Normal, "Scheduled", &message);
             }
             let _ = outcomes.send(BindOutcome { key, node, result }).await;
             drop(slot);

@@ -8,18 +8,35 @@
 //! deleted, resized — takes back exactly its old share before adding the
 //! new one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 
-use crate::fit::{NodeInfo, NodeUsage, PodUsage};
+use crate::fit::{self, NodeFacts, NodeInfo, NodeUsage, Placement, PodUsage};
 
-/// Per-node load and each counted pod's share of it.
+/// The known nodes (each with its [`NodeFacts`], read once per update of
+/// the node), the load on every node and each counted pod's share of it.
 #[derive(Debug, Default)]
 pub struct UsageCache {
-    nodes: HashMap<String, NodeUsage>,
+    /// By node name, in name order: a scheduling cycle walks them in it.
+    nodes: BTreeMap<String, NodeEntry>,
     /// Pod key → the node it counts on and what it adds there.
     pods: HashMap<String, (String, PodUsage)>,
+}
+
+/// One node name's entry: the node, if the watch has shown it, and the load
+/// of the pods counted on that name (pods can name a node not seen yet).
+#[derive(Debug, Default)]
+struct NodeEntry {
+    object: Option<(Arc<Node>, NodeFacts)>,
+    load: NodeUsage,
+}
+
+impl NodeEntry {
+    fn is_unused(&self) -> bool {
+        self.object.is_none() && self.load.is_empty()
+    }
 }
 
 impl UsageCache {
@@ -30,45 +47,107 @@ impl UsageCache {
             return;
         }
         if let Some((node, usage)) = self.pods.remove(key)
-            && let Some(load) = self.nodes.get_mut(&node)
+            && let Some(entry) = self.nodes.get_mut(&node)
         {
-            load.remove(&usage);
-            if load.is_empty() {
+            entry.load.remove(&usage);
+            if entry.is_unused() {
                 self.nodes.remove(&node);
             }
         }
         if let Some((node, usage)) = placed {
-            self.nodes.entry(node.clone()).or_default().add(&usage);
+            self.nodes.entry(node.clone()).or_default().load.add(&usage);
             self.pods.insert(key.to_owned(), (node, usage));
         }
     }
 
     /// The load on `node` (`None`: nothing counts there).
     pub fn node(&self, node: &str) -> Option<&NodeUsage> {
-        self.nodes.get(node)
+        self.nodes
+            .get(node)
+            .map(|e| &e.load)
+            .filter(|load| !load.is_empty())
     }
 
-    /// One scheduling cycle's view of `nodes`: each with the load counted
-    /// on it (none when nothing is).
-    pub fn node_infos<'a>(
-        &'a self,
-        nodes: impl IntoIterator<Item = &'a Node>,
-    ) -> Vec<NodeInfo<'a>> {
-        nodes
-            .into_iter()
-            .map(
-                |n| match self.node(n.metadata.name.as_deref().unwrap_or("")) {
-                    Some(usage) => NodeInfo::with_usage(n, usage),
-                    None => NodeInfo::new(n),
-                },
-            )
+    /// Adds or updates a node (its facts are read here, once).
+    pub fn set_node(&mut self, node: Arc<Node>) {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let facts = NodeFacts::of(&node);
+        self.nodes.entry(name).or_default().object = Some((node, facts));
+    }
+
+    /// Forgets a node; the load of pods still naming it stays.
+    pub fn remove_node(&mut self, name: &str) {
+        if let Some(entry) = self.nodes.get_mut(name) {
+            entry.object = None;
+            if entry.is_unused() {
+                self.nodes.remove(name);
+            }
+        }
+    }
+
+    /// Replaces every node with `nodes` (after a fresh list).
+    pub fn replace_nodes(&mut self, nodes: impl IntoIterator<Item = Arc<Node>>) {
+        for entry in self.nodes.values_mut() {
+            entry.object = None;
+        }
+        for node in nodes {
+            self.set_node(node);
+        }
+        self.nodes.retain(|_, e| !e.is_unused());
+    }
+
+    /// How many nodes are known.
+    pub fn node_count(&self) -> usize {
+        self.nodes.values().filter(|e| e.object.is_some()).count()
+    }
+
+    /// One scheduling cycle's view of the known nodes, in name order: each
+    /// with its facts and the load counted on it.
+    pub fn node_infos(&self) -> Vec<NodeInfo<'_>> {
+        self.nodes
+            .values()
+            .filter_map(|e| {
+                let (node, facts) = e.object.as_ref()?;
+                Some(NodeInfo::cached(node, *facts, Some(&e.load)))
+            })
             .collect()
     }
 
-    /// Forgets everything (before a rebuild from a fresh list).
-    pub fn clear(&mut self) {
-        self.nodes.clear();
+    /// One scheduling cycle for `pod` over the known nodes: filters from
+    /// `*next_start` on until the share `percentage_of_nodes_to_score` asks
+    /// for fits (see [`fit::feasible_nodes_to_find`]), scores those, and
+    /// moves `*next_start` past the nodes it filtered.
+    pub fn place(
+        &self,
+        pod: &Pod,
+        tie_seed: u64,
+        percentage_of_nodes_to_score: u32,
+        next_start: &mut usize,
+    ) -> Placement {
+        let infos = self.node_infos();
+        let search = fit::Search {
+            start: *next_start,
+            feasible_to_find: fit::feasible_nodes_to_find(
+                percentage_of_nodes_to_score,
+                infos.len(),
+            ),
+        };
+        let selection = fit::select_node_in(pod, &infos, tie_seed, search);
+        *next_start = match infos.len() {
+            0 => 0,
+            n => (search.start % n + selection.examined) % n,
+        };
+        selection.placement
+    }
+
+    /// Forgets every pod's share (before counting them again from a fresh
+    /// list); the nodes stay.
+    pub fn clear_pods(&mut self) {
         self.pods.clear();
+        for entry in self.nodes.values_mut() {
+            entry.load = NodeUsage::default();
+        }
+        self.nodes.retain(|_, e| !e.is_unused());
     }
 }
 
@@ -168,5 +247,90 @@ mod tests {
         assert_eq!(load.requested.milli_cpu, 100);
         cache.set("ns/a", None);
         assert!(cache.node("n").is_none());
+    }
+
+    fn named(name: &str) -> Arc<Node> {
+        Arc::new(Node {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        })
+    }
+
+    fn names(cache: &UsageCache) -> Vec<String> {
+        cache
+            .node_infos()
+            .iter()
+            .map(|i| i.node.metadata.name.clone().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn nodes_come_in_name_order_and_a_relist_replaces_them_while_loads_stay() {
+        let mut cache = UsageCache::default();
+        cache.set("ns/a", Some(("b".into(), PodUsage::of(&pod(100, None)))));
+        for n in ["c", "a", "b"] {
+            cache.set_node(named(n));
+        }
+        assert_eq!(names(&cache), ["a", "b", "c"]);
+        assert_eq!(cache.node_count(), 3);
+        // The load of the pod on b shows in b's view.
+        let infos = cache.node_infos();
+        assert_eq!(infos[1].usage.requested.milli_cpu, 100);
+        assert_eq!(infos[0].usage.pod_count, 0);
+        drop(infos);
+
+        // A relist without b: b is no longer a node to schedule on, but the
+        // pod still counts there should it come back.
+        cache.replace_nodes([named("c"), named("a")]);
+        assert_eq!(names(&cache), ["a", "c"]);
+        assert_eq!(cache.node("b").map(|u| u.pod_count), Some(1));
+        cache.set_node(named("b"));
+        assert_eq!(cache.node_infos()[1].usage.pod_count, 1);
+
+        cache.remove_node("a");
+        assert_eq!(names(&cache), ["b", "c"]);
+        // Counting the pods again from a fresh list keeps the nodes.
+        cache.clear_pods();
+        assert_eq!(names(&cache), ["b", "c"]);
+        assert!(cache.node("b").is_none());
+    }
+
+    #[test]
+    fn successive_cycles_filter_successive_shares_of_the_nodes() {
+        let mut cache = UsageCache::default();
+        for i in 0..250 {
+            let mut node = (*named(&format!("n{i:03}"))).clone();
+            node.status = Some(k8s_openapi::api::core::v1::NodeStatus {
+                allocatable: Some(
+                    [
+                        ("cpu".to_string(), Quantity("4".into())),
+                        ("memory".to_string(), Quantity("4Gi".into())),
+                    ]
+                    .into(),
+                ),
+                conditions: Some(vec![k8s_openapi::api::core::v1::NodeCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            });
+            cache.set_node(Arc::new(node));
+        }
+        // 250 nodes: the adaptive share is 48 %, 120 nodes.
+        let mut next = 0;
+        let first = cache.place(&pod(100, None), 0, 0, &mut next);
+        assert!(matches!(first, crate::fit::Placement::Node(_)));
+        assert_eq!(next, 120);
+        cache.place(&pod(100, None), 0, 0, &mut next);
+        assert_eq!(next, 240);
+        cache.place(&pod(100, None), 0, 0, &mut next);
+        assert_eq!(next, 110);
+        // Every node, when asked to.
+        cache.place(&pod(100, None), 0, 100, &mut next);
+        assert_eq!(next, 110);
     }
 }

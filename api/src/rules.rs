@@ -8,7 +8,6 @@
 
 use std::collections::BTreeSet;
 
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -392,57 +391,129 @@ struct DecodeError {
     message: String,
 }
 
-fn round_trip<T: DeserializeOwned + Serialize>(obj: &Value) -> Result<Value, DecodeError> {
-    let typed: T = serde_path_to_error::deserialize(obj).map_err(|e| {
-        let path = e.path().to_string();
-        DecodeError {
-            path: if path == "." { String::new() } else { path },
-            message: e.inner().to_string(),
+/// Decodes `obj` as `T`. With `unknown`, every key `T` does not know is
+/// reported there by its path segments (the decode runs through
+/// `serde_ignored`); without, the plain decode runs, and only a failure is
+/// decoded again to find where.
+fn decode_as<T: DeserializeOwned>(
+    obj: &Value,
+    unknown: Option<&mut Vec<Vec<Segment>>>,
+) -> Result<(), DecodeError> {
+    let plain = match unknown {
+        Some(out) => {
+            serde_ignored::deserialize::<_, _, T>(obj, |path| out.push(segments(&path))).map(drop)
         }
-    })?;
-    serde_json::to_value(&typed).map_err(|e| DecodeError {
-        path: String::new(),
-        message: e.to_string(),
+        None => T::deserialize(obj).map(drop),
+    };
+    if plain.is_ok() {
+        return Ok(());
+    }
+    match serde_path_to_error::deserialize::<_, T>(obj) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let path = e.path().to_string();
+            Err(DecodeError {
+                path: if path == "." { String::new() } else { path },
+                message: e.inner().to_string(),
+            })
+        }
+    }
+}
+
+/// One step of a path into a JSON document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+fn segments(path: &serde_ignored::Path<'_>) -> Vec<Segment> {
+    use serde_ignored::Path;
+    let (parent, own) = match path {
+        Path::Root => return Vec::new(),
+        Path::Seq { parent, index } => (*parent, Some(Segment::Index(*index))),
+        Path::Map { parent, key } => (*parent, Some(Segment::Key(key.clone()))),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => (*parent, None),
+    };
+    let mut out = segments(parent);
+    out.extend(own);
+    out
+}
+
+/// `spec.containers[0].image`.
+fn display_path(segments: &[Segment]) -> String {
+    let mut out = String::new();
+    for s in segments {
+        match s {
+            Segment::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Segment::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+fn value_at_segments<'v>(obj: &'v Value, segments: &[Segment]) -> Option<&'v Value> {
+    segments.iter().try_fold(obj, |v, s| match s {
+        Segment::Key(k) => v.get(k),
+        Segment::Index(i) => v.get(*i),
     })
 }
 
-/// Decodes `obj` into the k8s-openapi type of `kind` and encodes it back;
+/// Decodes `obj` into the k8s-openapi type of `kind` (see [`decode_as`]);
 /// `None` when `kind` has no typed schema here.
-fn typed_round_trip(kind: &str, obj: &Value) -> Option<Result<Value, DecodeError>> {
+fn typed_decode(
+    kind: &str,
+    obj: &Value,
+    unknown: Option<&mut Vec<Vec<Segment>>>,
+) -> Option<Result<(), DecodeError>> {
     use k8s_openapi::api::apps::v1 as apps;
     use k8s_openapi::api::batch::v1 as batch;
     use k8s_openapi::api::coordination::v1 as coordination;
     use k8s_openapi::api::core::v1 as core;
     use k8s_openapi::api::discovery::v1 as discovery;
-    let mut obj = obj.clone();
+    use k8s_openapi::api::rbac::v1 as rbac;
     // apiVersion and kind are implied by the URL; the types insist on them.
-    if let (Some(o), Some(res)) = (obj.as_object_mut(), resources::by_kind_name(kind)) {
-        o.entry("apiVersion")
-            .or_insert_with(|| Value::from(res.api_version()));
-        o.entry("kind").or_insert_with(|| Value::from(res.kind));
-    }
+    let completed;
+    let obj = match (obj.as_object(), resources::by_kind_name(kind)) {
+        (Some(o), Some(res)) if !o.contains_key("apiVersion") || !o.contains_key("kind") => {
+            let mut o = o.clone();
+            o.entry("apiVersion")
+                .or_insert_with(|| Value::from(res.api_version()));
+            o.entry("kind").or_insert_with(|| Value::from(res.kind));
+            completed = Value::Object(o);
+            &completed
+        }
+        _ => obj,
+    };
     Some(match kind {
-        "Pod" => round_trip::<core::Pod>(&obj),
-        "Node" => round_trip::<core::Node>(&obj),
-        "Namespace" => round_trip::<core::Namespace>(&obj),
-        "Event" => round_trip::<core::Event>(&obj),
-        "ConfigMap" => round_trip::<core::ConfigMap>(&obj),
-        "Secret" => round_trip::<core::Secret>(&obj),
-        "Lease" => round_trip::<coordination::Lease>(&obj),
-        "Deployment" => round_trip::<apps::Deployment>(&obj),
-        "ReplicaSet" => round_trip::<apps::ReplicaSet>(&obj),
-        "DaemonSet" => round_trip::<apps::DaemonSet>(&obj),
-        "Job" => round_trip::<batch::Job>(&obj),
-        "Service" => round_trip::<core::Service>(&obj),
-        "ServiceAccount" => round_trip::<core::ServiceAccount>(&obj),
-        "Endpoints" => round_trip::<core::Endpoints>(&obj),
-        "EndpointSlice" => round_trip::<discovery::EndpointSlice>(&obj),
-        "ResourceQuota" => round_trip::<core::ResourceQuota>(&obj),
-        "LimitRange" => round_trip::<core::LimitRange>(&obj),
-        "Role" => round_trip::<k8s_openapi::api::rbac::v1::Role>(&obj),
-        "ClusterRole" => round_trip::<k8s_openapi::api::rbac::v1::ClusterRole>(&obj),
-        "RoleBinding" => round_trip::<k8s_openapi::api::rbac::v1::RoleBinding>(&obj),
-        "ClusterRoleBinding" => round_trip::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(&obj),
+        "Pod" => decode_as::<core::Pod>(obj, unknown),
+        "Node" => decode_as::<core::Node>(obj, unknown),
+        "Namespace" => decode_as::<core::Namespace>(obj, unknown),
+        "Event" => decode_as::<core::Event>(obj, unknown),
+        "ConfigMap" => decode_as::<core::ConfigMap>(obj, unknown),
+        "Secret" => decode_as::<core::Secret>(obj, unknown),
+        "Lease" => decode_as::<coordination::Lease>(obj, unknown),
+        "Deployment" => decode_as::<apps::Deployment>(obj, unknown),
+        "ReplicaSet" => decode_as::<apps::ReplicaSet>(obj, unknown),
+        "DaemonSet" => decode_as::<apps::DaemonSet>(obj, unknown),
+        "Job" => decode_as::<batch::Job>(obj, unknown),
+        "Service" => decode_as::<core::Service>(obj, unknown),
+        "ServiceAccount" => decode_as::<core::ServiceAccount>(obj, unknown),
+        "Endpoints" => decode_as::<core::Endpoints>(obj, unknown),
+        "EndpointSlice" => decode_as::<discovery::EndpointSlice>(obj, unknown),
+        "ResourceQuota" => decode_as::<core::ResourceQuota>(obj, unknown),
+        "LimitRange" => decode_as::<core::LimitRange>(obj, unknown),
+        "Role" => decode_as::<rbac::Role>(obj, unknown),
+        "ClusterRole" => decode_as::<rbac::ClusterRole>(obj, unknown),
+        "RoleBinding" => decode_as::<rbac::RoleBinding>(obj, unknown),
+        "ClusterRoleBinding" => decode_as::<rbac::ClusterRoleBinding>(obj, unknown),
         _ => return None,
     })
 }
@@ -456,7 +527,7 @@ pub fn validate(kind: &str, obj: &Value) -> Vec<FieldCause> {
             "Invalid value: the object must be a JSON object",
         )];
     }
-    if let Some(Err(e)) = typed_round_trip(kind, obj) {
+    if let Some(Err(e)) = typed_decode(kind, obj, None) {
         let shown = value_at(obj, &e.path)
             .map(|v| format!("{}: ", short(v)))
             .unwrap_or_default();
@@ -1585,42 +1656,19 @@ fn immutable_data_update(kind: &str, old: &Value, new: &Value, causes: &mut Vec<
 }
 
 /// Paths (`spec.containers[0].imagee`) of fields the typed schema of `kind`
-/// does not know, found by decoding into the k8s-openapi type (which ignores
-/// unknown keys), encoding back and comparing keys. Null values are not
-/// reported: the types read them as absent. Empty when the object does not
-/// decode (see [`validate`]) or the kind has no schema here.
+/// does not know: the keys the k8s-openapi type's decode skips. Null values
+/// are not reported: the types read them as absent. Empty when the object
+/// does not decode (see [`validate`]) or the kind has no schema here.
 pub fn unknown_fields(kind: &str, obj: &Value) -> Vec<String> {
-    let Some(Ok(round)) = typed_round_trip(kind, obj) else {
+    let mut skipped = Vec::new();
+    let Some(Ok(())) = typed_decode(kind, obj, Some(&mut skipped)) else {
         return Vec::new();
     };
-    let mut out = Vec::new();
-    missing_keys(obj, &round, "", &mut out);
-    out
-}
-
-fn missing_keys(orig: &Value, round: &Value, path: &str, out: &mut Vec<String>) {
-    match (orig, round) {
-        (Value::Object(o), Value::Object(r)) => {
-            for (k, v) in o {
-                let child = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                match r.get(k) {
-                    Some(rv) => missing_keys(v, rv, &child, out),
-                    None if v.is_null() => {}
-                    None => out.push(child),
-                }
-            }
-        }
-        (Value::Array(o), Value::Array(r)) => {
-            for (i, (a, b)) in o.iter().zip(r).enumerate() {
-                missing_keys(a, b, &format!("{path}[{i}]"), out);
-            }
-        }
-        _ => {}
-    }
+    skipped
+        .iter()
+        .filter(|path| !value_at_segments(obj, path).is_some_and(Value::is_null))
+        .map(|path| display_path(path))
+        .collect()
 }
 
 /// Whether objects of `kind` own dependents that the garbage collector
@@ -1962,11 +2010,19 @@ mod tests {
         p["spec"]["containers"][0]["imagee"] = json!("x");
         p["spec"]["bogus"] = json!({"a": 1});
         p["metadata"]["labelz"] = json!({});
+        // Unknown but null: read as absent, as the types do.
+        p["spec"]["containers"][0]["nothing"] = json!(null);
+        p["status"] = json!({"conditions": [{"type": "Ready", "status": "True", "why": "x"}]});
         let mut got = unknown_fields("Pod", &p);
         got.sort();
         assert_eq!(
             got,
-            vec!["metadata.labelz", "spec.bogus", "spec.containers[0].imagee"]
+            vec![
+                "metadata.labelz",
+                "spec.bogus",
+                "spec.containers[0].imagee",
+                "status.conditions[0].why"
+            ]
         );
     }
 

@@ -3,7 +3,9 @@
 //! answers (and that the store is not read for them), that the copy follows
 //! every write, selectors, namespaces and output shapes like a store list,
 //! `resourceVersion=N` waits and the 504 past them, `resourceVersionMatch`
-//! validation, and the re-list after the store compacted past the cache.
+//! validation, the re-list after the store compacted past the cache, and
+//! updates that start from the cache's copy and go by the store's when that
+//! copy is behind.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -37,6 +39,9 @@ const PROTOBUF: &str = "application/vnd.kubernetes.protobuf,application/json";
 struct CountingStore {
     inner: EmbeddedStore,
     ranges: AtomicUsize,
+    gets: AtomicUsize,
+    /// While true, watch events are held back: the cache falls behind.
+    held: tokio::sync::watch::Sender<bool>,
     refuse_watches: AtomicBool,
     cut: std::sync::Mutex<CancellationToken>,
 }
@@ -44,6 +49,15 @@ struct CountingStore {
 impl CountingStore {
     fn ranges(&self) -> usize {
         self.ranges.load(Ordering::SeqCst)
+    }
+
+    fn gets(&self) -> usize {
+        self.gets.load(Ordering::SeqCst)
+    }
+
+    /// Holds back (`true`) or releases every watch's events.
+    fn hold_watches(&self, held: bool) {
+        self.held.send_replace(held);
     }
 
     /// Ends every open watch stream; new ones fail until `refuse(false)`.
@@ -62,6 +76,7 @@ impl CountingStore {
 #[async_trait::async_trait]
 impl Store for CountingStore {
     async fn get(&self, key: &str) -> storage::Result<Option<KeyValue>> {
+        self.gets.fetch_add(1, Ordering::SeqCst);
         self.inner.get(key).await
     }
     async fn range(
@@ -92,7 +107,15 @@ impl Store for CountingStore {
             .clone()
             .cancelled_owned();
         let stream = self.inner.watch(prefix, after).await?;
-        Ok(Box::pin(stream.take_until(cut)))
+        let held = self.held.subscribe();
+        let gated = stream.then(move |item| {
+            let mut held = held.clone();
+            async move {
+                let _ = held.wait_for(|h| !h).await;
+                item
+            }
+        });
+        Ok(Box::pin(gated.take_until(cut)))
     }
     async fn current_revision(&self) -> storage::Result<i64> {
         self.inner.current_revision().await
@@ -128,6 +151,8 @@ async fn api_with(cache: CacheOptions) -> Result<Api> {
     let store = Arc::new(CountingStore {
         inner: EmbeddedStore::open(&dir.path().join("store.redb"))?,
         ranges: AtomicUsize::new(0),
+        gets: AtomicUsize::new(0),
+        held: tokio::sync::watch::Sender::new(false),
         refuse_watches: AtomicBool::new(false),
         cut: std::sync::Mutex::new(CancellationToken::new()),
     });
@@ -204,13 +229,36 @@ impl Api {
         accept: Option<&str>,
         body: Option<&Value>,
     ) -> Result<Reply> {
+        self.send_with(method, uri, accept, body.map(|b| ("application/json", b)))
+            .await
+    }
+
+    /// A request with a body of the given content type (a patch type).
+    async fn send_typed(
+        &self,
+        method: &str,
+        uri: &str,
+        content_type: &str,
+        body: &Value,
+    ) -> Result<Reply> {
+        self.send_with(method, uri, None, Some((content_type, body)))
+            .await
+    }
+
+    async fn send_with(
+        &self,
+        method: &str,
+        uri: &str,
+        accept: Option<&str>,
+        body: Option<(&str, &Value)>,
+    ) -> Result<Reply> {
         let mut b = Request::builder().method(method).uri(uri);
         if let Some(a) = accept {
             b = b.header("accept", a);
         }
         let body = match body {
-            Some(v) => {
-                b = b.header("content-type", "application/json");
+            Some((content_type, v)) => {
+                b = b.header("content-type", content_type);
                 Body::from(serde_json::to_vec(v)?)
             }
             None => Body::empty(),
@@ -737,4 +785,148 @@ async fn a_cache_that_lost_its_history_relists_and_its_watchers_get_410() -> Res
     let list = api.cached(&rv0, None).await?;
     assert_eq!(names(&list), ["b", "c", "d"]);
     Ok(())
+}
+
+/// An update reads the object from the watch cache, not the store; when the
+/// cache's copy is behind the store (a write through another API server it
+/// has not seen yet), the update goes by the store's state: a
+/// resourceVersion precondition, a change that only looks like a no-op, and
+/// a binding are all judged on the stored object.
+#[tokio::test]
+async fn updates_start_from_the_cached_copy_and_go_by_the_store_when_it_is_behind() -> Result<()> {
+    let api = api().await?;
+    let uri = format!("{PODS}/u");
+    let merge = "application/merge-patch+json";
+    api.create(PODS, &pod("u", json!({"v": "1"}))).await?;
+
+    // Current cache: the patch needs no store read.
+    api.caught_up(|p| p["metadata"]["labels"]["v"] == "1")
+        .await?;
+    let gets = api.store.gets();
+    let r = api
+        .send_typed(
+            "PATCH",
+            &uri,
+            merge,
+            &json!({"metadata": {"labels": {"v": "2"}}}),
+        )
+        .await?;
+    ensure!(r.status == StatusCode::OK, "patch: {} {}", r.status, r.body);
+    ensure!(r.body["metadata"]["labels"]["v"] == "2");
+    ensure!(api.store.gets() == gets, "the patch read the store");
+
+    // Another server writes v=3 that our cache has not seen; a PUT naming
+    // the store's resourceVersion (the cache shows an older one) succeeds.
+    api.caught_up(|p| p["metadata"]["labels"]["v"] == "2")
+        .await?;
+    let latest = api
+        .write_behind_our_back(|p| p["metadata"]["labels"]["v"] = json!("3"))
+        .await?;
+    let mut put = api.ok(&uri, None).await?;
+    ensure!(rv(&put) == latest);
+    put["metadata"]["labels"]["v"] = json!("4");
+    let r = api.send("PUT", &uri, None, Some(&put)).await?;
+    ensure!(r.status == StatusCode::OK, "put: {} {}", r.status, r.body);
+    ensure!(r.body["metadata"]["labels"]["v"] == "4");
+
+    // Another server writes v=5; setting v=4 looks like no change to the
+    // cache's copy, but is one.
+    api.caught_up(|p| p["metadata"]["labels"]["v"] == "4")
+        .await?;
+    let latest = api
+        .write_behind_our_back(|p| p["metadata"]["labels"]["v"] = json!("5"))
+        .await?;
+    let r = api
+        .send_typed(
+            "PATCH",
+            &uri,
+            merge,
+            &json!({"metadata": {"labels": {"v": "4"}}}),
+        )
+        .await?;
+    ensure!(r.status == StatusCode::OK, "patch: {} {}", r.status, r.body);
+    ensure!(r.body["metadata"]["labels"]["v"] == "4");
+    ensure!(
+        rv(&r.body) > latest,
+        "not written: rv {}, store had {latest}",
+        rv(&r.body)
+    );
+
+    // Another server binds the pod; our binding, allowed by the cache's
+    // copy, is refused by the store's.
+    api.caught_up(|p| p["metadata"]["labels"]["v"] == "4")
+        .await?;
+    api.write_behind_our_back(|p| p["spec"]["nodeName"] = json!("n1"))
+        .await?;
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "u"}, "target": {"kind": "Node", "name": "n2"}});
+    let r = api
+        .send("POST", &format!("{uri}/binding"), None, Some(&binding))
+        .await?;
+    ensure!(
+        r.status == StatusCode::CONFLICT,
+        "binding: {} {}",
+        r.status,
+        r.body
+    );
+    ensure!(
+        r.body["message"].as_str().is_some_and(|m| m.contains("n1")),
+        "{}",
+        r.body
+    );
+
+    // Another server deletes and recreates the pod, unbound; our cache still
+    // shows it bound, but the store's pod takes the binding.
+    api.caught_up(|p| p["spec"]["nodeName"] == "n1").await?;
+    api.write_behind_our_back(|p| {
+        p["metadata"]["uid"] = json!("recreated");
+        if let Some(spec) = p["spec"].as_object_mut() {
+            spec.remove("nodeName");
+        }
+    })
+    .await?;
+    let r = api
+        .send("POST", &format!("{uri}/binding"), None, Some(&binding))
+        .await?;
+    ensure!(
+        r.status == StatusCode::CREATED,
+        "binding: {} {}",
+        r.status,
+        r.body
+    );
+    api.caught_up(|p| p["spec"]["nodeName"] == "n2").await?;
+    Ok(())
+}
+
+impl Api {
+    /// Lets the cache's watch run until the cached pod `u` satisfies `pred`.
+    async fn caught_up(&self, pred: impl Fn(&Value) -> bool) -> Result<()> {
+        self.store.hold_watches(false);
+        self.eventually(&format!("{PODS}?resourceVersion=0"), |l| {
+            l["items"]
+                .as_array()
+                .is_some_and(|items| items.len() == 1 && pred(&items[0]))
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Changes pod `u` in the store as another API server would, with the
+    /// cache's watch held so it does not see the change; the new revision.
+    async fn write_behind_our_back(&self, change: impl FnOnce(&mut Value)) -> Result<i64> {
+        self.store.hold_watches(true);
+        let key = "/registry/pods/default/u";
+        let stored = self.store.inner.get(key).await?.context("stored pod")?;
+        let mut p: Value = serde_json::from_slice(&stored.value)?;
+        change(&mut p);
+        let kv = self
+            .store
+            .inner
+            .put(
+                key,
+                Bytes::from(serde_json::to_vec(&p)?),
+                Precondition::ModRevision(stored.mod_revision),
+            )
+            .await?;
+        Ok(kv.mod_revision)
+    }
 }

@@ -99,6 +99,16 @@ pub struct Patched {
 }
 
 /// Why one attempt of a read-modify-write failed.
+/// The object an update attempt starts from.
+struct UpdateBase {
+    object: Arc<Value>,
+    /// Its revision: the write's precondition.
+    rev: i64,
+    /// Read from the store for this attempt (not the watch cache's copy,
+    /// which may be behind).
+    fresh: bool,
+}
+
 enum Attempt {
     Failed(Box<ApiError>),
     /// The object changed under us; read it again and retry.
@@ -597,14 +607,29 @@ impl Registry {
     where
         F: FnMut(&Value, i64) -> Result<Value>,
     {
-        for _ in 0..UPDATE_RETRIES {
-            let (current, rev) = self.read(res, namespace, name).await?;
-            let desired = mutate(&current, rev)?;
+        // The first attempt may start from the watch cache's copy; dry runs
+        // (nothing checks their base) and Services (their updates claim
+        // addresses in the store first) always read the store.
+        let mut try_cache = !opts.dry_run && !is_core(res, "Service");
+        let mut attempts = 0;
+        while attempts < UPDATE_RETRIES {
+            let base = self.update_base(res, namespace, name, try_cache).await?;
+            try_cache = false;
+            if base.fresh {
+                attempts += 1;
+            }
+            let desired = match mutate(&base.object, base.rev) {
+                Ok(d) => d,
+                // Perhaps only because the cached copy is behind.
+                Err(_) if !base.fresh => continue,
+                Err(e) => return Err(e),
+            };
             match self
-                .commit_update(res, namespace, name, &current, rev, desired, part, opts)
+                .commit_update(res, namespace, name, &base, desired, part, opts)
                 .await
             {
                 Ok(v) => return Ok(v),
+                Err(Attempt::Failed(_)) if !base.fresh => continue,
                 Err(Attempt::Failed(e)) => return Err(*e),
                 Err(Attempt::Raced) => continue,
             }
@@ -616,18 +641,50 @@ impl Registry {
         ))
     }
 
+    /// What an update starts from: the watch cache's copy of the object
+    /// when `try_cache` and the cache holds it (no store read, as
+    /// kube-apiserver's GuaranteedUpdate starts from the cacher's copy),
+    /// else the store's. A write from a cached base is checked against the
+    /// store's revision like any other; a cached base that is behind makes
+    /// it fail, and the caller retries from the store.
+    async fn update_base(
+        &self,
+        res: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+        try_cache: bool,
+    ) -> Result<UpdateBase> {
+        if try_cache
+            && let Some(object) = self.cached_object(res, namespace, name)
+            && let Some(rev) =
+                object::meta_str(&object, "resourceVersion").and_then(|s| s.parse::<i64>().ok())
+        {
+            return Ok(UpdateBase {
+                object,
+                rev,
+                fresh: false,
+            });
+        }
+        let (object, rev) = self.read(res, namespace, name).await?;
+        Ok(UpdateBase {
+            object: Arc::new(object),
+            rev,
+            fresh: true,
+        })
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn commit_update(
         &self,
         res: &ResourceInfo,
         namespace: Option<&str>,
         name: &str,
-        current: &Value,
-        rev: i64,
+        base: &UpdateBase,
         desired: Value,
         part: Part,
         opts: &WriteOptions,
     ) -> Result<Value, Attempt> {
+        let current = &*base.object;
         let mut new = match part {
             Part::Main => rules::prepare_update(res.kind, current, &desired),
             Part::Status => rules::prepare_status_update(res.kind, current, &desired),
@@ -686,7 +743,7 @@ impl Registry {
             Claimed::default()
         };
         let result = self
-            .store_update(res, namespace, name, current, rev, new, part, opts)
+            .store_update(res, namespace, name, base, new, part, opts)
             .await;
         match result {
             Ok((stored, removed)) => {
@@ -718,12 +775,12 @@ impl Registry {
         res: &ResourceInfo,
         namespace: Option<&str>,
         name: &str,
-        current: &Value,
-        rev: i64,
+        base: &UpdateBase,
         mut new: Value,
         part: Part,
         opts: &WriteOptions,
     ) -> Result<(Value, bool), Attempt> {
+        let (current, rev) = (&*base.object, base.rev);
         let old_meta = object::meta(current).cloned().unwrap_or_default();
         let old_gen = old_meta.get("generation").and_then(Value::as_i64);
         match old_gen {
@@ -739,6 +796,11 @@ impl Registry {
         }
         let stripped = object::without_resource_version(&new);
         if stripped == object::without_resource_version(current) {
+            // Nothing to write, unless the copy it was compared with is
+            // behind the store: then compare with the store's.
+            if !base.fresh {
+                return Err(Attempt::Raced);
+            }
             return Ok((current.clone(), false));
         }
         let k = key(res, namespace, name);
@@ -1173,9 +1235,27 @@ impl Registry {
                 )],
             ));
         }
-        for _ in 0..UPDATE_RETRIES {
-            let (mut pod, rev) = self.read(res, namespace, name).await?;
-            if object::meta(&pod).is_some_and(|m| m.contains_key("deletionTimestamp")) {
+        // From the watch cache's copy first, as updates do; a refusal is
+        // only given on the store's own state.
+        let mut try_cache = true;
+        let mut attempts = 0;
+        while attempts < UPDATE_RETRIES {
+            let base = self.update_base(res, namespace, name, try_cache).await?;
+            try_cache = false;
+            if base.fresh {
+                attempts += 1;
+            }
+            let rev = base.rev;
+            let mut pod = Arc::unwrap_or_clone(base.object);
+            let deleting = object::meta(&pod).is_some_and(|m| m.contains_key("deletionTimestamp"));
+            let bound = pod
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|s| !s.is_empty());
+            if (deleting || bound) && !base.fresh {
+                continue;
+            }
+            if deleting {
                 return Err(conflict(
                     res,
                     name,
@@ -1214,6 +1294,11 @@ impl Registry {
                 Ok(kv) => {
                     self.wrote(res, kv.mod_revision);
                     return Ok(());
+                }
+                Err(storage::Error::Conflict { .. } | storage::Error::NotFound { .. })
+                    if !base.fresh =>
+                {
+                    continue;
                 }
                 Err(storage::Error::Conflict { .. }) => continue,
                 Err(e) => return Err(storage_err(res, name)(e)),

@@ -546,20 +546,32 @@ impl Store for EtcdStore {
     async fn put(&self, key: &str, value: Bytes, precondition: Precondition) -> Result<KeyValue> {
         let full = self.full_key(key)?;
         // Reading the key back (without its value) in the same transaction
-        // gives its create revision without shipping the old value.
+        // gives its create revision without shipping the old value. A
+        // create needs no read-back: the key did not exist, so it is
+        // created at the write's own revision.
+        let creates = matches!(precondition, Precondition::MustNotExist);
         let read_back = TxnOp::get(full.clone(), Some(GetOptions::new().with_keys_only()));
+        let mut success = vec![TxnOp::put(full.clone(), value.to_vec(), None)];
+        if !creates {
+            success.push(read_back.clone());
+        }
         let txn = Txn::new()
             .when(self.compares(&full, precondition))
-            .and_then(vec![
-                TxnOp::put(full.clone(), value.to_vec(), None),
-                read_back.clone(),
-            ])
+            .and_then(success)
             .or_else(vec![read_back]);
         let response = self.txn("put", txn).await?;
         if !response.succeeded() {
             return Err(self.precondition_failed(key, precondition, &response));
         }
         let revision = header_revision(response.header())?;
+        if creates {
+            return Ok(KeyValue {
+                key: key.to_owned(),
+                value,
+                create_revision: revision,
+                mod_revision: revision,
+            });
+        }
         let written = response.op_responses().into_iter().find_map(|op| match op {
             TxnOpResponse::Get(get) => get.kvs().first().cloned(),
             _ => None,

@@ -33,6 +33,8 @@ struct Metrics {
     latency: BTreeMap<&'static str, Latency>,
     /// Lists answered by a watch cache, by (group, resource).
     cache_lists: BTreeMap<(&'static str, &'static str), u64>,
+    /// etcd requests by operation (`put`, `get`, `range`, …), retries included.
+    etcd_latency: BTreeMap<&'static str, Latency>,
 }
 
 static METRICS: Mutex<Option<Metrics>> = Mutex::new(None);
@@ -71,6 +73,29 @@ impl Drop for InFlight {
     }
 }
 
+impl Latency {
+    fn observe(&mut self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.buckets[i] += 1;
+            }
+        }
+        self.sum += secs;
+        self.count += 1;
+    }
+
+    /// One histogram family member in the text format.
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        for (bound, n) in BUCKETS.iter().zip(self.buckets.iter()) {
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {n}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {}", self.count);
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count);
+    }
+}
+
 /// Record one finished request (time to response headers).
 pub fn record(verb: &'static str, code: u16, elapsed: Duration) {
     let Ok(mut guard) = METRICS.lock() else {
@@ -78,15 +103,45 @@ pub fn record(verb: &'static str, code: u16, elapsed: Duration) {
     };
     let m = guard.get_or_insert_with(Metrics::default);
     *m.requests.entry((verb, code)).or_insert(0) += 1;
-    let l = m.latency.entry(verb).or_default();
-    let secs = elapsed.as_secs_f64();
-    for (i, bound) in BUCKETS.iter().enumerate() {
-        if secs <= *bound {
-            l.buckets[i] += 1;
-        }
+    m.latency.entry(verb).or_default().observe(elapsed);
+}
+
+/// Records the time of one etcd request when dropped (so a request that
+/// fails or is cancelled counts too).
+pub struct EtcdTimer {
+    operation: &'static str,
+    started: std::time::Instant,
+}
+
+impl EtcdTimer {
+    pub fn new(operation: &'static str, started: std::time::Instant) -> EtcdTimer {
+        EtcdTimer { operation, started }
     }
-    l.sum += secs;
-    l.count += 1;
+}
+
+impl Drop for EtcdTimer {
+    fn drop(&mut self) {
+        let elapsed = self.started.elapsed();
+        let Ok(mut guard) = METRICS.lock() else {
+            return;
+        };
+        let m = guard.get_or_insert_with(Metrics::default);
+        m.etcd_latency
+            .entry(self.operation)
+            .or_default()
+            .observe(elapsed);
+    }
+}
+
+/// Count and total seconds of the etcd requests of `operation` so far.
+pub fn etcd_requests(operation: &str) -> (u64, f64) {
+    let Ok(guard) = METRICS.lock() else {
+        return (0, 0.0);
+    };
+    guard
+        .as_ref()
+        .and_then(|m| m.etcd_latency.get(operation))
+        .map_or((0, 0.0), |l| (l.count, l.sum))
 }
 
 /// Record one list answered from a resource's watch cache instead of the store.
@@ -120,26 +175,22 @@ pub fn render() -> String {
         );
         let _ = writeln!(out, "# TYPE apiserver_request_duration_seconds histogram");
         for (verb, l) in &m.latency {
-            for (bound, n) in BUCKETS.iter().zip(l.buckets.iter()) {
-                let _ = writeln!(
-                    out,
-                    "apiserver_request_duration_seconds_bucket{{verb=\"{verb}\",le=\"{bound}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "apiserver_request_duration_seconds_bucket{{verb=\"{verb}\",le=\"+Inf\"}} {}",
-                l.count
+            l.render(
+                &mut out,
+                "apiserver_request_duration_seconds",
+                &format!("verb=\"{verb}\""),
             );
-            let _ = writeln!(
-                out,
-                "apiserver_request_duration_seconds_sum{{verb=\"{verb}\"}} {}",
-                l.sum
-            );
-            let _ = writeln!(
-                out,
-                "apiserver_request_duration_seconds_count{{verb=\"{verb}\"}} {}",
-                l.count
+        }
+        let _ = writeln!(
+            out,
+            "# HELP etcd_request_duration_seconds etcd request latency, by operation (retries included)."
+        );
+        let _ = writeln!(out, "# TYPE etcd_request_duration_seconds histogram");
+        for (operation, l) in &m.etcd_latency {
+            l.render(
+                &mut out,
+                "etcd_request_duration_seconds",
+                &format!("operation=\"{operation}\""),
             );
         }
     }

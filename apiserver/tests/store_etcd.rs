@@ -413,6 +413,38 @@ async fn conformance_suite_passes_against_a_real_etcd() {
     assert_eq!(n, conformance::ALL.len(), "one fresh store per property");
 }
 
+/// Every etcd request is timed in `etcd_request_duration_seconds`, by
+/// operation, as kube-apiserver reports it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_requests_are_timed_by_operation() {
+    let etcd = EtcdCluster::start(1).await;
+    let store = connect(etcd.endpoints(), "/metrics-test").await;
+    let (puts, _) = wasmkube_apiserver::metrics::etcd_requests("put");
+    let (gets, _) = wasmkube_apiserver::metrics::etcd_requests("get");
+    for i in 0..3 {
+        store
+            .put(
+                &format!("/k{i}"),
+                Bytes::from_static(b"v"),
+                Precondition::MustNotExist,
+            )
+            .await
+            .expect("put");
+    }
+    store.get("/k0").await.expect("get");
+    let (puts_after, seconds) = wasmkube_apiserver::metrics::etcd_requests("put");
+    // Other tests in this binary may write meanwhile: at least ours count.
+    assert!(puts_after >= puts + 3, "puts {puts} → {puts_after}");
+    assert!(seconds > 0.0);
+    assert!(wasmkube_apiserver::metrics::etcd_requests("get").0 > gets);
+    let text = wasmkube_apiserver::metrics::render();
+    assert!(
+        text.contains("etcd_request_duration_seconds_count{operation=\"put\"}"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE etcd_request_duration_seconds histogram"));
+}
+
 /// Two stores on one etcd under sibling prefixes (`/t/a`, `/t/a2`) never
 /// see each other's keys or events, while their revisions are the one
 /// etcd counter.

@@ -33,6 +33,12 @@ pub fn summarize(samples: &mut [Duration]) -> Summary {
     }
 }
 
+/// The arithmetic mean of the samples (zero when there are none).
+pub fn mean(samples: &[Duration]) -> Duration {
+    let total: Duration = samples.iter().sum();
+    total / u32::try_from(samples.len().max(1)).unwrap_or(u32::MAX)
+}
+
 /// A duration in milliseconds with sensible precision for a table.
 pub fn ms(d: Duration) -> String {
     let v = d.as_secs_f64() * 1000.0;
@@ -48,6 +54,13 @@ pub fn ms(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mean_of_samples_and_of_none() {
+        let ms = Duration::from_millis;
+        assert_eq!(mean(&[ms(1), ms(2), ms(6)]), ms(3));
+        assert_eq!(mean(&[]), Duration::ZERO);
+    }
 
     fn millis(v: &[u64]) -> Vec<Duration> {
         v.iter().map(|&m| Duration::from_millis(m)).collect()

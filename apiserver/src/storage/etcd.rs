@@ -286,7 +286,7 @@ impl EtcdStore {
 
     /// Runs one etcd request within the request timeout, mapping failures
     /// to [`Error::Backend`] naming the operation and the endpoints.
-    async fn call<T, F, Fut>(&self, what: &str, op: Op, request: F) -> Result<T>
+    async fn call<T, F, Fut>(&self, what: &'static str, op: Op, request: F) -> Result<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
@@ -304,7 +304,7 @@ impl EtcdStore {
     /// one is retried (another member usually answers), within the timeout.
     async fn call_raw<T, F, Fut>(
         &self,
-        what: &str,
+        what: &'static str,
         op: Op,
         mut request: F,
     ) -> Result<Result<T, etcd_client::Error>>
@@ -312,6 +312,8 @@ impl EtcdStore {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
+        let started = std::time::Instant::now();
+        let _timed = crate::metrics::EtcdTimer::new(what, started);
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         let mut backoff = Duration::from_millis(20);
         loop {
@@ -340,7 +342,7 @@ impl EtcdStore {
         Error::Backend(format!("etcd {what} at {}: {e}", self.endpoints.join(",")))
     }
 
-    async fn txn(&self, what: &str, txn: Txn) -> Result<TxnResponse> {
+    async fn txn(&self, what: &'static str, txn: Txn) -> Result<TxnResponse> {
         self.call(what, Op::Write, || {
             let mut kv = self.kv.clone();
             let txn = txn.clone();
@@ -352,7 +354,7 @@ impl EtcdStore {
     /// A read of `options` over `key`, retried like any read.
     async fn read(
         &self,
-        what: &str,
+        what: &'static str,
         key: Vec<u8>,
         options: Option<GetOptions>,
     ) -> Result<Result<etcd_client::GetResponse, etcd_client::Error>> {

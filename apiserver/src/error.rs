@@ -60,6 +60,12 @@ impl ApiError {
                 tracing::error!(error = %e, "stored value cannot be decrypted");
                 Self(status::internal(format!("Internal error occurred: {e}")))
             }
+            // Only watches lag, and an HTTP watch ends instead; should one
+            // reach here, it is the server's own failure to keep up.
+            e @ storage::Error::Lagged { .. } => {
+                tracing::warn!(error = %e, "store watch fell behind");
+                Self(status::internal(format!("Internal error occurred: {e}")))
+            }
             storage::Error::Backend(msg) => {
                 tracing::error!(error = %msg, "storage backend failure");
                 Self(status::internal("storage backend failure"))

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 use wasmkube_api::resources;
 use wasmkube_apiserver::registry::{self, Registry, RegistryOptions};
-use wasmkube_apiserver::storage::embedded::EmbeddedStore;
+use wasmkube_apiserver::storage::embedded::{EmbeddedOptions, EmbeddedStore};
 use wasmkube_apiserver::storage::{self, KeyValue, Precondition, RangeResult, Store, WatchStream};
 use wasmkube_apiserver::watch_cache::CacheOptions;
 
@@ -147,9 +147,13 @@ struct Reply {
 }
 
 async fn api_with(cache: CacheOptions) -> Result<Api> {
+    api_with_store(cache, EmbeddedOptions::default()).await
+}
+
+async fn api_with_store(cache: CacheOptions, store_options: EmbeddedOptions) -> Result<Api> {
     let dir = tempfile::tempdir()?;
     let store = Arc::new(CountingStore {
-        inner: EmbeddedStore::open(&dir.path().join("store.redb"))?,
+        inner: EmbeddedStore::open_with(&dir.path().join("store.redb"), store_options)?,
         ranges: AtomicUsize::new(0),
         gets: AtomicUsize::new(0),
         held: tokio::sync::watch::Sender::new(false),
@@ -929,4 +933,54 @@ impl Api {
             .await?;
         Ok(kv.mod_revision)
     }
+}
+
+/// A watch from before the cache's window is served by a store watch of
+/// its own; when its client reads too slowly for the store to keep its
+/// events, the watch ends cleanly (as Kubernetes ends a slow watcher)
+/// rather than with an ERROR event, and what it delivered is gap-free, so
+/// the client's re-watch from its last resourceVersion loses nothing.
+#[tokio::test]
+async fn a_store_watch_that_falls_behind_ends_without_an_error_event() -> Result<()> {
+    let cache = CacheOptions {
+        window: 2,
+        ..CacheOptions::default()
+    };
+    let api = api_with_store(cache, EmbeddedOptions { watch_buffer: 4 }).await?;
+    let first = api.create(PODS, &pod("w0", json!({}))).await?;
+    for i in 1..5 {
+        api.create(PODS, &pod(&format!("w{i}"), json!({}))).await?;
+    }
+    let from = rv(&first);
+    let request = Request::builder()
+        .uri(format!("{PODS}?watch=true&resourceVersion={from}"))
+        .body(Body::empty())?;
+    let watch = api.router.clone().oneshot(request).await?;
+    ensure!(
+        watch.status() == StatusCode::OK,
+        "watch: {}",
+        watch.status()
+    );
+    // Nobody reads the watch while 150 more pods are written.
+    for i in 5..155 {
+        api.create(PODS, &pod(&format!("w{i}"), json!({}))).await?;
+    }
+    let body = tokio::time::timeout(Duration::from_secs(30), watch.into_body().collect())
+        .await
+        .context("the lagging watch never ended")??
+        .to_bytes();
+    let mut revisions = Vec::new();
+    for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let event: Value = serde_json::from_slice(line)?;
+        ensure!(event["type"] == "ADDED", "unexpected event: {event}");
+        revisions.push(rv(&event["object"]));
+    }
+    ensure!(!revisions.is_empty(), "the watch delivered nothing");
+    ensure!(revisions.len() < 154, "the watch never fell behind");
+    ensure!(revisions[0] > from, "{revisions:?}");
+    ensure!(
+        revisions.windows(2).all(|w| w[1] == w[0] + 1),
+        "events were skipped: {revisions:?}"
+    );
+    Ok(())
 }

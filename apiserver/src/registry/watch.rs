@@ -260,6 +260,17 @@ pub(super) async fn watch(
             };
             match msg {
                 None => return,
+                // The store's watch could not keep up: end this watch, as
+                // Kubernetes ends a slow watcher; the client re-watches from
+                // the last resourceVersion it saw.
+                Some(Err(storage::Error::Lagged { after })) => {
+                    tracing::debug!(
+                        resource = res.plural,
+                        after,
+                        "ending a watch that fell behind"
+                    );
+                    return;
+                }
                 Some(Err(e)) => {
                     w.send_error(ApiError::from_storage(e, res.group, res.plural, ""))
                         .await;

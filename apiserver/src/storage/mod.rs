@@ -108,6 +108,11 @@ pub enum Error {
     /// The requested revision is in the future.
     #[error("required revision {requested} is a future revision (current {current})")]
     FutureRevision { requested: i64, current: i64 },
+    /// A watch could not keep up with the writes and was ended; its
+    /// consumer re-watches from the last revision it saw and loses nothing.
+    /// An HTTP watch fed by it just ends, as Kubernetes ends a slow watcher.
+    #[error("watch fell behind after revision {after}; re-watch from that revision")]
+    Lagged { after: i64 },
     /// The backend failed (I/O, corruption, lost connection) — 500/503.
     #[error("storage backend: {0}")]
     Backend(String),

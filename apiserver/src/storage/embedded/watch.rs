@@ -188,10 +188,7 @@ impl State {
                 None => {
                     self.done = true;
                     return Some(Err(if self.sub.lagged.load(Ordering::Acquire) {
-                        Error::Backend(format!(
-                            "watch on {:?} fell behind after revision {}; re-watch from that revision",
-                            self.prefix, self.last
-                        ))
+                        Error::Lagged { after: self.last }
                     } else {
                         Error::Backend("the store was closed".into())
                     }));

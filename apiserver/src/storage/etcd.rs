@@ -979,6 +979,52 @@ impl RawPuts {
         Ok(())
     }
 
+    /// The transaction an API create sends (see [`EtcdStore`]'s `put` with
+    /// `MustNotExist`): put the key if it does not exist yet. `false` when
+    /// it did.
+    pub async fn create(&self, key: String, value: Vec<u8>) -> Result<bool> {
+        let txn = Txn::new()
+            .when(vec![Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then(vec![TxnOp::put(key, value, None)]);
+        let resp = self
+            .kv
+            .clone()
+            .txn(txn)
+            .await
+            .map_err(|e| Error::Backend(format!("etcd txn: {e}")))?;
+        Ok(resp.succeeded())
+    }
+
+    /// Watches every key under `prefix` as the API server's watch cache
+    /// does (with previous values), reading its events until the returned
+    /// task is aborted; etcd does the work of a watched store.
+    pub async fn watch_prefix(
+        endpoint: &str,
+        prefix: &str,
+    ) -> Result<tokio::task::JoinHandle<u64>> {
+        let client = etcd_client::Client::connect([endpoint], None)
+            .await
+            .map_err(|e| Error::Backend(format!("etcd at {endpoint}: {e}")))?;
+        let mut watch = client.watch_client();
+        let options = WatchOptions::new().with_prefix().with_prev_key();
+        let mut stream = watch
+            .watch(prefix, Some(options))
+            .await
+            .map_err(|e| Error::Backend(format!("etcd watch: {e}")))?;
+        Ok(tokio::spawn(async move {
+            let _client = client;
+            let mut events = 0u64;
+            while let Ok(Some(response)) = stream.message().await {
+                events += response.events().len() as u64;
+            }
+            events
+        }))
+    }
+
     /// One linearizable get of a single key (the reference for API reads);
     /// the value when the key exists.
     pub async fn get(&self, key: String) -> Result<Option<Vec<u8>>> {

@@ -99,23 +99,9 @@ pub async fn post(
 /// touches the cluster's store.
 async fn raw_puts(endpoint: &str, p: &Params) -> Result<Outcome> {
     let client = RawPuts::connect(endpoint).await?;
-    let value = serde_json::to_vec(&configmap(0))?;
-    for i in 0..20 {
-        client
-            .put(format!("/bench-raw/warm-{i}"), value.clone())
-            .await?;
-    }
-    closed_loop(p.clients, p.creates, |_| {
-        let client = client.clone();
-        let value = value.clone();
-        move |i| {
-            let client = client.clone();
-            let value = value.clone();
-            async move {
-                client.put(format!("/bench-raw/cm-{i}"), value).await?;
-                Ok(())
-            }
-        }
+    raw_loop(&client, p, |client, key, value| async move {
+        client.put(key, value).await?;
+        Ok(())
     })
     .await
 }
@@ -126,29 +112,38 @@ async fn raw_puts(endpoint: &str, p: &Params) -> Result<Outcome> {
 async fn raw_watched_creates(endpoint: &str, p: &Params) -> Result<Outcome> {
     let client = RawPuts::connect(endpoint).await?;
     let watch = RawPuts::watch_prefix(endpoint, "/bench-raw/").await?;
-    let value = serde_json::to_vec(&configmap(0))?;
-    for i in 0..20 {
-        client
-            .create(format!("/bench-raw/warm-{i}"), value.clone())
-            .await?;
-    }
-    let outcome = closed_loop(p.clients, p.creates, |_| {
-        let client = client.clone();
-        let value = value.clone();
-        move |i| {
-            let client = client.clone();
-            let value = value.clone();
-            async move {
-                if !client.create(format!("/bench-raw/cm-{i}"), value).await? {
-                    bail!("cm-{i} existed");
-                }
-                Ok(())
-            }
+    let outcome = raw_loop(&client, p, |client, key, value| async move {
+        if !client.create(key.clone(), value).await? {
+            bail!("{key} existed");
         }
+        Ok(())
     })
     .await;
     watch.abort();
     outcome
+}
+
+/// `op(client, key, value)` for 20 untimed warm-up keys, then for
+/// `p.creates` keys of ConfigMap-sized JSON from `p.clients` workers.
+async fn raw_loop<F, Fut>(client: &RawPuts, p: &Params, op: F) -> Result<Outcome>
+where
+    F: Fn(RawPuts, String, Vec<u8>) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send,
+{
+    let value = serde_json::to_vec(&configmap(0))?;
+    for i in 0..20 {
+        op(
+            client.clone(),
+            format!("/bench-raw/warm-{i}"),
+            value.clone(),
+        )
+        .await?;
+    }
+    closed_loop(p.clients, p.creates, |_| {
+        let (client, value, op) = (client.clone(), value.clone(), op.clone());
+        move |i| op(client.clone(), format!("/bench-raw/cm-{i}"), value.clone())
+    })
+    .await
 }
 
 fn check(name: &str, o: &Outcome) -> Result<()> {

@@ -109,6 +109,43 @@ struct UpdateBase {
     fresh: bool,
 }
 
+/// The bases of one update's attempts: the watch cache's copy first (when
+/// allowed), then the store's, for at most [`UPDATE_RETRIES`] store reads.
+struct Attempts {
+    try_cache: bool,
+    store_reads: usize,
+}
+
+impl Attempts {
+    fn new(try_cache: bool) -> Self {
+        Attempts {
+            try_cache,
+            store_reads: 0,
+        }
+    }
+
+    /// The next attempt's base; `None` once the retries are spent.
+    async fn next(
+        &mut self,
+        registry: &Registry,
+        res: &ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Result<UpdateBase>> {
+        if self.store_reads >= UPDATE_RETRIES {
+            return None;
+        }
+        let base = registry
+            .update_base(res, namespace, name, self.try_cache)
+            .await;
+        self.try_cache = false;
+        if base.as_ref().is_ok_and(|b| b.fresh) || base.is_err() {
+            self.store_reads += 1;
+        }
+        Some(base)
+    }
+}
+
 enum Attempt {
     Failed(Box<ApiError>),
     /// The object changed under us; read it again and retry.
@@ -610,14 +647,9 @@ impl Registry {
         // The first attempt may start from the watch cache's copy; dry runs
         // (nothing checks their base) and Services (their updates claim
         // addresses in the store first) always read the store.
-        let mut try_cache = !opts.dry_run && !is_core(res, "Service");
-        let mut attempts = 0;
-        while attempts < UPDATE_RETRIES {
-            let base = self.update_base(res, namespace, name, try_cache).await?;
-            try_cache = false;
-            if base.fresh {
-                attempts += 1;
-            }
+        let mut attempts = Attempts::new(!opts.dry_run && !is_core(res, "Service"));
+        while let Some(base) = attempts.next(self, res, namespace, name).await {
+            let base = base?;
             let desired = match mutate(&base.object, base.rev) {
                 Ok(d) => d,
                 // Perhaps only because the cached copy is behind.
@@ -1237,14 +1269,9 @@ impl Registry {
         }
         // From the watch cache's copy first, as updates do; a refusal is
         // only given on the store's own state.
-        let mut try_cache = true;
-        let mut attempts = 0;
-        while attempts < UPDATE_RETRIES {
-            let base = self.update_base(res, namespace, name, try_cache).await?;
-            try_cache = false;
-            if base.fresh {
-                attempts += 1;
-            }
+        let mut attempts = Attempts::new(true);
+        while let Some(base) = attempts.next(self, res, namespace, name).await {
+            let base = base?;
             let rev = base.rev;
             let mut pod = Arc::unwrap_or_clone(base.object);
             let deleting = object::meta(&pod).is_some_and(|m| m.contains_key("deletionTimestamp"));

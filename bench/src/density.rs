@@ -62,6 +62,59 @@ fn proc_value(path: &str) -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
+/// `vm.max_map_count` raised for the scenario and put back after it. The
+/// kubelet keeps its pod capacity within the limit (at most
+/// `MAPS_PER_POD` maps a pod), so a node as dense as this one needs more
+/// than Debian's default 65,530 — the same sysctl any host of many small
+/// mappings (databases, Elasticsearch) raises.
+struct MapLimit {
+    original: Option<u64>,
+    raised_to: Option<u64>,
+}
+
+impl MapLimit {
+    const PATH: &'static str = "/proc/sys/vm/max_map_count";
+
+    fn at_least(wanted: u64) -> MapLimit {
+        let original = wasmkube_runtime::node::max_map_count();
+        let raised_to = match original {
+            Some(now) if now < wanted => match std::fs::write(Self::PATH, wanted.to_string()) {
+                Ok(()) => Some(wanted),
+                Err(e) => {
+                    eprintln!(
+                        "density: vm.max_map_count is {now}, {wanted} needed, and it cannot be raised ({e}): the node takes fewer pods"
+                    );
+                    None
+                }
+            },
+            _ => None,
+        };
+        MapLimit {
+            original,
+            raised_to,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match (self.original, self.raised_to) {
+            (Some(from), Some(to)) => format!(
+                "vm.max_map_count raised from {from} to {to} for this scenario and restored after it (the kubelet keeps its pods capacity within the limit at {} maps a pod)",
+                wasmkube_runtime::node::MAPS_PER_POD
+            ),
+            (Some(now), None) => format!("vm.max_map_count {now} (unchanged)"),
+            _ => "vm.max_map_count unknown".to_string(),
+        }
+    }
+}
+
+impl Drop for MapLimit {
+    fn drop(&mut self) {
+        if let (Some(original), Some(_)) = (self.original, self.raised_to) {
+            let _ = std::fs::write(Self::PATH, original.to_string());
+        }
+    }
+}
+
 pub async fn run(p: &Params, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Result<()> {
     if p.build {
         build(&p.repo)?;
@@ -78,8 +131,11 @@ pub async fn run(p: &Params, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Re
     // The node's `pods` capacity (Kubernetes' 110 by default) must admit
     // every pod; the scheduler holds the rest Pending otherwise.
     let max_pods = p.pods + 10;
+    let map_limit = MapLimit::at_least(
+        u64::try_from(max_pods).unwrap_or(u64::MAX) * wasmkube_runtime::node::MAPS_PER_POD + 8192,
+    );
     let flags = vec!["--max-pods".to_string(), max_pods.to_string()];
-    let server = Server::start_with(&bin, &flags, true).await?;
+    let mut server = Server::start_with(&bin, &flags, true).await?;
     push(&bin, &idle, "idle:v1", &server)?;
     tokio::time::sleep(SETTLE).await;
     let before = ProcStats::read(server.pid())?;
@@ -153,7 +209,10 @@ pub async fn run(p: &Params, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Re
     );
     tokio::time::sleep(SETTLE).await;
     let after = ProcStats::read(server.pid())?;
-    let (guest, reported) = guest_memory(&server).await?;
+    let (guest, reported) = match guest_memory(&server).await {
+        Ok(g) => g,
+        Err(e) => bail!("{e:#}; {}", server.post_mortem()),
+    };
     let delta = after.rss.saturating_sub(before.rss);
     let pods_f = running.max(1) as f64;
     let overhead = (delta as f64 - guest as f64) / pods_f;
@@ -237,7 +296,7 @@ pub async fn run(p: &Params, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Re
     });
     let per = |a: usize, b: usize| a.saturating_sub(b) as f64 / pods_f;
     notes.push(format!(
-        "density: the release `wasmkube server` (all-in-one) as a child process with `--max-pods {max_pods}` (the node's `pods` capacity defaults to Kubernetes' 110, which the scheduler enforces); wasm instances: {pooled} (the pool reserves 4 slots × (4 GiB + guard) per pod of capacity). {} `idle.wasm` pods (print a line, then sleep in WASI) created by {} concurrent clients; time from the first create until a watch has seen the last one Running. Memory: server RSS (/proc VmRSS) {SETTLE:?} after the module push and again {SETTLE:?} after the last pod ran; guest memory = the sum of the pods' `memory.workingSetBytes` in the kubelet's `/stats/summary` (linear memories + tables as sized, not as resident), so the overhead = (RSS delta − guest) / pods can be negative when guests touch less than their size. The RSS delta also holds the API server's, scheduler's and controllers' copies of the pod objects (one process). Per pod: {:.2} threads, {:.2} open fds, {:.2} memory maps (VMAs); limits: RLIMIT_NOFILE (the harness's, inherited) {}, vm.max_map_count {}, kernel.threads-max {}; server at the end: {} threads, {} fds, {} maps.",
+        "density: the release `wasmkube server` (all-in-one) as a child process with `--max-pods {max_pods}` (the node's `pods` capacity defaults to Kubernetes' 110, which the scheduler enforces); wasm instances: {pooled} (the pool reserves 4 slots × (4 GiB + guard) per pod of capacity). {} `idle.wasm` pods (print a line, then sleep in WASI) created by {} concurrent clients; time from the first create until a watch has seen the last one Running. Memory: server RSS (/proc VmRSS) {SETTLE:?} after the module push and again {SETTLE:?} after the last pod ran; guest memory = the sum of the pods' `memory.workingSetBytes` in the kubelet's `/stats/summary` (linear memories + tables as sized, not as resident), so the overhead = (RSS delta − guest) / pods can be negative when guests touch less than their size. The RSS delta also holds the API server's, scheduler's and controllers' copies of the pod objects (one process). Per pod: {:.2} threads, {:.2} open fds, {:.2} memory maps (VMAs); limits: RLIMIT_NOFILE (the harness's, inherited) {}, vm.max_map_count {}, kernel.threads-max {}; server at the end: {} threads, {} fds, {} maps; {}.",
         p.pods,
         p.concurrency,
         per(after.threads, before.threads),
@@ -249,6 +308,7 @@ pub async fn run(p: &Params, rows: &mut Vec<Row>, notes: &mut Vec<String>) -> Re
         after.threads,
         after.fds,
         after.maps,
+        map_limit.describe(),
     ));
     Ok(())
 }

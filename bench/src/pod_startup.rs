@@ -281,6 +281,33 @@ impl Server {
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
+    /// Why a request to the server may have failed: whether it is still
+    /// running, and the last lines of its log.
+    pub(crate) fn post_mortem(&mut self) -> String {
+        let state = match self.child.try_wait() {
+            Ok(Some(status)) => format!("the server exited ({status})"),
+            Ok(None) => "the server is still running".to_string(),
+            Err(e) => format!("the server's state is unknown ({e})"),
+        };
+        let log = self.log();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+        let panics: Vec<&str> = lines
+            .iter()
+            .copied()
+            .filter(|l| l.contains("panicked") || l.contains("ERROR"))
+            .take(10)
+            .collect();
+        if panics.is_empty() {
+            format!("{state}; its log ends:\n{tail}")
+        } else {
+            format!(
+                "{state}; its first errors:\n{}\nits log ends:\n{tail}",
+                panics.join("\n")
+            )
+        }
+    }
+
     async fn wait_ready(&mut self, node: bool) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {

@@ -252,6 +252,17 @@ pub async fn start(
         .await
         .map_err(|e| Error::Task(e.to_string()))??;
 
+    let (max_pods, map_limit) = node::pod_capacity(config.max_pods, node::max_map_count());
+    if let Some(limit) = map_limit {
+        tracing::warn!(
+            asked = config.max_pods,
+            capacity = max_pods,
+            max_map_count = limit,
+            "the node takes fewer pods than --max-pods asks: vm.max_map_count allows {max_pods} \
+             at up to {} memory maps each; raise it (sysctl -w vm.max_map_count=…) for more",
+            node::MAPS_PER_POD
+        );
+    }
     let facts = NodeFacts {
         name: config.node_name.clone(),
         ip: config.node_ip,
@@ -260,7 +271,7 @@ pub async fn start(
         cpu: config.cpu_capacity,
         memory: config.memory_capacity,
         reserved_memory: config.system_reserved_memory,
-        max_pods: config.max_pods,
+        max_pods,
         kernel_version: node::kernel_version(),
     };
     let since = jiff::Timestamp::now();

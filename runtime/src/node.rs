@@ -353,6 +353,40 @@ fn parse_meminfo(text: &str) -> Option<u64> {
     kb.checked_mul(1024)
 }
 
+/// Memory maps (VMAs) one pod may take: an idle pod measured 6.5 with
+/// on-demand instance allocation (its linear memory's reservation and
+/// accessible part, its async stack and guard page, large host buffers);
+/// rounded up for pods with more than one container or memory.
+pub const MAPS_PER_POD: u64 = 8;
+/// Maps kept for the rest of the process (code, threads, allocator, the
+/// API server when it shares the process).
+const MAPS_RESERVED: u64 = 4096;
+
+/// The kernel's limit on one process's memory maps (`vm.max_map_count`),
+/// if known.
+pub fn max_map_count() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The pod capacity a node can keep: `max_pods`, or fewer when the kernel's
+/// memory-map limit would run out first (past it, creating an instance,
+/// a thread or an allocation fails anywhere in the process). Returns the
+/// capacity and, when it was lowered, the limit that lowered it.
+pub fn pod_capacity(max_pods: u32, max_map_count: Option<u64>) -> (u32, Option<u64>) {
+    let Some(limit) = max_map_count else {
+        return (max_pods, None);
+    };
+    let fits = limit.saturating_sub(MAPS_RESERVED) / MAPS_PER_POD;
+    match u32::try_from(fits) {
+        Ok(fits) if fits < max_pods => (fits.max(1), Some(limit)),
+        _ => (max_pods, None),
+    }
+}
+
 /// The host kernel's release, if known.
 pub fn kernel_version() -> String {
     std::fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -363,6 +397,17 @@ pub fn kernel_version() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pod_capacity_stays_within_the_memory_map_limit() {
+        // Debian's default limit: 65,530 maps hold 7,679 pods.
+        assert_eq!(pod_capacity(10_010, Some(65_530)), (7_679, Some(65_530)));
+        assert_eq!(pod_capacity(110, Some(65_530)), (110, None));
+        assert_eq!(pod_capacity(10_010, Some(262_144)), (10_010, None));
+        assert_eq!(pod_capacity(10_010, None), (10_010, None));
+        // A tiny limit still leaves one pod.
+        assert_eq!(pod_capacity(110, Some(100)), (1, Some(100)));
+    }
 
     #[test]
     fn meminfo_is_parsed() {
